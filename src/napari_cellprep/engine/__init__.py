@@ -1,0 +1,1 @@
+"""Headless engine: training, tiled inference, checkpoints, metrics, data (no napari, no Qt)."""

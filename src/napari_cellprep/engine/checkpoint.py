@@ -1,0 +1,181 @@
+"""Checkpoints: one safetensors file (weights) whose header carries our JSON metadata.
+
+Loading parses JSON and raw tensors only, so a checkpoint can never execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..model import ModelConfig, SegmentationNet, build_model
+from .normalize import Normalization
+
+FORMAT = "napari-cellprep"
+FORMAT_VERSION = 1
+SUFFIX = ".cellprep"
+_META_KEY = "napari_cellprep"
+
+DEFAULT_COLORS = ["#000000", "#ffd700", "#00bfff", "#ff4500", "#32cd32", "#da70d6", "#ff69b4", "#8b4513"]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable napari-cellprep checkpoint."""
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about its model, besides the weights."""
+
+    config: ModelConfig
+    class_names: list[str]
+    normalization: Normalization = field(default_factory=Normalization)
+    class_colors: list[str] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.config.num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names given for {self.config.num_classes} classes"
+            )
+        if not self.class_colors:
+            self.class_colors = default_colors(self.config.num_classes)
+        if len(self.class_colors) != self.config.num_classes:
+            raise ValueError(
+                f"{len(self.class_colors)} class colours given for {self.config.num_classes} classes"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "class_names": list(self.class_names),
+            "class_colors": list(self.class_colors),
+            "normalization": self.normalization.to_dict(),
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(
+            config=ModelConfig.from_dict(data["config"]),
+            class_names=list(data["class_names"]),
+            normalization=Normalization.from_dict(data["normalization"]),
+            class_colors=list(data.get("class_colors") or []),
+            training=dict(data.get("training") or {}),
+            name=str(data.get("name", "")),
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference (eval mode) and its description."""
+
+    model: SegmentationNet
+    info: ModelInfo
+    path: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def label(self) -> str:
+        """A short name for menus: the model's name, else its file name."""
+        return self.info.name or (self.path.stem if self.path else "unsaved model")
+
+
+def default_colors(num_classes: int) -> list[str]:
+    return [DEFAULT_COLORS[k % len(DEFAULT_COLORS)] for k in range(num_classes)]
+
+
+def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, info: ModelInfo, *, overwrite: bool = False) -> Path:
+    """Write ``model`` and ``info`` to ``path`` atomically (temporary file, then rename).
+
+    An existing file is kept unless ``overwrite`` is true.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
+    if model.config != info.config:
+        raise ValueError("the model's config does not match the info's config")
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    metadata = {_META_KEY: json.dumps(info.to_dict())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_info(path: str | os.PathLike) -> ModelInfo:
+    """Read only the JSON header of a checkpoint (cheap; used to recognise our files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
+                raise ValueError("bad header size")
+            header = json.loads(fh.read(size))
+        data = json.loads(header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a napari-cellprep checkpoint (expected a safetensors file written by "
+            f"napari-cellprep; pickled .pt/.pth files are refused because loading them can run code)"
+        ) from exc
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a napari-cellprep checkpoint")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {data['format_version']}; this napari-cellprep reads up to "
+            f"{FORMAT_VERSION}: upgrade napari-cellprep"
+        )
+    try:
+        return ModelInfo.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} has an invalid model description: {exc}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a checkpoint, in eval mode on ``device``."""
+    path = Path(path)
+    info = read_info(path)
+    try:
+        tensors = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated: {exc}") from exc
+    model = build_model(info.config)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the described architecture: {exc}") from exc
+    return LoadedModel(model.to(device).eval(), info, path)
+
+
+def default_checkpoint_path() -> Path:
+    """The model bundled with the package (trained on NIST phase-contrast tiles)."""
+    return Path(str(resources.files("napari_cellprep").joinpath("models", "default" + SUFFIX)))
+
+
+def load_default(device: str | torch.device = "cpu") -> LoadedModel:
+    """Load the bundled default model."""
+    return load_checkpoint(default_checkpoint_path(), device)

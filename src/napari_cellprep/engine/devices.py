@@ -1,0 +1,38 @@
+"""Compute device choice: CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+
+def available_devices() -> list[str]:
+    """Names of the devices this machine can run on, best first (``cpu`` always last)."""
+    names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/``None`` picks cuda → mps → cpu; otherwise the named device, checked to exist."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device(available_devices()[0])
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist; available: {', '.join(available_devices())}")
+    if device.type == "mps" and "mps" not in available_devices():
+        raise ValueError(f"device {name!r} was asked for but MPS is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A plain-words name for the device, e.g. ``cuda:0 (NVIDIA H100)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "mps (Apple GPU)"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,46 @@
+"""Typed progress events that the long-running engine generators yield."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Generic progress: ``done`` of ``total`` units, with a short message."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """One optimisation step finished. ``losses`` maps output name → loss (branches, ensemble)."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps_per_epoch: int
+    loss: float
+    losses: dict[str, float]
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """One epoch finished, with validation scores when there is validation data."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    losses: dict[str, float]
+    elapsed: float
+    val_iou: list[float] | None = None
+    val_dice: list[float] | None = None
+    val_miou: float | None = None
+    val_mdice: float | None = None
+    best_miou: float | None = None
+    best_epoch: int | None = None
+    improved: bool = False
+    ensemble_weights: list[float] = field(default_factory=list)

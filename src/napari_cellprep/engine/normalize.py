@@ -1,0 +1,58 @@
+"""Intensity normalisation to 0..1: min-max (the paper) or robust percentiles."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+MAX_STAT_SAMPLES = 4_000_000
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw intensities become 0..1. Stored in checkpoints so inference matches training.
+
+    ``minmax`` maps the image's minimum to 0 and maximum to 1 (Kato & Hotta). ``percentile``
+    maps the ``low``/``high`` percentiles to 0/1 and clips, robust to hot pixels.
+    """
+
+    method: Literal["minmax", "percentile"] = "minmax"
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        if self.method not in ("minmax", "percentile"):
+            raise ValueError(f"normalisation must be 'minmax' or 'percentile', got {self.method!r}")
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}")
+
+    def stats(self, image: np.ndarray) -> tuple[float, float]:
+        """The intensities mapped to 0 and 1, from (a strided sample of) ``image``."""
+        values = np.asarray(image)
+        if values.size > MAX_STAT_SAMPLES:
+            values = values.reshape(-1)[:: values.size // MAX_STAT_SAMPLES + 1]
+        if not np.isfinite(values).all():
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise ValueError("the image has no finite pixel values (all NaN or inf)")
+        if self.method == "minmax":
+            return float(values.min()), float(values.max())
+        lo, hi = np.percentile(values, [self.low, self.high])
+        return float(lo), float(hi)
+
+    def apply(self, image: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
+        """``image`` as float32 in 0..1 (a constant image maps to 0)."""
+        lo, hi = self.stats(image) if stats is None else stats
+        scale = 1.0 / (hi - lo) if hi > lo else 0.0
+        out = (np.asarray(image, dtype=np.float32) - np.float32(lo)) * np.float32(scale)
+        np.clip(out, 0.0, 1.0, out=out)
+        return np.nan_to_num(out, copy=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalization:
+        return cls(**data)

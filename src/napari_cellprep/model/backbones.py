@@ -1,0 +1,39 @@
+"""Backbone feature extractors: the paper's U-Net, Attention U-Net and MONAI's U-Net++."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .unet import UNet
+
+
+class UNetPlusPlus(nn.Module):
+    """MONAI's ``BasicUNetPlusPlus`` (depth 4) with its heads removed: returns decoder features."""
+
+    def __init__(self, in_channels: int, width: int = 16) -> None:
+        super().__init__()
+        from monai.networks.nets import BasicUNetPlusPlus
+
+        features = (width, 2 * width, 4 * width, 8 * width, 16 * width, width)
+        net = BasicUNetPlusPlus(
+            spatial_dims=2, in_channels=in_channels, out_channels=1, features=features, norm="batch"
+        )
+        for name in ("final_conv_0_1", "final_conv_0_2", "final_conv_0_3", "final_conv_0_4"):
+            setattr(net, name, nn.Identity())
+        self.net = net
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[-1]
+
+
+def build_backbone(name: str, in_channels: int, width: int, depth: int) -> nn.Module:
+    """Return a module mapping (B, in_channels, H, W) to (B, width, H, W) features."""
+    if name == "unet":
+        return UNet(in_channels, width, depth)
+    if name == "attention-unet":
+        return UNet(in_channels, width, depth, attention=True)
+    if name == "unet++":
+        return UNetPlusPlus(in_channels, width)
+    raise ValueError(f"unknown backbone {name!r}")

@@ -1,0 +1,88 @@
+"""Model configuration: everything needed to rebuild a network, JSON-serialisable."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Architecture = Literal["cellprep", "unet"]
+Backbone = Literal["unet", "unet++", "attention-unet"]
+Ensemble = Literal["learned", "fixed", "none"]
+EnsembleInit = Literal["random", "equal"]
+
+ARCHITECTURES = ("cellprep", "unet")
+BACKBONES = ("unet", "unet++", "attention-unet")
+ENSEMBLES = ("learned", "fixed", "none")
+ENSEMBLE_INITS = ("random", "equal")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a segmentation model.
+
+    ``architecture="cellprep"`` is Kato & Hotta's two-network method; ``"unet"`` is the plain
+    baseline (the backbone with a 1×1 head). ``penultimate`` is the width of network 1's
+    penultimate maps; the first ``num_classes`` of them are the translation filters (the paper
+    uses exactly ``num_classes``; the authors' code 16). ``None`` means ``num_classes``.
+``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights, ``fixed`` (w = 1, the
+sum) or ``none`` (network 2's outputs alone, averaged). ``ensemble_init="equal"`` starts the
+learned weights at 1/S instead of PyTorch's random init.
+    """
+
+    num_classes: int = 2
+    in_channels: int = 1
+    architecture: Architecture = "cellprep"
+    backbone: Backbone = "unet"
+    width: int = 16
+    depth: int = 4
+    penultimate: int | None = None
+    ensemble: Ensemble = "learned"
+    ensemble_init: EnsembleInit = "random"
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {self.ensemble!r}")
+        if self.ensemble_init not in ENSEMBLE_INITS:
+            raise ValueError(f"ensemble_init must be one of {ENSEMBLE_INITS}, got {self.ensemble_init!r}")
+        if self.width < 1 or self.depth < 1:
+            raise ValueError(f"width and depth must be positive, got {self.width}, {self.depth}")
+        if self.backbone == "unet++" and self.depth != 4:
+            raise ValueError("the unet++ backbone (MONAI BasicUNetPlusPlus) has depth 4; set depth=4")
+        if self.penultimate is not None and self.penultimate < self.num_classes:
+            raise ValueError(
+                f"penultimate width ({self.penultimate}) must be at least num_classes ({self.num_classes})"
+            )
+
+    @property
+    def penultimate_width(self) -> int:
+        """Channels of network 1's penultimate maps."""
+        return self.num_classes if self.penultimate is None else self.penultimate
+
+    @property
+    def num_outputs(self) -> int:
+        """S: the number of segmentation outputs before the ensemble."""
+        return self.num_classes + 1 if self.architecture == "cellprep" else 1
+
+    @property
+    def size_multiple(self) -> int:
+        """Input sizes that the backbone handles without internal padding."""
+        return 2**self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}; is the checkpoint from a newer version?")
+        return cls(**data)

@@ -1,0 +1,139 @@
+"""The CellPrep network (Kato & Hotta) and the plain baseline, with a typed forward result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import build_backbone
+from .config import ModelConfig
+from .unet import conv_bn_relu
+
+
+@dataclass
+class ModelOutput:
+    """Everything one forward pass produces, for a batch of B images with C classes.
+
+    ``branch_logits`` stacks the S outputs (network 1 first, then network 2 on t_1..t_C).
+    ``filters`` (B, C, H, W) and ``translated`` (B, C, in_channels, H, W) are ``None`` for the
+    plain baseline.
+    """
+
+    branch_logits: torch.Tensor
+    ensemble_logits: torch.Tensor
+    ensemble_weights: torch.Tensor
+    ensemble_bias: torch.Tensor
+    filters: torch.Tensor | None = None
+    translated: torch.Tensor | None = None
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x, (height, width)
+
+
+def _crop(t: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    return None if t is None else t[..., : size[0], : size[1]]
+
+
+class SegmentationNet(nn.Module):
+    """Base: pads inputs to the backbone's size multiple and crops every output back."""
+
+    config: ModelConfig
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        x, size = _pad_to_multiple(x, self.config.size_multiple)
+        out = self._forward(x)
+        return ModelOutput(
+            branch_logits=_crop(out.branch_logits, size),
+            ensemble_logits=_crop(out.ensemble_logits, size),
+            ensemble_weights=out.ensemble_weights,
+            ensemble_bias=out.ensemble_bias,
+            filters=_crop(out.filters, size),
+            translated=_crop(out.translated, size),
+        )
+
+    def _forward(self, x: torch.Tensor) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class PlainNet(SegmentationNet):
+    """The baseline: one backbone and a 1×1 head (S = 1)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config.backbone, config.in_channels, config.width, config.depth)
+        self.head = nn.Conv2d(self.backbone.out_channels, config.num_classes, 1)
+
+    def _forward(self, x: torch.Tensor) -> ModelOutput:
+        logits = self.head(self.backbone(x))
+        one = torch.ones(1, device=x.device)
+        return ModelOutput(logits.unsqueeze(1), logits, one, torch.zeros((), device=x.device))
+
+
+class CellPrepNet(SegmentationNet):
+    """Network 1 learns translation filters; network 2 segments each translated image; a
+    learned point-wise 3D convolution merges all S = C + 1 outputs (METHOD.md, steps 1–4)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, width = config.num_classes, config.width
+        self.net1 = build_backbone(config.backbone, config.in_channels, width, config.depth)
+        self.penultimate = conv_bn_relu(self.net1.out_channels, config.penultimate_width)
+        self.head1 = nn.Conv2d(config.penultimate_width, c, 1)
+        self.net2 = build_backbone(config.backbone, config.in_channels, width, config.depth)
+        self.head2 = nn.Conv2d(self.net2.out_channels, c, 1)
+        self.ensemble = nn.Conv3d(config.num_outputs, 1, 1) if config.ensemble == "learned" else None
+        if self.ensemble is not None and config.ensemble_init == "equal":
+            nn.init.constant_(self.ensemble.weight, 1.0 / config.num_outputs)
+            nn.init.zeros_(self.ensemble.bias)
+
+    def _forward(self, x: torch.Tensor) -> ModelOutput:
+        batch, c = x.shape[0], self.config.num_classes
+        hp = self.penultimate(self.net1(x))
+        logits1 = self.head1(hp)
+        filters = hp[:, :c]
+        translated = torch.sigmoid(x.unsqueeze(1) + filters.unsqueeze(2))  # B, C, in, H, W
+        logits2 = self.head2(self.net2(translated.flatten(0, 1)))  # one call for all C images
+        logits2 = logits2.unflatten(0, (batch, c))  # B, C (translated image), C (class), H, W
+        branches = torch.cat([logits1.unsqueeze(1), logits2], dim=1)  # B, S, C, H, W
+        weights, bias = self.ensemble_parameters(x.device)
+        if self.ensemble is not None:
+            ensemble = self.ensemble(branches).squeeze(1)
+        else:
+            ensemble = torch.einsum("s,bschw->bchw", weights.to(branches.dtype), branches)
+        return ModelOutput(branches, ensemble, weights, bias, filters, translated)
+
+    def ensemble_parameters(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights w_1..w_S and bias of the ensemble (fixed modes give their constants)."""
+        s = self.config.num_outputs
+        if self.ensemble is not None:
+            return self.ensemble.weight.flatten(), self.ensemble.bias.squeeze()
+        if self.config.ensemble == "fixed":
+            weights = torch.ones(s, device=device)
+        else:  # "none": network 2's outputs alone, averaged
+            weights = torch.full((s,), 1.0 / (s - 1), device=device)
+            weights[0] = 0.0
+        return weights, torch.zeros((), device=device)
+
+
+def build_model(config: ModelConfig) -> SegmentationNet:
+    """Instantiate the network a config describes."""
+    return CellPrepNet(config) if config.architecture == "cellprep" else PlainNet(config)
+
+
+def output_names(config: ModelConfig, class_names: list[str] | None = None) -> list[str]:
+    """Human-readable names of the S branch outputs, in order."""
+    if config.architecture != "cellprep":
+        return [config.backbone]
+    names = class_names or [f"class {k}" for k in range(config.num_classes)]
+    return ["network 1"] + [f"network 2 on t{k + 1} ({names[k]})" for k in range(config.num_classes)]
