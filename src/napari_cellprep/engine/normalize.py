@@ -56,3 +56,8 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
         return cls(**data)
+
+
+def normalize_channels(image: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """Normalise a (channels, H, W) plane channel by channel, as training and inference both do."""
+    return np.stack([normalization.apply(channel) for channel in image]).astype(np.float32, copy=False)
