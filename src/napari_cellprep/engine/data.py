@@ -1,0 +1,257 @@
+"""Training data: normalised images with (possibly sparse) class targets, checks, validation splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import IGNORE_INDEX
+from .layout import to_planes
+from .normalize import Normalization, normalize_channels
+
+
+class TrainingDataError(ValueError):
+    """Training data that cannot train a model; the message says what to fix."""
+
+
+@dataclass
+class LabeledImage:
+    """One training image and its per-pixel classes (``IGNORE_INDEX`` = not labeled)."""
+
+    image: np.ndarray  # (Cin, H, W) float32, already normalised
+    target: np.ndarray  # (H, W) int64 class index, -1 = unlabeled
+    name: str = ""
+
+    @property
+    def labeled_pixels(self) -> int:
+        return int(np.count_nonzero(self.target != IGNORE_INDEX))
+
+
+def _plane(image: np.ndarray, normalization: Normalization, in_channels: int, channel_axis: int | None, name: str):
+    try:
+        planes, leading = to_planes(np.asarray(image), in_channels, channel_axis)
+    except ValueError as exc:
+        raise TrainingDataError(f"{name or 'image'}: {exc}") from exc
+    if leading:
+        raise TrainingDataError(
+            f"{name or 'image'} has plane axes {leading} besides the channels: training takes 2D "
+            f"images; pass one plane (Z or T slice) at a time"
+        )
+    return normalize_channels(planes[0], normalization)
+
+
+def _integer_labels(labels: np.ndarray, image_hw: tuple[int, ...], what: str, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != image_hw:
+        raise TrainingDataError(
+            f"{name or 'image'}: the {what} has shape {labels.shape} but the image is {image_hw[0]}×"
+            f"{image_hw[1]} pixels; they must cover the same pixels"
+        )
+    if labels.dtype.kind == "f":
+        if not np.array_equal(labels, np.round(labels)):
+            raise TrainingDataError(f"{name or 'image'}: the {what} holds non-integer values; it must hold class indices")
+    elif labels.dtype.kind not in "uib":
+        raise TrainingDataError(f"{name or 'image'}: the {what} has dtype {labels.dtype}; it must hold integers")
+    return labels.astype(np.int64)
+
+
+def from_mask(
+    image: np.ndarray,
+    mask: np.ndarray,
+    normalization: Normalization,
+    in_channels: int = 1,
+    channel_axis: int | None = None,
+    name: str = "",
+) -> LabeledImage:
+    """A 2D image with a full mask of class indices 0..C-1 (``-1`` may mark unlabeled pixels)."""
+    plane = _plane(image, normalization, in_channels, channel_axis, name)
+    target = _integer_labels(mask, plane.shape[-2:], "mask", name)
+    if target.size and target.min() < IGNORE_INDEX:
+        raise TrainingDataError(
+            f"{name or 'image'}: the mask holds {int(target.min())}; class indices start at 0 (-1 = unlabeled)"
+        )
+    return LabeledImage(plane, target, name)
+
+
+def from_painted(
+    image: np.ndarray,
+    labels: np.ndarray,
+    normalization: Normalization,
+    in_channels: int = 1,
+    channel_axis: int | None = None,
+    name: str = "",
+) -> LabeledImage:
+    """A 2D image with napari-painted labels: value v >= 1 is class v - 1, 0 is not annotated."""
+    plane = _plane(image, normalization, in_channels, channel_axis, name)
+    target = _integer_labels(labels, plane.shape[-2:], "labels layer", name)
+    if target.size and target.min() < 0:
+        raise TrainingDataError(
+            f"{name or 'image'}: the labels hold the negative value {int(target.min())}; paint with "
+            f"values 1..C (0 = not annotated)"
+        )
+    return LabeledImage(plane, target - 1, name)
+
+
+def check_training_data(items: list[LabeledImage], num_classes: int, patch_size: int) -> None:
+    """Raise ``TrainingDataError`` unless ``items`` can train a ``num_classes`` model on patches."""
+    if not items:
+        raise TrainingDataError("no training images were given")
+    channels = {item.image.shape[0] for item in items}
+    if len(channels) > 1:
+        raise TrainingDataError(f"the training images have different channel counts {sorted(channels)}")
+    present = np.zeros(num_classes, dtype=bool)
+    for item in items:
+        label = item.name or "an image"
+        if item.image.ndim != 3 or item.target.shape != item.image.shape[1:]:
+            raise TrainingDataError(f"{label}: image {item.image.shape} and target {item.target.shape} do not match")
+        labeled = item.target[item.target != IGNORE_INDEX]
+        if labeled.size == 0:
+            continue
+        if labeled.max() >= num_classes:
+            value = int(labeled.max()) + 1
+            raise TrainingDataError(
+                f"{label}: painted value {value} is not a class: the model has {num_classes} classes "
+                f"(values 1..{num_classes})"
+            )
+        present[np.unique(labeled)] = True
+        height, width = item.target.shape
+        if min(height, width) < patch_size:
+            raise TrainingDataError(
+                f"{label} is {height}×{width} pixels, smaller than the patch size {patch_size}: choose a "
+                f"patch size of at most {min(height, width)}"
+            )
+    if not present.any():
+        raise TrainingDataError("there are no labeled pixels: paint some pixels of every class first")
+    missing = [int(k) for k in np.flatnonzero(~present)]
+    if missing:
+        listed = ", ".join(f"class {k} (painted value {k + 1})" for k in missing)
+        verb = "has" if len(missing) == 1 else "have"
+        raise TrainingDataError(f"{listed} {verb} no labeled pixel: paint some pixels of every class")
+
+
+def split_validation(
+    items: list[LabeledImage], fraction: float, seed: int = 0, block: int = 32
+) -> tuple[list[LabeledImage], list[LabeledImage]]:
+    """Hold out about ``fraction`` of the labeled pixels, in square blocks of ``block`` pixels.
+
+    Each item's labels go either to its training copy or to its validation copy (unlabeled in
+    the other), so the two never share a labeled pixel; whole blocks keep validation pixels
+    away from most training pixels. Items without labels on one side are left out of that side.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction}")
+    if block < 1:
+        raise ValueError(f"the block size must be positive, got {block}")
+    candidates = []  # (item index, block row, block column, labeled pixels)
+    for index, item in enumerate(items):
+        labeled = item.target != IGNORE_INDEX
+        height, width = labeled.shape
+        padded = np.zeros((-(-height // block) * block, -(-width // block) * block), dtype=np.int64)
+        padded[:height, :width] = labeled
+        counts = padded.reshape(padded.shape[0] // block, block, -1, block).sum(axis=(1, 3))
+        candidates.extend((index, r, c, int(counts[r, c])) for r, c in zip(*np.nonzero(counts)))
+    if len(candidates) < 2:
+        raise TrainingDataError(
+            "too few labeled pixels to hold some out for validation: paint more, or give validation images"
+        )
+    total = sum(n for *_, n in candidates)
+    chosen, held = [], 0
+    for i in np.random.default_rng(seed).permutation(len(candidates)):
+        if held >= fraction * total or len(chosen) == len(candidates) - 1:
+            break
+        chosen.append(candidates[i])
+        held += candidates[i][3]
+    val_mask = [np.zeros(item.target.shape, dtype=bool) for item in items]
+    for index, r, c, _ in chosen:
+        val_mask[index][r * block : (r + 1) * block, c * block : (c + 1) * block] = True
+    train, val = [], []
+    for item, mask in zip(items, val_mask):
+        for side, keep in ((train, ~mask), (val, mask)):
+            target = np.where(keep, item.target, IGNORE_INDEX)
+            if (target != IGNORE_INDEX).any():
+                side.append(LabeledImage(item.image, target, item.name))
+    return train, val
+
+
+def labeled_box_area(items: list[LabeledImage]) -> int:
+    """Summed area of each item's bounding box of labeled pixels."""
+    area = 0
+    for item in items:
+        labeled = item.target != IGNORE_INDEX
+        rows, cols = np.flatnonzero(labeled.any(axis=1)), np.flatnonzero(labeled.any(axis=0))
+        if rows.size:
+            area += (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return int(area)
+
+
+class PatchSampler:
+    """Random square training patches, each containing labeled pixels, from images of any size.
+
+    A patch is placed around a labeled pixel drawn uniformly from all labeled pixels (at a random
+    position inside the patch, clamped to the image), so a small painted region on a huge image
+    trains as well as a full mask. ``augment`` adds random 90° rotations and flips. Memory per
+    image is one count per row, whatever the image size.
+    """
+
+    def __init__(self, items: list[LabeledImage], patch_size: int, rng: np.random.Generator, augment: bool = True):
+        self.items = [item for item in items if item.labeled_pixels]
+        if not self.items:
+            raise TrainingDataError("there are no labeled pixels to sample training patches from")
+        self.patch_size, self.rng, self.augment = patch_size, rng, augment
+        self.row_ends = [np.cumsum((item.target != IGNORE_INDEX).sum(axis=1)) for item in self.items]
+        self.item_ends = np.cumsum([ends[-1] for ends in self.row_ends])
+
+    def _nth_labeled_pixel(self, n: int) -> tuple[LabeledImage, int, int]:
+        index = int(np.searchsorted(self.item_ends, n, side="right"))
+        n -= int(self.item_ends[index - 1]) if index else 0
+        ends = self.row_ends[index]
+        row = int(np.searchsorted(ends, n, side="right"))
+        n -= int(ends[row - 1]) if row else 0
+        item = self.items[index]
+        return item, row, int(np.flatnonzero(item.target[row] != IGNORE_INDEX)[n])
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch: images (B, Cin, P, P) float32 and targets (B, P, P) int64."""
+        size, rng = self.patch_size, self.rng
+        images = np.empty((batch_size, self.items[0].image.shape[0], size, size), dtype=np.float32)
+        targets = np.empty((batch_size, size, size), dtype=np.int64)
+        for b in range(batch_size):
+            item, row, col = self._nth_labeled_pixel(int(rng.integers(self.item_ends[-1])))
+            height, width = item.target.shape
+            top = min(max(row - int(rng.integers(size)), 0), height - size)
+            left = min(max(col - int(rng.integers(size)), 0), width - size)
+            image = item.image[:, top : top + size, left : left + size]
+            target = item.target[top : top + size, left : left + size]
+            if self.augment:
+                turns = int(rng.integers(4))
+                image, target = np.rot90(image, turns, axes=(1, 2)), np.rot90(target, turns)
+                if rng.random() < 0.5:
+                    image, target = image[..., ::-1], target[..., ::-1]
+            images[b], targets[b] = image, target
+        return images, targets
+
+
+def grid_crops(items: list[LabeledImage], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut ``items`` into a grid of ``size`` crops that contain labels, each pixel counted once.
+
+    Returns stacks (images (N, Cin, h, w), targets (N, h, w)), one per crop shape (images smaller
+    than ``size`` give smaller crops). Edge crops are shifted inside the image; their pixels that
+    an earlier crop already holds are marked unlabeled.
+    """
+    groups: dict[tuple[int, int], tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for item in items:
+        height, width = item.target.shape
+        crop_h, crop_w = min(size, height), min(size, width)
+        for y0 in range(0, height, crop_h):
+            top = min(y0, height - crop_h)
+            for x0 in range(0, width, crop_w):
+                left = min(x0, width - crop_w)
+                target = item.target[top : top + crop_h, left : left + crop_w].copy()
+                target[: y0 - top] = IGNORE_INDEX
+                target[:, : x0 - left] = IGNORE_INDEX
+                if (target != IGNORE_INDEX).any():
+                    images, targets = groups.setdefault((crop_h, crop_w), ([], []))
+                    images.append(item.image[:, top : top + crop_h, left : left + crop_w])
+                    targets.append(target)
+    return [(np.stack(images), np.stack(targets)) for images, targets in groups.values()]
