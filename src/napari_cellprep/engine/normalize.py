@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -58,6 +59,21 @@ class Normalization:
         return cls(**data)
 
 
-def normalize_channels(image: np.ndarray, normalization: Normalization) -> np.ndarray:
-    """Normalise a (channels, H, W) plane channel by channel, as training and inference both do."""
-    return np.stack([normalization.apply(channel) for channel in image]).astype(np.float32, copy=False)
+def channel_stats(image: np.ndarray, normalization: Normalization) -> list[tuple[float, float]]:
+    """The normalisation statistics of each channel of a (channels, H, W) plane."""
+    return [normalization.stats(channel) for channel in image]
+
+
+def normalize_channels(
+    image: np.ndarray, normalization: Normalization, stats: Sequence[tuple[float, float]] | None = None
+) -> np.ndarray:
+    """Normalise a (channels, H, W) plane channel by channel, as training and inference both do.
+
+    ``stats`` (one pair per channel, from ``Normalization.stats`` of the whole plane) lets a tile
+    of a plane be normalised exactly as the whole plane would be.
+    """
+    if stats is None:
+        stats = channel_stats(image, normalization)
+    return np.stack([normalization.apply(channel, s) for channel, s in zip(image, stats)]).astype(
+        np.float32, copy=False
+    )
