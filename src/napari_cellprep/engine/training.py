@@ -1,0 +1,332 @@
+"""Training as a generator of progress events, with cancellation, validation and best-model keeping."""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import ModelConfig, SegmentationNet, build_model, method_loss, output_names
+from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
+from .data import LabeledImage, PatchSampler, TrainingDataError, check_training_data, grid_crops, labeled_box_area
+from .devices import describe_device, resolve_device
+from .events import EpochEnd, StepEnd
+from .metrics import Scores, confusion_matrix, scores
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's (Adam, betas (0.9, 0.999), lr 1e-3,
+    batch 16). ``steps_per_epoch=None`` is about one pass over the labeled area. ``amp`` (mixed
+    precision) applies on CUDA only."""
+
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    patch_size: int = 256
+    steps_per_epoch: int | None = None
+    augment: bool = True
+    lr_schedule: str = "constant"  # or "cosine"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+@dataclass
+class TrainingResult:
+    """The outcome of a training run; ``model`` is the best by validation mIoU (the last epoch's
+    without validation), in eval mode."""
+
+    model: LoadedModel
+    stopped: bool
+    epochs_run: int
+    best_miou: float | None
+    best_epoch: int | None
+    history: list[EpochEnd] = field(default_factory=list)
+
+
+def steps_for_one_pass(items: list[LabeledImage], patch_size: int, batch_size: int) -> int:
+    """ceil(labeled bounding-box area / (patch² · batch)), at least 1."""
+    return max(1, math.ceil(labeled_box_area(items) / (patch_size**2 * batch_size)))
+
+
+def _class_dependent(name: str, config: ModelConfig) -> bool:
+    heads = ("head.", "head1.", "head2.", "ensemble.")
+    if config.penultimate_width == config.num_classes:
+        heads += ("penultimate.",)
+    return name.startswith(heads)
+
+
+def transfer_weights(model: SegmentationNet, init: LoadedModel) -> list[str]:
+    """Copy ``init``'s weights into ``model`` by the fine-tuning rule; return the copied names.
+
+    Every tensor whose name and shape match is copied. When the class count differs, the
+    class-dependent tensors (the heads, the ensemble, and network 1's penultimate layer when its
+    width equals the class count) keep their fresh initialisation even where shapes happen to
+    match. Architecture and backbone must match.
+    """
+    old, new = init.info.config, model.config
+    for name in ("architecture", "backbone"):
+        if getattr(old, name) != getattr(new, name):
+            raise ValueError(
+                f"cannot fine-tune a {getattr(old, name)} model into a {getattr(new, name)} one "
+                f"({name} differs); train from scratch instead"
+            )
+    state = model.state_dict()
+    classes_changed = old.num_classes != new.num_classes
+    copied = []
+    for name, tensor in init.model.state_dict().items():
+        if name in state and state[name].shape == tensor.shape:
+            if not (classes_changed and _class_dependent(name, new)):
+                state[name] = tensor.detach().clone()
+                copied.append(name)
+    model.load_state_dict(state)
+    return copied
+
+
+def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
+    labeled = 0
+    for item in val:
+        if item.image.shape[0] != config.in_channels:
+            raise TrainingDataError(
+                f"validation image {item.name!r} has {item.image.shape[0]} channels; the model takes {config.in_channels}"
+            )
+        values = item.target[item.target >= 0]
+        if values.size and values.max() >= config.num_classes:
+            raise TrainingDataError(
+                f"validation image {item.name!r}: painted value {int(values.max()) + 1} is not a class: the "
+                f"model has {config.num_classes} classes (values 1..{config.num_classes})"
+            )
+        labeled += values.size
+    if labeled == 0:
+        raise TrainingDataError("the validation data has no labeled pixels: paint some, or train without validation")
+
+
+def _evaluate(
+    model: SegmentationNet,
+    crops: list[tuple[np.ndarray, np.ndarray]],
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    stop: threading.Event | None,
+) -> Scores | None:
+    """Scores of the eval-mode model on the validation crops; ``None`` when stopped meanwhile."""
+    num_classes = model.config.num_classes
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        for images, targets in crops:
+            for start in range(0, len(images), batch_size):
+                if stop is not None and stop.is_set():
+                    return None
+                x = torch.from_numpy(images[start : start + batch_size]).to(device)
+                pred = model(x).ensemble_logits.argmax(1).to(torch.uint8 if num_classes <= 255 else torch.int32)
+                cm += confusion_matrix(pred.cpu().numpy(), targets[start : start + batch_size], num_classes)
+    return scores(cm)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def train_iter(
+    train: list[LabeledImage],
+    val: list[LabeledImage] | None,
+    info: ModelInfo,
+    config: TrainConfig,
+    *,
+    init: LoadedModel | None = None,
+    stop: threading.Event | None = None,
+    checkpoint_path: str | Path | None = None,
+) -> Generator[StepEnd | EpochEnd, None, TrainingResult]:
+    """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch.
+
+    Patches are sampled around labeled pixels (``PatchSampler``). With ``val`` the eval-mode model
+    is scored after each epoch on a fixed grid of crops, and the best state by validation mIoU is
+    kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
+    it the last epoch counts as best. ``stop`` is checked before every step (and validation
+    batch): once set, training ends and the best model so far is returned with
+    ``stopped=True`` (the current weights if no epoch was scored yet).
+
+    Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when
+    the class count changes, the heads, the ensemble and network 1's penultimate layer when its
+    width equals the class count keep their fresh initialisation (see ``transfer_weights``).
+
+    ``config.seed`` seeds the weight initialisation (torch) and patch sampling (numpy); on the CPU
+    the same seed gives the same model.
+    """
+    model_config = info.config
+    check_training_data(train, model_config.num_classes, config.patch_size)
+    if train[0].image.shape[0] != model_config.in_channels:
+        raise TrainingDataError(
+            f"the training images have {train[0].image.shape[0]} channels; the model takes {model_config.in_channels}"
+        )
+    val = val or None
+    if val is not None:
+        _check_validation(val, model_config)
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        raise FileExistsError(f"{checkpoint_path} already exists; choose another checkpoint file or remove it first")
+
+    device = resolve_device(config.device)
+    amp = config.amp and device.type == "cuda"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(model_config)
+    copied = transfer_weights(model, init) if init is not None else []
+    model.to(device)
+    rng = np.random.default_rng(config.seed)
+    sampler = PatchSampler(train, config.patch_size, rng, config.augment)
+    val_crops = grid_crops(val, config.patch_size) if val is not None else []
+    steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps)
+        if config.lr_schedule == "cosine"
+        else None
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    names = output_names(model_config, info.class_names) + ["ensemble"]
+
+    history: list[EpochEnd] = []
+    best_state, best_miou, best_epoch, best_scores = None, None, None, None
+    stopped, epochs_run = False, 0
+    start = time.perf_counter()
+
+    def summary() -> dict:
+        return {
+            "epochs_run": epochs_run,
+            "epochs": config.epochs,
+            "best_epoch": best_epoch,
+            "best_val_miou": _finite(best_miou),
+            "val_iou": None if best_scores is None else dict(zip(info.class_names, map(_finite, best_scores.iou))),
+            "val_dice": None if best_scores is None else dict(zip(info.class_names, map(_finite, best_scores.dice))),
+            "stopped": stopped,
+            "seed": config.seed,
+            "learning_rate": config.learning_rate,
+            "betas": list(config.betas),
+            "batch_size": config.batch_size,
+            "patch_size": config.patch_size,
+            "steps_per_epoch": steps,
+            "lr_schedule": config.lr_schedule,
+            "augment": config.augment,
+            "mixed_precision": amp,
+            "device": describe_device(device),
+            "train_labeled_pixels": sum(item.labeled_pixels for item in train),
+            "val_labeled_pixels": sum(item.labeled_pixels for item in val or []),
+            "fine_tuned_from": init.label if init is not None else None,
+            "weights_copied": len(copied),
+            "seconds": round(time.perf_counter() - start, 1),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        loss_sums, total_sum = np.zeros(len(names)), 0.0
+        for step in range(1, steps + 1):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            images, targets = sampler.sample(config.batch_size)
+            x = torch.from_numpy(images).to(device, non_blocking=True)
+            y = torch.from_numpy(targets).to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                output = model(x)
+                loss, parts = method_loss(output, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            total = float(loss.detach())
+            total_sum += total
+            loss_sums += parts
+            yield StepEnd(epoch, config.epochs, step, steps, total, dict(zip(names, parts)), time.perf_counter() - start)
+        if stopped:
+            break
+        weights = output.ensemble_weights.detach().float().cpu().tolist()
+        result = _evaluate(model, val_crops, config.batch_size, device, amp, stop) if val_crops else None
+        if val_crops and result is None:
+            stopped = True
+            break
+        epochs_run = epoch
+        if result is None:
+            improved = True
+        else:
+            improved = not math.isnan(result.miou) and (best_miou is None or result.miou > best_miou)
+        if improved:
+            best_miou, best_epoch, best_scores = (result.miou, epoch, result) if result else (None, epoch, None)
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, replace(info, training=summary()), overwrite=True)
+        event = EpochEnd(
+            epoch=epoch,
+            epochs=config.epochs,
+            train_loss=total_sum / steps,
+            losses=dict(zip(names, (loss_sums / steps).tolist())),
+            elapsed=time.perf_counter() - start,
+            val_iou=result.iou if result else None,
+            val_dice=result.dice if result else None,
+            val_miou=result.miou if result else None,
+            val_mdice=result.mdice if result else None,
+            best_miou=best_miou,
+            best_epoch=best_epoch,
+            improved=improved,
+            ensemble_weights=weights,
+        )
+        history.append(event)
+        yield event
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    final_info = replace(info, training=summary())
+    path = None
+    if checkpoint_path is not None:
+        path = save_checkpoint(checkpoint_path, model, final_info, overwrite=True)
+    return TrainingResult(LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history)
+
+
+def train(
+    train: list[LabeledImage],
+    val: list[LabeledImage] | None,
+    info: ModelInfo,
+    config: TrainConfig,
+    *,
+    init: LoadedModel | None = None,
+    stop: threading.Event | None = None,
+    checkpoint_path: str | Path | None = None,
+    callback: Callable[[StepEnd | EpochEnd], None] | None = None,
+) -> TrainingResult:
+    """Run ``train_iter`` to the end, passing each event to ``callback``."""
+    events = train_iter(train, val, info, config, init=init, stop=stop, checkpoint_path=checkpoint_path)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        if callback is not None:
+            callback(event)
