@@ -1,0 +1,374 @@
+"""Tiled sliding-window prediction of images of any size, with memory bounded by the tile.
+
+How a plane is tiled, and why the result equals one whole-image pass:
+
+- The plane is conceptually padded at its bottom/right to the model's size multiple ``m``
+  exactly as the network pads a whole image (reflect, or replicate for tiny images); tiles read
+  those padded pixels by index, so no padded copy of the plane is made.
+- Tile origins lie on a grid with stride ``tile - overlap``; the last tile is flush with the
+  padded edge. Tile, stride and hence every origin are multiples of ``m``, so pooling sees the
+  same pixel groups as in a whole-image pass. A plane smaller than a tile is one tile.
+- Each tile's outputs are weighted by a separable window that is 0 within ``overlap/4`` of a
+  tile edge inside the image, ramps linearly to 1 at ``3·overlap/4`` and is 1 along edges on
+  the image border. Neighbouring windows sum to exactly 1 and a pixel is only taken from tiles
+  where it has at least ``overlap/4`` pixels of context. Sums are divided by the weight total.
+- Hence, when ``overlap/4`` is at least the network's receptive-field radius (46 px for a
+  depth-2 CellPrep, 22 px for a depth-2 U-Net; it doubles with each level), tiled outputs equal
+  a whole-image pass up to float rounding. Smaller overlaps approximate it: the zero padding at
+  a tile edge then reaches some pixels, which trained networks mostly ignore.
+
+Softmax probabilities (not logits), filters and translated images are what is blended.
+Memory: the outputs themselves plus accumulators for one band of tile rows (height ``tile``,
+full width) and one batch of tiles in torch. Labels, branch labels and the disagreement map are
+computed band by band as the band's rows are finished. Normalisation statistics are taken per
+plane over the whole plane (``info.normalization``), never per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..model import CellPrepNet, SegmentationNet, output_names
+from .checkpoint import LoadedModel
+from .devices import describe_device, resolve_device
+from .events import Progress
+from .layout import to_planes
+from .normalize import Normalization, channel_stats, normalize_channels
+
+OUTPUTS = ("filters", "translated", "branches", "probabilities")
+"""Optional outputs; the ensemble labels are always produced."""
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``precision`` choices: float32, or autocast to a 16-bit type (worth it on CUDA)."""
+
+
+@dataclass
+class Prediction:
+    """Everything a prediction returns, at the input's full size.
+
+    ``*lead`` is the shape of the input's plane axes (e.g. ``(Z,)``), empty for a 2D image.
+    ``disagreement`` is the mean over the S branches of the total-variation distance between
+    the branch's and the ensemble's class probabilities, ``0.5 · Σ_c |p_s,c − p_c|``: 0 where
+    every branch agrees with the ensemble, 1 where each branch puts all probability on classes
+    the ensemble rules out. Branch outputs are ``None`` for a plain U-Net (its one branch is
+    the ensemble), as are ``filters`` and ``translated``, and any output not asked for.
+    """
+
+    labels: np.ndarray  # (*lead, H, W) uint8 (uint16 if C > 255) class indices of the ensemble
+    probabilities: np.ndarray | None  # (*lead, C, H, W) float32
+    filters: np.ndarray | None  # (*lead, C, H, W) float32
+    translated: np.ndarray | None  # (*lead, C, Cin, H, W) float32
+    branch_probabilities: np.ndarray | None  # (*lead, S, C, H, W) float32
+    branch_labels: np.ndarray | None  # (*lead, S, H, W)
+    disagreement: np.ndarray | None  # (*lead, H, W) float32 in 0..1
+    ensemble_weights: np.ndarray  # (S,)
+    output_names: list[str]
+    class_names: list[str]
+    device: str  # describe_device text
+
+
+def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
+    """The requested optional outputs, checked against ``OUTPUTS``."""
+    wanted = frozenset([outputs] if isinstance(outputs, str) else outputs)
+    unknown = wanted - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS)}")
+    return wanted
+
+
+def predict_block(
+    model: SegmentationNet, block: np.ndarray, outputs: Iterable[str] = OUTPUTS, *, precision: str = "float32"
+) -> dict[str, np.ndarray]:
+    """One forward pass over a normalised block: a pure function (e.g. for dask ``map_overlap``).
+
+    ``block`` is (Cin, h, w) or (B, Cin, h, w) float32 in 0..1; the model (eval mode) runs on
+    its own device. Returns float32 arrays with the block's leading shape: ``probabilities``
+    (C, h, w) always, ``filters`` (C, h, w) and ``translated`` (C, Cin, h, w) for CellPrep
+    models when asked for, ``branch_probabilities`` (S, C, h, w) when ``branches`` is asked for
+    and S > 1.
+    """
+    if model.training:
+        raise ValueError("the model is in training mode; call model.eval() before predicting")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    wanted = check_outputs(outputs)
+    single = block.ndim == 3
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(block[None] if single else block, dtype=np.float32)).to(device)
+    dtype = PRECISIONS[precision]
+    if dtype is not None and device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)  # NHWC suits tensor cores
+    with torch.inference_mode():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        result = {"probabilities": torch.softmax(out.ensemble_logits.float(), dim=1)}
+        if out.filters is not None and "filters" in wanted:
+            result["filters"] = out.filters.float()
+        if out.translated is not None and "translated" in wanted:
+            result["translated"] = out.translated.float()
+        if "branches" in wanted and out.branch_logits.shape[1] > 1:
+            result["branch_probabilities"] = torch.softmax(out.branch_logits.float(), dim=2)
+        arrays = {key: value.cpu().numpy() for key, value in result.items()}
+    return {key: value[0] for key, value in arrays.items()} if single else arrays
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """The tiling of one image axis."""
+
+    size: int  # image pixels
+    padded: int  # rounded up to the model's size multiple
+    tile: int
+    origins: tuple[int, ...]
+    windows: tuple[np.ndarray, ...]  # blending weight of each tile along this axis
+    weight_sum: np.ndarray  # (padded,) sum of the windows
+
+
+def _effective_tiling(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """Tile rounded up and stride rounded down to multiples of ``multiple``: (tile, overlap)."""
+    if tile < 1 or overlap < 0:
+        raise ValueError(f"tile must be positive and overlap non-negative, got tile={tile}, overlap={overlap}")
+    tile = -(-tile // multiple) * multiple
+    stride = (tile - overlap) // multiple * multiple
+    if stride < multiple:
+        raise ValueError(
+            f"overlap {overlap} leaves no stride in a tile of {tile} (tiles and strides are multiples of "
+            f"{multiple}, the model's size multiple); use a larger tile or a smaller overlap"
+        )
+    return tile, tile - stride
+
+
+def _plan_axis(size: int, tile: int, overlap: int, multiple: int) -> _Axis:
+    padded = -(-size // multiple) * multiple
+    if padded <= tile:
+        tile, origins = padded, (0,)
+    else:
+        origins = (*range(0, padded - tile, tile - overlap), padded - tile)
+    centres = np.arange(tile) + 0.5
+    quarter = overlap / 4
+
+    def ramp(distance: np.ndarray) -> np.ndarray:
+        return np.clip((distance - quarter) / (2 * quarter), 0.0, 1.0) if quarter else np.ones_like(distance)
+
+    windows = []
+    weight_sum = np.zeros(padded)
+    for origin in origins:
+        window = np.ones(tile)
+        if origin > 0:
+            window *= ramp(centres)
+        if origin + tile < padded:
+            window *= ramp(tile - centres)
+        windows.append(window.astype(np.float32))
+        weight_sum[origin : origin + tile] += window
+    return _Axis(size, padded, tile, origins, tuple(windows), weight_sum.astype(np.float32))
+
+
+def _pad_mode(height: int, width: int, multiple: int) -> str:
+    """How the network pads a whole image to its size multiple (``SegmentationNet``'s rule)."""
+    return "reflect" if (-height) % multiple < height and (-width) % multiple < width else "replicate"
+
+
+def _source_index(start: int, length: int, size: int, mode: str) -> slice | np.ndarray:
+    """Indices into an axis of ``size`` pixels for a tile reaching into the padding."""
+    if start + length <= size:
+        return slice(start, start + length)
+    index = np.arange(start, start + length)
+    outside = 2 * (size - 1) - index if mode == "reflect" else size - 1
+    return np.where(index < size, index, outside)
+
+
+def _read_tile(plane: np.ndarray, stats, normalization: Normalization, y: _Axis, x: _Axis, i: int, j: int, mode: str):
+    rows = _source_index(y.origins[i], y.tile, y.size, mode)
+    cols = _source_index(x.origins[j], x.tile, x.size, mode)
+    return normalize_channels(plane[:, rows][:, :, cols], normalization, stats)
+
+
+class _Band:
+    """Weighted sums of tile outputs over one band of tile rows; finished rows are written out."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], y: _Axis, x: _Axis) -> None:
+        self.y, self.x = y, x
+        self.sums = {key: np.zeros(shape + (y.tile, x.padded), np.float32) for key, shape in shapes.items()}
+
+    def add(self, arrays: dict[str, np.ndarray], b: int, i: int, j: int) -> None:
+        weight = self.y.windows[i][:, None] * self.x.windows[j][None, :]
+        cols = slice(self.x.origins[j], self.x.origins[j] + self.x.tile)
+        for key, total in self.sums.items():
+            value = arrays[key][b]
+            value *= weight
+            total[..., cols] += value
+
+    def finish_row(self, i: int) -> tuple[slice, dict[str, np.ndarray]]:
+        """Rows no later tile touches, blended; the band then moves down to the next tile row."""
+        y, x = self.y, self.x
+        top = y.origins[i]
+        end = y.origins[i + 1] if i + 1 < len(y.origins) else y.padded
+        rows = slice(top, min(end, y.size))
+        n = rows.stop - rows.start
+        weight = y.weight_sum[rows, None] * x.weight_sum[None, : x.size]
+        blended = {key: total[..., :n, : x.size] / weight for key, total in self.sums.items()}
+        shift = end - top
+        for total in self.sums.values():
+            total[..., : y.tile - shift, :] = total[..., shift:, :]
+            total[..., y.tile - shift :, :] = 0.0
+        return rows, blended
+
+
+def _label_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes <= 255 else np.uint16
+
+
+def _ensemble_weights(model: SegmentationNet) -> np.ndarray:
+    if isinstance(model, CellPrepNet):
+        with torch.no_grad():
+            return model.ensemble_parameters()[0].detach().float().cpu().numpy()
+    return np.ones(1, np.float32)
+
+
+def _check_image(image: np.ndarray, in_channels: int, channel_axis: int | None) -> None:
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating) or image.dtype == bool):
+        raise ValueError(f"images must hold integer or float intensities, got dtype {image.dtype}")
+    if image.size == 0:
+        raise ValueError(f"the image is empty (shape {image.shape})")
+    if in_channels == 1 and channel_axis is None and image.ndim == 3 and image.shape[-1] in (3, 4):
+        raise ValueError(
+            f"the image of shape {image.shape} looks like RGB(A) but the model expects one channel; "
+            f"convert it to grayscale, or use a model trained on {image.shape[-1]}-channel images"
+        )
+
+
+def predict_iter(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    outputs: Iterable[str] = OUTPUTS,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+) -> Generator[Progress, None, Prediction]:
+    """Predict ``image`` tile by tile, yielding ``Progress`` after every batch of tiles.
+
+    ``image`` is 2D (Y, X), multi-channel (``channel_axis``, or RGB channel-last) or a stack of
+    such planes (Z, T, ...), processed plane by plane; uint8, uint16 or float. ``device`` None
+    keeps the model where it is, otherwise the model is moved there. ``precision`` "bfloat16"
+    or "float16" runs under autocast (for CUDA). Returns the ``Prediction``.
+    """
+    wanted = check_outputs(outputs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    info, model = loaded.info, loaded.model
+    config = info.config
+    image = np.asarray(image)
+    _check_image(image, config.in_channels, channel_axis)
+    planes, lead = to_planes(image, config.in_channels, channel_axis)
+    multiple = config.size_multiple
+    tile, overlap = _effective_tiling(tile, overlap, multiple)
+    height, width = planes.shape[-2:]
+    y, x = _plan_axis(height, tile, overlap, multiple), _plan_axis(width, tile, overlap, multiple)
+    mode = _pad_mode(height, width, multiple)
+
+    c, s, n = config.num_classes, config.num_outputs, planes.shape[0]
+    shapes = {"probabilities": (c,)}
+    if isinstance(model, CellPrepNet) and "filters" in wanted:
+        shapes["filters"] = (c,)
+    if isinstance(model, CellPrepNet) and "translated" in wanted:
+        shapes["translated"] = (c, config.in_channels)
+    branches = "branches" in wanted and s > 1
+    if branches:
+        shapes["branch_probabilities"] = (s, c)
+    kept = {key: shape for key, shape in shapes.items() if key != "probabilities" or key in wanted}
+    out = {key: np.empty((n, *shape, height, width), np.float32) for key, shape in kept.items()}
+    labels = np.empty((n, height, width), _label_dtype(c))
+    branch_labels = np.empty((n, s, height, width), _label_dtype(c)) if branches else None
+    disagreement = np.empty((n, height, width), np.float32) if branches else None
+
+    target = resolve_device(device) if device is not None else loaded.device
+    model.to(target)
+    was_training = model.training
+    model.eval()
+    tiles = [(i, j) for i in range(len(y.origins)) for j in range(len(x.origins))]
+    batches = [tiles[k : k + batch_size] for k in range(0, len(tiles), batch_size)]
+    done, total = 0, n * len(batches)
+    try:
+        for p in range(n):
+            plane = planes[p]
+            stats = channel_stats(plane, info.normalization)
+            band = _Band(shapes, y, x)
+            for k, batch in enumerate(batches):
+                block = np.stack([_read_tile(plane, stats, info.normalization, y, x, i, j, mode) for i, j in batch])
+                arrays = predict_block(model, block, wanted, precision=precision)
+                for b, (i, j) in enumerate(batch):
+                    band.add(arrays, b, i, j)
+                    if j == len(x.origins) - 1:
+                        rows, blended = band.finish_row(i)
+                        for key, value in out.items():
+                            value[p, ..., rows, :] = blended[key]
+                        probabilities = blended["probabilities"]
+                        labels[p, rows] = probabilities.argmax(axis=0)
+                        if branches:
+                            branch = blended["branch_probabilities"]
+                            branch_labels[p, :, rows] = branch.argmax(axis=1)
+                            disagreement[p, rows] = 0.5 * np.abs(branch - probabilities).sum(axis=1).mean(axis=0)
+                done += 1
+                first = k * batch_size + 1
+                where = f"plane {p + 1}/{n}: " if lead else ""
+                yield Progress(done, total, f"{where}tiles {first}–{first + len(batch) - 1} of {len(tiles)}")
+    finally:
+        model.train(was_training)
+
+    def full(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else array.reshape(lead + array.shape[1:])
+
+    return Prediction(
+        labels=full(labels),
+        probabilities=full(out.get("probabilities")),
+        filters=full(out.get("filters")),
+        translated=full(out.get("translated")),
+        branch_probabilities=full(out.get("branch_probabilities")),
+        branch_labels=full(branch_labels),
+        disagreement=full(disagreement),
+        ensemble_weights=_ensemble_weights(model),
+        output_names=output_names(config, info.class_names),
+        class_names=list(info.class_names),
+        device=describe_device(target),
+    )
+
+
+def predict(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    outputs: Iterable[str] = OUTPUTS,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+) -> Prediction:
+    """``predict_iter`` run to the end (see there)."""
+    steps = predict_iter(
+        loaded,
+        image,
+        channel_axis=channel_axis,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        outputs=outputs,
+        device=device,
+        precision=precision,
+    )
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
