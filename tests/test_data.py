@@ -69,7 +69,11 @@ def test_check_training_data_accepts_valid_data():
     [
         ([], "no training images"),
         ([item(np.full((4, 4), -1))], "there are no labeled pixels"),
-        ([item([[0, 2], [1, -1]])], r"painted value 3 is not a class: the model has 2 classes \(values 1..2\)"),
+        (
+            [item([[0, 2], [1, -1]])],
+            r"painted value 3 is not a class: the model has 2 classes \(values 1..2\)",
+        ),
+        ([item([[0, -3], [1, -1]])], "the target holds -3"),
         ([item([[0, 0], [0, -1]])], r"class 1 \(painted value 2\) has no labeled pixel"),
         ([item([[0, 1], [1, 1]]), item(np.zeros((2, 2)), channels=3)], "different channel counts"),
     ],
@@ -82,12 +86,17 @@ def test_check_training_data_errors(items, message):
 def test_check_training_data_rejects_labeled_images_smaller_than_the_patch():
     items = [item(np.full((2, 1), -1), "unlabeled"), item(np.zeros((9, 9)) + np.eye(9), "big")]
     check_training_data(items, 2, 3)  # an unlabeled small image is never sampled
-    with pytest.raises(TrainingDataError, match="small is 2×2 pixels, smaller than the patch size 3: choose a patch size of at most 2"):
+    with pytest.raises(
+        TrainingDataError,
+        match="small is 2×2 pixels, smaller than the patch size 3: choose a patch size of at most 2",
+    ):
         check_training_data(items + [item([[0, 1], [1, 1]], "small")], 2, 3)
 
 
 def test_check_training_data_names_every_missing_class():
-    with pytest.raises(TrainingDataError, match=r"class 0 \(painted value 1\), class 2 \(painted value 3\) have"):
+    with pytest.raises(
+        TrainingDataError, match=r"class 0 \(painted value 1\), class 2 \(painted value 3\) have"
+    ):
         check_training_data([item([[1, 1]])], 3, 1)
 
 
@@ -117,11 +126,23 @@ def test_split_validation_never_shares_a_pixel_and_holds_out_about_the_fraction(
     assert all(np.array_equal(a.target, b.target) for a, b in zip(val, again))
 
 
+def test_split_validation_keeps_every_class_in_training():
+    target = np.zeros((64, 64), np.int64)
+    target[20:24, 40:44] = 1  # a rare class inside one 16x16 block
+    target[:8] = -1
+    for seed in range(10):
+        train, val = split_validation([item(target)], 0.5, seed=seed, block=16)
+        assert (train[0].target == 1).sum() == 16 and (val[0].target == 1).sum() == 0
+        assert 0.4 <= val[0].labeled_pixels / item(target).labeled_pixels <= 0.6
+
+
 def test_split_validation_errors():
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_validation([item([[0, 1]])], 1.0)
     with pytest.raises(TrainingDataError, match="too few labeled pixels"):
-        split_validation([item([[0, 1]])], 0.2, block=4)
+        split_validation([item([[0, 1]])], 0.2, block=4)  # one block holding both classes
+    with pytest.raises(TrainingDataError, match="too few labeled pixels"):
+        split_validation([item(np.full((8, 8), -1))], 0.2, block=4)
 
 
 def test_labeled_box_area():
@@ -164,7 +185,9 @@ def test_patch_sampler_augments_image_and_target_together_in_all_eight_orientati
         idx = patch[0].astype(np.int64)
         np.testing.assert_array_equal(t, idx % 3 - 1)
         orientations.add((int(idx[1, 0] - idx[0, 0]), int(idx[0, 1] - idx[0, 0])))
-    assert orientations == {(dy, dx) for dy in (-size, size, -1, 1) for dx in (-size, size, -1, 1) if abs(dy) != abs(dx)}
+    assert orientations == {
+        (dy, dx) for dy in (-size, size, -1, 1) for dx in (-size, size, -1, 1) if abs(dy) != abs(dx)
+    }
 
 
 def test_grid_crops_count_every_labeled_pixel_once():

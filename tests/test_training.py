@@ -49,7 +49,9 @@ def test_training_learns_bright_disks_well_above_chance(tmp_path):
     # equal initial ensemble weights: PyTorch's random init (possibly negative weights) needs more
     # than these 48 steps on some seeds; with it, best mIoU was 0.88-0.96 over seeds 0-7
     model_info = info(ModelConfig(num_classes=2, width=4, depth=2, ensemble_init="equal"))
-    result, events = run(TrainConfig(epochs=12, **FAST), model_info=model_info, checkpoint_path=tmp_path / "best.cellprep")
+    result, events = run(
+        TrainConfig(epochs=12, **FAST), model_info=model_info, checkpoint_path=tmp_path / "best.cellprep"
+    )
     epochs = [e for e in events if isinstance(e, EpochEnd)]
     steps = [e for e in events if isinstance(e, StepEnd)]
     assert len(epochs) == 12 and len(steps) == 48 and result.history == epochs
@@ -71,7 +73,12 @@ def test_training_learns_bright_disks_well_above_chance(tmp_path):
     assert summary["epochs_run"] == 12 and summary["best_epoch"] == result.best_epoch
     assert summary["best_val_miou"] == pytest.approx(result.best_miou)
     assert set(summary["val_iou"]) == {"background", "disk"} and summary["stopped"] is False
-    assert (summary["seed"], summary["learning_rate"], summary["batch_size"], summary["patch_size"]) == (0, 1e-2, 4, 32)
+    assert (summary["seed"], summary["learning_rate"], summary["batch_size"], summary["patch_size"]) == (
+        0,
+        1e-2,
+        4,
+        32,
+    )
     assert summary["seconds"] >= 0 and summary["date"]
 
     # the returned model scores what its summary says on the validation image, cut in 32² crops
@@ -79,7 +86,10 @@ def test_training_learns_bright_disks_well_above_chance(tmp_path):
     with torch.no_grad():
         logits = model.model(quarters.reshape(1, 4, 32, 32).transpose(0, 1)).ensemble_logits
     pred = logits.argmax(1).reshape(2, 2, 32, 32).transpose(1, 2).reshape(64, 64).numpy()
-    iou = [((pred == k) & (VAL[0].target == k)).sum() / ((pred == k) | (VAL[0].target == k)).sum() for k in (0, 1)]
+    iou = [
+        ((pred == k) & (VAL[0].target == k)).sum() / ((pred == k) | (VAL[0].target == k)).sum()
+        for k in (0, 1)
+    ]
     assert np.mean(iou) == pytest.approx(result.best_miou, abs=1e-6)
 
     loaded = load_checkpoint(tmp_path / "best.cellprep")
@@ -90,14 +100,13 @@ def test_training_learns_bright_disks_well_above_chance(tmp_path):
 
 def test_stop_after_the_first_step_ends_within_one_step_and_returns_a_usable_model():
     stop = threading.Event()
-    events = []
-
-    def on_event(event):
-        events.append(event)
-        stop.set()
-
-    result = train(TRAIN, VAL, info(), TrainConfig(epochs=5, **FAST), stop=stop, callback=on_event)
-    assert len(events) == 1 and isinstance(events[0], StepEnd)
+    events = train_iter(TRAIN, VAL, info(), TrainConfig(epochs=5, **FAST), stop=stop)
+    first = next(events)
+    assert isinstance(first, StepEnd) and (first.epoch, first.step) == (1, 1)
+    stop.set()
+    with pytest.raises(StopIteration) as done:
+        next(events)
+    result = done.value.value
     assert result.stopped and result.epochs_run == 0 and result.best_epoch is None and result.history == []
     assert result.model.info.training["stopped"] is True
     assert not result.model.model.training
@@ -204,7 +213,9 @@ def test_fine_tuning_with_a_wide_penultimate_layer_keeps_it():
     new = build_model(ModelConfig(num_classes=3, width=4, depth=2, penultimate=4))
     copied = transfer_weights(new, old)
     assert "penultimate.0.weight" in copied and "head1.weight" not in copied
-    assert torch.equal(new.state_dict()["penultimate.0.weight"], old.model.state_dict()["penultimate.0.weight"])
+    assert torch.equal(
+        new.state_dict()["penultimate.0.weight"], old.model.state_dict()["penultimate.0.weight"]
+    )
 
 
 def test_fine_tuning_same_classes_copies_everything_and_rejects_other_architectures():
@@ -218,7 +229,9 @@ def test_fine_tuning_same_classes_copies_everything_and_rejects_other_architectu
 def test_train_fine_tunes_from_init():
     old = fresh(TINY, 3)
     new_info = info(ModelConfig(num_classes=3, width=4, depth=2), ["a", "b", "c"])
-    three = [LabeledImage(item.image, np.where(item.target == 1, 2, item.target), item.name) for item in TRAIN]
+    three = [
+        LabeledImage(item.image, np.where(item.target == 1, 2, item.target), item.name) for item in TRAIN
+    ]
     three[0].target[:4, :4] = 1
     config = TrainConfig(epochs=1, **{**FAST, "learning_rate": 1e-9, "steps_per_epoch": 1})
     result = train(three, None, new_info, config, init=old)
@@ -226,7 +239,9 @@ def test_train_fine_tunes_from_init():
     conv = "net2.encoders.0.0.0.weight"
     torch.testing.assert_close(new_state[conv], old_state[conv], atol=1e-6, rtol=0)
     assert result.model.info.training["fine_tuned_from"] == "unsaved model"
-    assert result.model.info.training["weights_copied"] == sum(k.startswith(("net1.", "net2.")) for k in old_state)
+    assert result.model.info.training["weights_copied"] == sum(
+        k.startswith(("net1.", "net2.")) for k in old_state
+    )
 
 
 def test_training_data_errors_come_before_any_work():
@@ -241,7 +256,14 @@ def test_training_data_errors_come_before_any_work():
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(epochs=0), dict(batch_size=0), dict(learning_rate=0.0), dict(lr_schedule="step"), dict(steps_per_epoch=0)]
+    "bad",
+    [
+        dict(epochs=0),
+        dict(batch_size=0),
+        dict(learning_rate=0.0),
+        dict(lr_schedule="step"),
+        dict(steps_per_epoch=0),
+    ],
 )
 def test_train_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
@@ -252,7 +274,9 @@ def test_train_config_rejects_bad_settings(bad):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_mixed_precision_training_on_cuda():
     model_info = info(ModelConfig(num_classes=2, width=4, depth=2, ensemble_init="equal"))
-    result, events = run(TrainConfig(epochs=12, **{**FAST, "device": "cuda"}, amp=True), model_info=model_info)
+    result, events = run(
+        TrainConfig(epochs=12, **{**FAST, "device": "cuda"}, amp=True), model_info=model_info
+    )
     assert result.model.device.type == "cuda" and result.model.info.training["mixed_precision"] is True
     assert all(math.isfinite(e.loss) for e in events if isinstance(e, StepEnd))
     assert result.best_miou > 0.8

@@ -28,7 +28,9 @@ class LabeledImage:
         return int(np.count_nonzero(self.target != IGNORE_INDEX))
 
 
-def _plane(image: np.ndarray, normalization: Normalization, in_channels: int, channel_axis: int | None, name: str):
+def _plane(
+    image: np.ndarray, normalization: Normalization, in_channels: int, channel_axis: int | None, name: str
+):
     try:
         planes, leading = to_planes(np.asarray(image), in_channels, channel_axis)
     except ValueError as exc:
@@ -50,9 +52,13 @@ def _integer_labels(labels: np.ndarray, image_hw: tuple[int, ...], what: str, na
         )
     if labels.dtype.kind == "f":
         if not np.array_equal(labels, np.round(labels)):
-            raise TrainingDataError(f"{name or 'image'}: the {what} holds non-integer values; it must hold class indices")
+            raise TrainingDataError(
+                f"{name or 'image'}: the {what} holds non-integer values; it must hold class indices"
+            )
     elif labels.dtype.kind not in "uib":
-        raise TrainingDataError(f"{name or 'image'}: the {what} has dtype {labels.dtype}; it must hold integers")
+        raise TrainingDataError(
+            f"{name or 'image'}: the {what} has dtype {labels.dtype}; it must hold integers"
+        )
     return labels.astype(np.int64)
 
 
@@ -69,7 +75,8 @@ def from_mask(
     target = _integer_labels(mask, plane.shape[-2:], "mask", name)
     if target.size and target.min() < IGNORE_INDEX:
         raise TrainingDataError(
-            f"{name or 'image'}: the mask holds {int(target.min())}; class indices start at 0 (-1 = unlabeled)"
+            f"{name or 'image'}: the mask holds {int(target.min())}; class indices start at 0 "
+            f"(-1 = unlabeled)"
         )
     return LabeledImage(plane, target, name)
 
@@ -104,17 +111,23 @@ def check_training_data(items: list[LabeledImage], num_classes: int, patch_size:
     for item in items:
         label = item.name or "an image"
         if item.image.ndim != 3 or item.target.shape != item.image.shape[1:]:
-            raise TrainingDataError(f"{label}: image {item.image.shape} and target {item.target.shape} do not match")
+            raise TrainingDataError(
+                f"{label}: image {item.image.shape} and target {item.target.shape} do not match"
+            )
         labeled = item.target[item.target != IGNORE_INDEX]
         if labeled.size == 0:
             continue
+        if labeled.min() < 0:
+            raise TrainingDataError(
+                f"{label}: the target holds {int(labeled.min())}; classes are 0..C-1 and -1 = unlabeled"
+            )
         if labeled.max() >= num_classes:
             value = int(labeled.max()) + 1
             raise TrainingDataError(
                 f"{label}: painted value {value} is not a class: the model has {num_classes} classes "
                 f"(values 1..{num_classes})"
             )
-        present[np.unique(labeled)] = True
+        present |= np.bincount(labeled, minlength=num_classes) > 0
         height, width = item.target.shape
         if min(height, width) < patch_size:
             raise TrainingDataError(
@@ -130,6 +143,16 @@ def check_training_data(items: list[LabeledImage], num_classes: int, patch_size:
         raise TrainingDataError(f"{listed} {verb} no labeled pixel: paint some pixels of every class")
 
 
+def _block_class_counts(target: np.ndarray, block: int, num_classes: int) -> np.ndarray:
+    """Labeled pixels of each class in each ``block``² square: (block rows, block columns, classes)."""
+    height, width = target.shape
+    rows, cols = -(-height // block), -(-width // block)
+    padded = np.full((rows * block, cols * block), IGNORE_INDEX, dtype=target.dtype)
+    padded[:height, :width] = target
+    tiles = padded.reshape(rows, block, cols, block)
+    return np.stack([(tiles == k).sum(axis=(1, 3)) for k in range(num_classes)], axis=-1)
+
+
 def split_validation(
     items: list[LabeledImage], fraction: float, seed: int = 0, block: int = 32
 ) -> tuple[list[LabeledImage], list[LabeledImage]]:
@@ -137,31 +160,36 @@ def split_validation(
 
     Each item's labels go either to its training copy or to its validation copy (unlabeled in
     the other), so the two never share a labeled pixel; whole blocks keep validation pixels
-    away from most training pixels. Items without labels on one side are left out of that side.
+    away from most training pixels. Blocks are drawn at random, skipping any that would take
+    the last training pixels of a class. Items without labels on one side are left out of it.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction}")
     if block < 1:
         raise ValueError(f"the block size must be positive, got {block}")
-    candidates = []  # (item index, block row, block column, labeled pixels)
+    too_few = TrainingDataError(
+        "too few labeled pixels to hold some out for validation: paint more, or give validation images"
+    )
+    num_classes = max((int(item.target.max()) + 1 for item in items if item.target.size), default=0)
+    if num_classes == 0:
+        raise too_few
+    candidates = []  # (item index, block row, block column, labeled pixels per class)
     for index, item in enumerate(items):
-        labeled = item.target != IGNORE_INDEX
-        height, width = labeled.shape
-        padded = np.zeros((-(-height // block) * block, -(-width // block) * block), dtype=np.int64)
-        padded[:height, :width] = labeled
-        counts = padded.reshape(padded.shape[0] // block, block, -1, block).sum(axis=(1, 3))
-        candidates.extend((index, r, c, int(counts[r, c])) for r, c in zip(*np.nonzero(counts)))
-    if len(candidates) < 2:
-        raise TrainingDataError(
-            "too few labeled pixels to hold some out for validation: paint more, or give validation images"
-        )
-    total = sum(n for *_, n in candidates)
-    chosen, held = [], 0
+        counts = _block_class_counts(item.target, block, num_classes)
+        candidates.extend((index, r, c, counts[r, c]) for r, c in zip(*np.nonzero(counts.sum(axis=-1))))
+    remaining = sum((counts for *_, counts in candidates), np.zeros(num_classes, dtype=np.int64))
+    wanted, held, chosen = fraction * remaining.sum(), 0, []
     for i in np.random.default_rng(seed).permutation(len(candidates)):
-        if held >= fraction * total or len(chosen) == len(candidates) - 1:
-            break
+        counts = candidates[i][3]
+        if ((counts > 0) & (counts == remaining)).any():
+            continue  # the last training pixels of a class stay in training
         chosen.append(candidates[i])
-        held += candidates[i][3]
+        remaining = remaining - counts
+        held += int(counts.sum())
+        if held >= wanted:
+            break
+    if not chosen:
+        raise too_few
     val_mask = [np.zeros(item.target.shape, dtype=bool) for item in items]
     for index, r, c, _ in chosen:
         val_mask[index][r * block : (r + 1) * block, c * block : (c + 1) * block] = True
@@ -194,7 +222,9 @@ class PatchSampler:
     image is one count per row, whatever the image size.
     """
 
-    def __init__(self, items: list[LabeledImage], patch_size: int, rng: np.random.Generator, augment: bool = True):
+    def __init__(
+        self, items: list[LabeledImage], patch_size: int, rng: np.random.Generator, augment: bool = True
+    ):
         self.items = [item for item in items if item.labeled_pixels]
         if not self.items:
             raise TrainingDataError("there are no labeled pixels to sample training patches from")

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = -1) -> np.ndarray:
+def confusion_matrix(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = -1
+) -> np.ndarray:
     """(C, C) int64 counts, rows = truth, columns = prediction; ``ignore_index`` pixels skipped."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
@@ -65,7 +67,4 @@ def kfold_splits(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.nda
     if not 2 <= k <= n:
         raise ValueError(f"k-fold cross-validation needs 2 <= k <= number of items, got k={k} for {n} items")
     folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
-    return [
-        (np.sort(np.concatenate(folds[:i] + folds[i + 1 :])), np.sort(folds[i]))
-        for i in range(k)
-    ]
+    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1 :])), np.sort(folds[i])) for i in range(k)]

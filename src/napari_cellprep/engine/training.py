@@ -16,7 +16,14 @@ import torch
 
 from ..model import ModelConfig, SegmentationNet, build_model, method_loss, output_names
 from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
-from .data import LabeledImage, PatchSampler, TrainingDataError, check_training_data, grid_crops, labeled_box_area
+from .data import (
+    LabeledImage,
+    PatchSampler,
+    TrainingDataError,
+    check_training_data,
+    grid_crops,
+    labeled_box_area,
+)
 from .devices import describe_device, resolve_device
 from .events import EpochEnd, StepEnd
 from .metrics import Scores, confusion_matrix, scores
@@ -111,7 +118,8 @@ def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
     for item in val:
         if item.image.shape[0] != config.in_channels:
             raise TrainingDataError(
-                f"validation image {item.name!r} has {item.image.shape[0]} channels; the model takes {config.in_channels}"
+                f"validation image {item.name!r} has {item.image.shape[0]} channels; "
+                f"the model takes {config.in_channels}"
             )
         values = item.target[item.target >= 0]
         if values.size and values.max() >= config.num_classes:
@@ -121,7 +129,9 @@ def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
             )
         labeled += values.size
     if labeled == 0:
-        raise TrainingDataError("the validation data has no labeled pixels: paint some, or train without validation")
+        raise TrainingDataError(
+            "the validation data has no labeled pixels: paint some, or train without validation"
+        )
 
 
 def _evaluate(
@@ -142,7 +152,9 @@ def _evaluate(
                 if stop is not None and stop.is_set():
                     return None
                 x = torch.from_numpy(images[start : start + batch_size]).to(device)
-                pred = model(x).ensemble_logits.argmax(1).to(torch.uint8 if num_classes <= 255 else torch.int32)
+                pred = (
+                    model(x).ensemble_logits.argmax(1).to(torch.uint8 if num_classes <= 255 else torch.int32)
+                )
                 cm += confusion_matrix(pred.cpu().numpy(), targets[start : start + batch_size], num_classes)
     return scores(cm)
 
@@ -181,14 +193,17 @@ def train_iter(
     check_training_data(train, model_config.num_classes, config.patch_size)
     if train[0].image.shape[0] != model_config.in_channels:
         raise TrainingDataError(
-            f"the training images have {train[0].image.shape[0]} channels; the model takes {model_config.in_channels}"
+            f"the training images have {train[0].image.shape[0]} channels; "
+            f"the model takes {model_config.in_channels}"
         )
     val = val or None
     if val is not None:
         _check_validation(val, model_config)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
-        raise FileExistsError(f"{checkpoint_path} already exists; choose another checkpoint file or remove it first")
+        raise FileExistsError(
+            f"{checkpoint_path} already exists; choose another checkpoint file or remove it first"
+        )
 
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
@@ -221,8 +236,12 @@ def train_iter(
             "epochs": config.epochs,
             "best_epoch": best_epoch,
             "best_val_miou": _finite(best_miou),
-            "val_iou": None if best_scores is None else dict(zip(info.class_names, map(_finite, best_scores.iou))),
-            "val_dice": None if best_scores is None else dict(zip(info.class_names, map(_finite, best_scores.dice))),
+            "val_iou": None
+            if best_scores is None
+            else dict(zip(info.class_names, map(_finite, best_scores.iou))),
+            "val_dice": None
+            if best_scores is None
+            else dict(zip(info.class_names, map(_finite, best_scores.dice))),
             "stopped": stopped,
             "seed": config.seed,
             "learning_rate": config.learning_rate,
@@ -264,7 +283,9 @@ def train_iter(
             total = float(loss.detach())
             total_sum += total
             loss_sums += parts
-            yield StepEnd(epoch, config.epochs, step, steps, total, dict(zip(names, parts)), time.perf_counter() - start)
+            yield StepEnd(
+                epoch, config.epochs, step, steps, total, dict(zip(names, parts)), time.perf_counter() - start
+            )
         if stopped:
             break
         weights = output.ensemble_weights.detach().float().cpu().tolist()
@@ -278,7 +299,9 @@ def train_iter(
         else:
             improved = not math.isnan(result.miou) and (best_miou is None or result.miou > best_miou)
         if improved:
-            best_miou, best_epoch, best_scores = (result.miou, epoch, result) if result else (None, epoch, None)
+            best_miou, best_epoch, best_scores = (
+                (result.miou, epoch, result) if result else (None, epoch, None)
+            )
             best_state = copy.deepcopy(model.state_dict())
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, model, replace(info, training=summary()), overwrite=True)
@@ -307,7 +330,9 @@ def train_iter(
     path = None
     if checkpoint_path is not None:
         path = save_checkpoint(checkpoint_path, model, final_info, overwrite=True)
-    return TrainingResult(LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history)
+    return TrainingResult(
+        LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history
+    )
 
 
 def train(
