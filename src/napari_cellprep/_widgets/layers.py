@@ -1,0 +1,164 @@
+"""Segmentation as napari layer-data tuples (no Qt): the compute path of the Segment widget.
+
+``segment_layers`` is a generator (progress events, then the layers) that the widget runs in a
+``thread_worker`` and tests run headless. Layers come in reading order, which is the grid
+order: translation filters, translated images, branch outputs, ensemble, disagreement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Generator, Sequence
+from typing import Any
+
+import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
+
+from ..engine.checkpoint import LoadedModel
+from ..engine.events import Progress
+from ..engine.inference import Prediction, predict_iter
+from .image_input import model_input, output_geometry
+
+MARKER = "napari_cellprep"
+"""Metadata key that marks the layers this plugin made (value: what they show and from which image)."""
+
+SHOWABLE = ("filters", "translated", "branches", "disagreement")
+"""The optional outputs a user can tick; the ensemble labels are always shown."""
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def layer_prefix(source: str) -> str:
+    """Name prefix of the output layers made from the image layer named ``source``."""
+    return f"{source} | "
+
+
+def is_output_of(name: str, metadata: dict, source: str) -> bool:
+    """Whether a layer (by name and metadata) is one of our outputs for ``source``.
+
+    Both must hold: our marker names ``source`` and the name still has our prefix (a layer the
+    user renamed is theirs from then on).
+    """
+    marker = metadata.get(MARKER)
+    return isinstance(marker, dict) and marker.get("source") == source and name.startswith(layer_prefix(source))
+
+
+def class_colormap(class_colors: Sequence[str]) -> DirectLabelColormap:
+    """Label value k = class k in the checkpoint's colour; class 0 and unknown values transparent."""
+    colors: dict[int | None, Any] = {None: "transparent", 0: "transparent"}
+    colors.update({k: color for k, color in enumerate(class_colors) if k > 0})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def robust_limits(data: np.ndarray, max_samples: int = 1_000_000) -> tuple[float, float]:
+    """Contrast limits from the 0.5 and 99.5 percentiles, so a few bright pixels at tile or
+    image edges do not leave the rest of a filter black."""
+    values = data.reshape(-1)[:: data.size // max_samples + 1]
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    return (low, high) if high > low else (low, low + 1e-6)
+
+
+def _channels_last(translated: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A translated image (*lead, Cin, H, W) as a displayable array and whether it is RGB."""
+    cin = translated.shape[-3]
+    if cin == 1:
+        return translated[..., 0, :, :], False
+    if cin == 3:
+        return np.moveaxis(translated, -3, -1), True
+    return translated.mean(axis=-3), False
+
+
+def prediction_layers(
+    prediction: Prediction,
+    source: str,
+    class_colors: Sequence[str],
+    show: Collection[str] = SHOWABLE,
+    geometry: dict[str, tuple[float, ...]] | None = None,
+) -> list[LayerData]:
+    """Layer-data tuples for a prediction on the image layer named ``source``, in reading order.
+
+    ``class_colors`` are the model's (``ModelInfo.class_colors``). ``show`` picks the optional outputs (``SHOWABLE``). Filters are Image layers with a
+    perceptual colormap, translated images gray, branch outputs and the ensemble Labels layers
+    (label value = class index, the checkpoint's colours), disagreement an Image in 0..1.
+    """
+    unknown = set(show) - set(SHOWABLE)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {SHOWABLE}")
+    prefix, classes = layer_prefix(source), prediction.class_names
+    geometry = geometry or {}
+    colormap = class_colormap(class_colors)
+
+    def meta(name: str, output: str, **kwargs: Any) -> dict[str, Any]:
+        marker = {"source": source, "output": output, **kwargs.pop("marker", {})}
+        return {"name": prefix + name, "metadata": {MARKER: marker}, **geometry, **kwargs}
+
+    layers: list[LayerData] = []
+    if "filters" in show and prediction.filters is not None:
+        for k, cls in enumerate(classes):
+            data = prediction.filters[..., k, :, :]
+            limits = robust_limits(data)
+            layers.append((data, meta(f"filter {k + 1} ({cls})", "filter", colormap="magma", contrast_limits=limits), "image"))
+    if "translated" in show and prediction.translated is not None:
+        for k, cls in enumerate(classes):
+            data, rgb = _channels_last(prediction.translated[..., k, :, :, :])
+            view = dict(rgb=True) if rgb else dict(colormap="gray", contrast_limits=robust_limits(data))
+            layers.append((data, meta(f"translated t{k + 1} ({cls})", "translated", **view), "image"))
+    multi_branch = prediction.branch_labels is not None and prediction.branch_labels.shape[-3] > 1
+    if "branches" in show and multi_branch:
+        for s, name in enumerate(prediction.output_names):
+            data = prediction.branch_labels[..., s, :, :]
+            layers.append((data, meta(f"branch {s + 1}: {name}", "branch", colormap=colormap), "labels"))
+    features = {"index": np.arange(len(classes)), "class": list(classes)}
+    provenance = {
+        "class_names": list(classes),
+        "output_names": list(prediction.output_names),
+        "ensemble_weights": [float(w) for w in prediction.ensemble_weights],
+        "device": prediction.device,
+    }
+    layers.append(
+        (prediction.labels, meta("ensemble", "ensemble", colormap=colormap, features=features, marker=provenance), "labels")
+    )
+    if "disagreement" in show and multi_branch and prediction.disagreement is not None:
+        data = prediction.disagreement
+        layers.append((data, meta("branch disagreement", "disagreement", colormap="inferno", contrast_limits=(0.0, 1.0)), "image"))
+    return layers
+
+
+def engine_outputs(show: Collection[str]) -> tuple[str, ...]:
+    """The optional engine outputs (``inference.OUTPUTS``) that the shown layers need."""
+    needed = {"filters", "translated"} & set(show)
+    if {"branches", "disagreement"} & set(show):
+        needed.add("branches")
+    return tuple(sorted(needed))
+
+
+def segment_layers(
+    image: np.ndarray,
+    loaded: LoadedModel,
+    *,
+    source: str,
+    rgb: bool = False,
+    show: Collection[str] = SHOWABLE,
+    tile: int = 256,
+    device: str | None = None,
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+) -> Generator[Progress, None, list[LayerData]]:
+    """Segment an image layer's data; yield progress, return the output layers in reading order.
+
+    ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
+    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device.
+    """
+    array, channel_axis = model_input(image, rgb, loaded.info.config.in_channels)
+    prediction = yield from predict_iter(
+        loaded,
+        array,
+        channel_axis=channel_axis,
+        tile=tile,
+        overlap=tile // 4,
+        outputs=engine_outputs(show),
+        device=device or "auto",
+    )
+    geometry = None
+    if scale is not None and translate is not None:
+        geometry = output_geometry(scale, translate, channel_axis, rgb)
+    return prediction_layers(prediction, source, loaded.info.class_colors, show, geometry)

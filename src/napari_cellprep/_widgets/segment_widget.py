@@ -1,0 +1,222 @@
+"""The Segment dock: run a model on an Image layer in a background thread and show every output."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import napari
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from napari.layers import Image, Layer
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+
+from ..engine.checkpoint import CheckpointError
+from ..engine.devices import available_devices
+from ..engine.events import Progress
+from .image_input import layer_array
+from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
+from .registry import ModelEntry, ModelRegistry, get_registry
+
+
+NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
+
+
+def segment_job(
+    registry: ModelRegistry, entry: ModelEntry, data, multiscale: bool, **kwargs
+) -> Generator[Progress, None, list[LayerData]]:
+    """Load the model and the pixels, then ``segment_layers`` (all of it in the worker thread)."""
+    loaded = registry.load(entry)
+    image = layer_array(data, multiscale)
+    return (yield from segment_layers(image, loaded, **kwargs))
+
+
+def _adopt(event) -> None:
+    """A user painted on one of our Labels layers: it is theirs now, never replaced by a re-run."""
+    event.source.metadata.pop(MARKER, None)
+
+
+class SegmentWidget(Container):
+    """Choose an image, a model, a device and outputs; Run shows them side by side."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, registry: ModelRegistry | None = None) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._registry = registry or get_registry()
+        self.worker = None
+        self._input: Layer | None = None
+
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._model = ComboBox(label="model", choices=self._model_choices, nullable=True)
+        self._open = FileEdit(label="open model", mode="r", filter="*.cellprep")
+        self._device = ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
+        self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
+        self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
+        self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
+        self._run_button = PushButton(text="Run")
+        self._cancel_button = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.status = Label(value="")
+        self.device_used = Label(label="device used", value="—")
+        self.weights = Label(label="ensemble weights", value="—")
+        outputs = Container(widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs")
+        buttons = Container(widgets=[self._run_button, self._cancel_button], layout="horizontal", labels=False)
+        self.extend(
+            [self._image, self._model, self._open, self._device, self._tile, outputs, self._grid, buttons,
+             self._progress, self.status, self.device_used, self.weights]
+        )
+
+        self._registry.changed.connect(self._model.reset_choices)
+        self._open.changed.connect(self._open_file)
+        self._run_button.changed.connect(self.run)
+        self._cancel_button.changed.connect(self.cancel)
+        self._grid.changed.connect(self._apply_layout)
+        self._model.changed.connect(self._update_hint)
+        self._update_hint()
+
+    # -- choices -------------------------------------------------------------------------------
+    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _model_choices(self, _widget=None) -> list[tuple[str, ModelEntry]]:
+        return [(entry.label, entry) for entry in self._registry.entries]
+
+    @property
+    def model_labels(self) -> list[str]:
+        """The names listed in the model dropdown."""
+        return [label for label, _ in self._model_choices()]
+
+    def select_model(self, entry: ModelEntry) -> None:
+        """Choose ``entry`` in the model dropdown (e.g. a file dropped on the viewer)."""
+        self._model.reset_choices()
+        self._model.value = entry
+
+    def _open_file(self, path) -> None:
+        if path is None or not path.is_file():
+            return
+        try:
+            entry = self._registry.add_file(path)
+        except CheckpointError as exc:
+            self._fail(str(exc))
+            return
+        self.select_model(entry)
+
+    def _update_hint(self, *_args) -> None:
+        if self._model.value is None:
+            self.status.value = NO_MODEL
+        elif self.status.value == NO_MODEL:
+            self.status.value = ""
+
+    def _fail(self, message: str) -> None:
+        self.status.value = f"Error: {message}"
+        show_error(message)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Start segmenting the chosen image in a background thread."""
+        if self.worker is not None:
+            return
+        layer, entry = self._image.value, self._model.value
+        if layer is None:
+            self._fail("choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)")
+            return
+        if entry is None:
+            self._fail(NO_MODEL)
+            return
+        self._input = layer
+        show = [name for name, box in self._show.items() if box.value]
+        self.worker = create_worker(
+            segment_job,
+            self._registry,
+            entry,
+            layer.data,
+            layer.multiscale,
+            source=layer.name,
+            rgb=layer.rgb,
+            show=show,
+            tile=self._tile.value,
+            device=self._device.value,
+            scale=tuple(layer.scale),
+            translate=tuple(layer.translate),
+            _start_thread=False,
+        )
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_finished)
+        self._set_running(True)
+        self.status.value = f"Segmenting {layer.name!r} with {entry.label}…"
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop after the current tile batch; no layer is added."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "Cancelling…"
+
+    def _set_running(self, running: bool) -> None:
+        self._run_button.enabled = not running
+        self._cancel_button.enabled = running
+        self._progress.value = 0
+
+    def _on_progress(self, event: Progress) -> None:
+        self._progress.max = max(event.total, 1)
+        self._progress.value = min(event.done, event.total)
+        if event.message:
+            self.status.value = event.message
+
+    def _on_error(self, exc: Exception) -> None:
+        self._fail(str(exc))
+
+    def _on_aborted(self) -> None:
+        self.status.value = "Cancelled: no layers were added."
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+
+    def _on_done(self, layers: list[LayerData]) -> None:
+        source = self._input
+        added = self._replace_layers(source, layers)
+        marker = next(layer.metadata[MARKER] for layer in added if layer.metadata[MARKER]["output"] == "ensemble")
+        self.device_used.value = marker["device"]
+        self.weights.value = "\n".join(
+            f"w{i + 1} = {w:+.3f}  {name}" for i, (name, w) in enumerate(zip(marker["output_names"], marker["ensemble_weights"]))
+        )
+        self.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        self._apply_layout()
+
+    # -- layers --------------------------------------------------------------------------------
+    def _replace_layers(self, source: Layer, layers: list[LayerData]) -> list[Layer]:
+        """Remove our previous outputs for ``source`` and insert the new ones next to it, so the
+        grid reads: input, filters, translated, branches, ensemble, disagreement."""
+        viewer_layers = self._viewer.layers
+        for old in [layer for layer in viewer_layers if is_output_of(layer.name, layer.metadata, source.name)]:
+            viewer_layers.remove(old)
+        forward = self._viewer.canvas.grid.stride > 0
+        anchor = viewer_layers.index(source) if source in viewer_layers else None
+        added = []
+        for i, (data, meta, layer_type) in enumerate(layers):
+            layer = Layer.create(data, meta, layer_type)
+            if layer_type == "labels":
+                layer.events.paint.connect(_adopt)
+            if anchor is None:
+                viewer_layers.append(layer)
+            else:
+                viewer_layers.insert(anchor + 1 + i if forward else anchor, layer)
+            added.append(layer)
+        return added
+
+    def output_layers(self) -> list[Layer]:
+        """Our current output layers for the last segmented image."""
+        if self._input is None:
+            return []
+        return [layer for layer in self._viewer.layers if is_output_of(layer.name, layer.metadata, self._input.name)]
+
+    def _apply_layout(self, *_args) -> None:
+        """Grid: every output in its own cell. Overlay: the ensemble labels over the image."""
+        grid = self._grid.value
+        self._viewer.canvas.grid.enabled = grid
+        for layer in self.output_layers():
+            layer.visible = grid or layer.metadata[MARKER]["output"] == "ensemble"
+        self._viewer.reset_view()

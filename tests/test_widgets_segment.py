@@ -1,0 +1,194 @@
+"""The Segment dock in a real napari viewer (under Xvfb): manifest, runs, layers, grid, reader."""
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_cellprep._widgets.layers import MARKER  # noqa: E402
+from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
+
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("one_torch_thread")]
+
+PLUGIN = "napari-cellprep"
+EXPECTED_2D = [
+    "cells",
+    "cells | filter 1 (background)",
+    "cells | filter 2 (colony)",
+    "cells | translated t1 (background)",
+    "cells | translated t2 (colony)",
+    "cells | branch 1: network 1",
+    "cells | branch 2: network 2 on t1 (background)",
+    "cells | branch 3: network 2 on t2 (colony)",
+    "cells | ensemble",
+    "cells | branch disagreement",
+]
+
+
+def open_segment(viewer, registry, checkpoint):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.select_model(registry.add_file(checkpoint))
+    return widget
+
+
+def run_and_wait(qtbot, widget):
+    widget.run()
+    assert widget.worker is not None and not widget._run_button.enabled
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+
+def test_both_widgets_open_from_the_manifest(make_napari_viewer, registry):
+    viewer = make_napari_viewer()
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    assert type(segment).__name__ == "SegmentWidget" and type(train).__name__ == "TrainWidget"
+    assert segment.model_labels == []  # nothing bundled in this registry: no crash, a hint instead
+    assert "open a .cellprep file" in segment.status.value
+
+
+def test_manifest_puts_both_widgets_in_the_layers_segment_menu():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution(PLUGIN)
+    menu = manifest.contributions.menus["napari/layers/segment"]
+    widget_commands = {w.command for w in manifest.contributions.widgets}
+    assert {item.command for item in menu} == widget_commands == {"napari-cellprep.segment", "napari-cellprep.train"}
+    assert [s.key for s in manifest.contributions.sample_data] == ["nist-phase"]
+    assert manifest.contributions.readers[0].filename_patterns == ["*.cellprep"]
+
+
+def test_segment_adds_expected_layers_in_reading_order(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells(), name="cells", scale=(0.5, 0.5))
+    user = viewer.add_labels(np.zeros((96, 96), np.uint8), name="my labels")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    run_and_wait(qtbot, widget)
+
+    assert [layer.name for layer in viewer.layers] == EXPECTED_2D + ["my labels"]
+    for layer in viewer.layers[1:-1]:
+        assert layer.data.shape == (96, 96)
+        assert tuple(layer.scale) == (0.5, 0.5)
+        kind = layer.metadata[MARKER]["output"]
+        expected = {"filter": np.float32, "translated": np.float32, "disagreement": np.float32}.get(kind, np.uint8)
+        assert layer.data.dtype == expected, layer.name
+    ensemble = viewer.layers["cells | ensemble"]
+    assert isinstance(ensemble, napari.layers.Labels)
+    assert list(ensemble.features["class"]) == ["background", "colony"]
+    assert np.allclose(ensemble.colormap.map(np.array([0]))[0], 0)  # background transparent
+    assert np.allclose(ensemble.colormap.map(np.array([1]))[0], [1.0, 0.843, 0.0, 1.0], atol=1e-3)  # #ffd700
+    assert viewer.layers["cells | filter 1 (background)"].colormap.name == "magma"
+    assert viewer.layers["cells | translated t1 (background)"].colormap.name == "gray"
+    assert viewer.canvas.grid.enabled
+    assert widget.device_used.value.startswith("cpu")
+    weights = widget.weights.value.splitlines()
+    assert len(weights) == 3 and weights[0].startswith("w1 = ") and weights[0].endswith("network 1")
+    expected_w = registry.load(widget._model.value).model.ensemble_parameters()[0].detach().numpy()
+    assert [float(line.split()[2]) for line in weights] == pytest.approx(expected_w, abs=1e-3)
+    assert user.data.sum() == 0 and viewer.layers[-1] is user
+
+    # overlay: the ensemble over the image, the other outputs hidden
+    widget._grid.value = False
+    assert not viewer.canvas.grid.enabled
+    visible = [layer.name for layer in viewer.layers if layer.visible]
+    assert visible == ["cells", "cells | ensemble", "my labels"]
+
+
+def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells(), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    widget._show["translated"].value = False
+    run_and_wait(qtbot, widget)
+    first = set(map(id, viewer.layers))
+    renamed = viewer.layers["cells | filter 1 (background)"]
+    renamed.name = "my favourite filter"
+    run_and_wait(qtbot, widget)
+    names = [layer.name for layer in viewer.layers]
+    assert len(names) == len(set(names)) == 9  # 8 outputs (no translated) + renamed + input - 1 replaced
+    assert "my favourite filter" in names and renamed in viewer.layers
+    assert not (first & set(map(id, viewer.layers))) - {id(viewer.layers["cells"]), id(renamed)}
+
+
+def test_cancel_adds_no_layers(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells((6, 96, 96)), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    widget._tile.value = 64
+    widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+    assert widget.status.value == "Cancelled: no layers were added."
+    assert widget._run_button.enabled and not widget._cancel_button.enabled
+
+
+def test_stack_gives_stacked_outputs(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells((3, 64, 80)), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    run_and_wait(qtbot, widget)
+    outputs = widget.output_layers()
+    assert len(outputs) == 9
+    assert all(layer.data.shape == (3, 64, 80) for layer in outputs)
+    viewer.dims.set_current_step(0, 2)  # the slider moves through the planes of every output
+    assert all(layer._slice_input.world_slice.point[0] == 2 for layer in outputs)
+
+
+def test_rgb_image_with_a_grayscale_model(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    rgb = np.stack([cells(seed=s) // 256 for s in range(3)], axis=-1).astype(np.uint8)
+    viewer.add_image(rgb, name="cells", rgb=True)
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    run_and_wait(qtbot, widget)
+    outputs = widget.output_layers()
+    assert len(outputs) == 9 and all(layer.data.shape == (96, 96) for layer in outputs)
+
+
+def test_reader_opens_a_checkpoint_in_the_segment_widget(make_napari_viewer, registry, tiny_checkpoint, tmp_path):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tiny_checkpoint), plugin=PLUGIN)
+    assert layers == []
+    assert "Segment (napari-cellprep)" in viewer.window._wrapped_dock_widgets
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")  # the one the reader opened
+    assert isinstance(widget, SegmentWidget)
+    assert widget._model.value.path == tiny_checkpoint
+    assert widget.model_labels == ["tiny (tiny.cellprep)"]
+    foreign = tmp_path / "foreign.cellprep"
+    foreign.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}              ")
+    from napari_cellprep._widgets._reader import get_reader
+
+    assert get_reader(str(foreign)) is None and get_reader(str(tiny_checkpoint)) is not None
+
+
+def test_grid_screenshot_shows_the_panels(make_napari_viewer, qtbot, registry, trained_checkpoint, cells):
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.add_image(cells(seed=7), name="cells")
+    widget = open_segment(viewer, registry, trained_checkpoint)
+    for name in ("translated", "branches"):
+        widget._show[name].value = False
+    run_and_wait(qtbot, widget)
+    QApplication.processEvents()
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    # 5 panels in reading order: input, filter 1, filter 2 / ensemble, disagreement, (empty)
+    assert viewer.canvas.grid.actual_shape(viewer.layers) == (2, 3)
+    height, width = shot.shape[:2]
+    cell = {(r, c): shot[r * height // 2 : (r + 1) * height // 2, c * width // 3 : (c + 1) * width // 3]
+            for r in range(2) for c in range(3)}
+
+    def share(pixels, condition):
+        return float(condition(pixels[..., 0], pixels[..., 1], pixels[..., 2]).mean())
+
+    lit = {key: share(px, lambda r, g, b: r + g + b > 60) for key, px in cell.items()}
+    colourful = {key: share(px, lambda r, g, b: (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) > 40)
+                 for key, px in cell.items()}
+    gold = share(cell[1, 0], lambda r, g, b: (r > 120) & (g > 80) & (b < 60))
+    assert lit[0, 0] > 0.1 and colourful[0, 0] < 0.01, "the input panel is a gray image"
+    assert colourful[0, 1] > 0.02 and colourful[0, 2] > 0.02, "the filters are drawn in magma"
+    assert 0.01 < gold < 0.2, "the ensemble shows the colonies in the class colour (#ffd700), not everywhere"
+    assert lit[1, 1] > 0.1, "the disagreement map is drawn"
+    assert lit[1, 2] < 0.005, "the sixth cell is empty"
