@@ -1,0 +1,156 @@
+"""The Train dock in a real napari viewer (under Xvfb): training, Stop, plot, registry, saving,
+preview, and the messages for bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
+from napari_cellprep._widgets.layers import MARKER  # noqa: E402
+from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
+
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("one_torch_thread")]
+
+PLUGIN = "napari-cellprep"
+
+
+def painted(mask: np.ndarray, every: int = 3) -> np.ndarray:
+    """Sparse scribbles: every ``every``-th row painted with value class + 1."""
+    labels = np.zeros(mask.shape, np.uint8)
+    labels[::every] = mask[::every] + 1
+    return labels
+
+
+def small_settings(widget, epochs=1000, steps=2):
+    widget._start.value = train_module.SCRATCH
+    widget._width.value, widget._depth.value = 4, 2
+    widget._names.value = "background, colony"
+    widget._epochs.value, widget._steps.value = epochs, steps
+    widget._batch.value, widget._patch.value = 2, 32
+    widget._lr.value = 0.01
+
+
+def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, monkeypatch, tmp_path):
+    viewer = make_napari_viewer()
+    image = cells()
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(painted((image > 2000).astype(np.uint8)), name="scribbles")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    small_settings(widget)
+    assert widget.mapping.value == "label 1 = background, label 2 = colony"
+    widget._validation.value = train_module.VAL_FRACTION
+    widget._preview.value = True
+
+    widget.train()
+    assert widget.worker is not None and not widget._train_button.enabled and widget._stop_button.enabled
+    qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=60_000)
+    assert widget._progress.value >= 4 and widget._progress.max == 1000 * 2
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+    plot = widget.plot
+    assert plot.epochs[:2] == [1, 2] and len(plot.epoch_loss) == len(plot.val_miou) == len(plot.epochs)
+    assert all(math.isfinite(v) and v > 0 for v in plot.epoch_loss)
+    assert all(0.0 <= v <= 1.0 for v in plot.val_miou)
+    assert len(plot.step_loss) >= 2 * len(plot.epochs) and plot.steps[1] == 1.0
+    assert widget.status.value.startswith("Stopped after")
+    assert widget._train_button.enabled and not widget._stop_button.enabled and widget._save_button.enabled
+
+    # the model is registered at once and selectable in the Segment widget
+    label = widget.trained.label
+    assert label == "new model on cells" and segment.model_labels == [label]
+    assert widget.trained.loaded.model.training is False
+
+    # the live preview shows the best epoch so far over the image
+    preview = viewer.layers["cells | training preview"]
+    assert preview.data.shape == (96, 96) and preview.metadata[MARKER]["output"] == "preview"
+    assert set(np.unique(preview.data)) <= {0, 1} and widget.preview_epoch >= 1
+
+    # saving: new file written; an existing file is replaced only after the user says yes
+    target = tmp_path / "mine.cellprep"
+    assert widget.save_model(target) == target
+    saved = load_checkpoint(target)
+    assert saved.info.class_names == ["background", "colony"] and registry.entries[-1].path == target
+    weights = {k: v.clone() for k, v in saved.model.state_dict().items()}
+    target.write_bytes(b"precious")
+    answers = []
+
+    def answer(choice):
+        def question(*args, **kwargs):
+            answers.append(args[2])
+            return choice
+
+        return question
+
+    monkeypatch.setattr(train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.No))
+    assert widget.save_model(target) is None
+    assert target.read_bytes() == b"precious" and "already exists" in answers[-1]
+    monkeypatch.setattr(train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.Yes))
+    assert widget.save_model(target) == target
+    reloaded = load_checkpoint(target).model.state_dict()
+    assert all(np.array_equal(reloaded[k].numpy(), weights[k].numpy()) for k in weights)
+
+
+def test_fine_tune_on_a_stack_then_segment_with_it(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    stack = cells((3, 64, 64))
+    viewer.add_image(stack, name="cells")
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[1] = painted((stack[1] > 2000).astype(np.uint8), every=2)  # only plane 1 is painted
+    viewer.add_labels(labels, name="scribbles")
+    registry.add_file(tiny_checkpoint)
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    assert widget._start.value == train_module.FINE_TUNE  # a model exists: fine-tuning is offered first
+    widget._base.value = registry.entries[0]
+    widget._epochs.value, widget._steps.value, widget._batch.value, widget._patch.value = 2, 2, 2, 32
+    widget._validation.value = train_module.VAL_NONE
+    widget.train()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.value.startswith("Finished after 2 epochs"), widget.status.value
+    assert widget.plot.epochs == [1, 2] and all(math.isnan(v) for v in widget.plot.val_miou)
+    trained = widget.trained
+    assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
+
+    segment.select_model(trained)
+    segment.run()
+    qtbot.waitUntil(lambda: segment.worker is None, timeout=30_000)
+    assert segment.output_layers()[-2].data.shape == (3, 64, 64)  # the ensemble
+
+
+def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, registry, cells, monkeypatch):
+    errors = []
+    monkeypatch.setattr(train_module, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(cells(), name="cells")
+    labels = viewer.add_labels(np.zeros((96, 96), np.uint8), name="scribbles")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    small_settings(widget)
+    widget._validation.value = train_module.VAL_NONE
+    mask = (image.data > 2000).astype(np.uint8)
+
+    def attempt(data=None, patch=32):
+        if data is not None:
+            labels.data = data
+        widget._patch.value = patch
+        widget.train()
+        assert widget.worker is None  # nothing started
+        assert widget.status.value == f"Error: {errors[-1]}"
+        return errors[-1]
+
+    assert attempt().startswith("no labels painted in 'scribbles'")
+    assert "label 1 = background, label 2 = colony" in errors[-1]
+    assert "must cover the same pixels" in attempt(np.ones((64, 64), np.uint8))
+    three = painted(mask)
+    three[5, 5] = 3
+    assert "painted value 3 is not a class" in attempt(three)
+    assert "class 1 (painted value 2)" in attempt(np.where(mask == 0, 1, 0).astype(np.uint8)[:, :] * 1)
+    assert "smaller than the patch size 128" in attempt(painted(mask), patch=128)
+    widget._names.value = "background, colony, debris"
+    assert "3 class names given for 2 classes" in attempt(painted(mask))
+    assert len(errors) == 6
