@@ -23,6 +23,7 @@ from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.model import ModelConfig, build_model
 
 CONFIG = ModelConfig(num_classes=3, width=4, depth=2, penultimate=4)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained_looking_model(config: ModelConfig = CONFIG) -> torch.nn.Module:
@@ -98,7 +99,9 @@ def test_foreign_files_are_refused(tmp_path, saved):
     save_file({"weight": torch.zeros(3)}, plain)
     _assert_refused(plain, not_ours)
     other_metadata = tmp_path / "other.safetensors"
-    save_file({"weight": torch.zeros(3)}, other_metadata, metadata={"napari_cellprep": json.dumps({"format": "x"})})
+    save_file(
+        {"weight": torch.zeros(3)}, other_metadata, metadata={"napari_cellprep": json.dumps({"format": "x"})}
+    )
     _assert_refused(other_metadata, "safetensors file but not a napari-cellprep checkpoint")
     plain_pickle = tmp_path / "weights.pt"
     torch.save(_trained_looking_model().state_dict(), plain_pickle)
@@ -150,7 +153,9 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, name):
 def test_save_refuses_to_overwrite(saved):
     model, path = saved
     before = path.read_bytes()
-    other = _trained_looking_model(ModelConfig(num_classes=3, width=4, depth=2, penultimate=4, ensemble="fixed"))
+    other = _trained_looking_model(
+        ModelConfig(num_classes=3, width=4, depth=2, penultimate=4, ensemble="fixed")
+    )
     other_info = ModelInfo(other.config, ["a", "b", "c"])
     with pytest.raises(FileExistsError, match="already exists"):
         save_checkpoint(path, other, other_info)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
 from napari_cellprep.engine import io
-from napari_cellprep.engine.io import ImageReadError, find_pairs, list_images, read_image, read_mask, write_image
+from napari_cellprep.engine.io import (
+    ImageReadError,
+    find_pairs,
+    list_images,
+    read_image,
+    read_mask,
+    write_image,
+)
 
 
 def test_tiff_and_png_round_trip(tmp_path):
@@ -57,6 +67,9 @@ def test_unreadable_and_missing_files(tmp_path):
 def test_write_refuses_to_overwrite_unless_asked(tmp_path):
     path = tmp_path / "labels.tif"
     write_image(path, np.ones((4, 4), np.uint8))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # usual permissions, not private
     with pytest.raises(FileExistsError, match="already exists"):
         write_image(path, np.zeros((4, 4), np.uint8))
     np.testing.assert_array_equal(read_image(path), 1)
@@ -90,7 +103,10 @@ def test_find_pairs_matches_by_stem(tmp_path):
     (masks / "extra.png").touch()
     (images / ".hidden.tif").touch()
     (images / "readme.txt").touch()
-    assert find_pairs(images, masks) == [(images / "a.tif", masks / "a.png"), (images / "b.tif", masks / "b.png")]
+    assert find_pairs(images, masks) == [
+        (images / "a.tif", masks / "a.png"),
+        (images / "b.tif", masks / "b.png"),
+    ]
     (images / "c.tif").touch()
     with pytest.raises(ImageReadError, match="no mask in .* for c.tif"):
         find_pairs(images, masks)

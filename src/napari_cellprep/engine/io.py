@@ -7,8 +7,9 @@ and never replaces an existing file unless asked.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -74,27 +75,39 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
-    """Write ``array`` to ``path`` (TIFF for .tif/.tiff, else by extension), atomically.
+@contextmanager
+def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` once the block succeeds.
 
-    The file appears complete or not at all (temporary file, then rename); an existing file is
-    kept unless ``overwrite`` is true.
+    The file appears complete or not at all; on failure the temporary file is removed. An
+    existing ``path`` is kept unless ``overwrite`` is true. The temporary name keeps the suffix.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another place or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    # a fresh name, not mkstemp: the writer creates the file with the usual permissions
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
     try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
+    """Write ``array`` to ``path`` (TIFF for .tif/.tiff, else by extension), atomically.
+
+    Arrays go to TIFF as they are (grayscale pages, zlib-compressed). An existing file is kept
+    unless ``overwrite`` is true.
+    """
+    path = Path(path)
+    with atomic_write(path, overwrite) as tmp:
         if _is_tiff(path):
             tifffile.imwrite(tmp, np.asarray(array), photometric="minisblack", compression="zlib")
         else:
             iio.imwrite(tmp, np.asarray(array), extension=path.suffix)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -119,7 +132,9 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
@@ -137,7 +152,9 @@ def find_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
         stems: dict[str, Path] = {}
         for path in _images_in(folder):
             if path.stem in stems:
-                raise ImageReadError(f"{folder}: {stems[path.stem].name} and {path.name} have the same stem; keep one")
+                raise ImageReadError(
+                    f"{folder}: {stems[path.stem].name} and {path.name} have the same stem; keep one"
+                )
             stems[path.stem] = path
         by_stem[kind] = stems
     images, masks = by_stem["image"], by_stem["mask"]
