@@ -157,8 +157,8 @@ def test_image_smaller_than_a_tile_is_one_pass(cellprep):
     p = predict(cellprep, image, tile=256, overlap=64)
     ref = whole_pass(cellprep, image)
     assert p.labels.shape == (37, 50)
-    np.testing.assert_allclose(p.probabilities, ref["probabilities"], atol=1e-6)
-    np.testing.assert_allclose(p.translated, ref["translated"], atol=1e-6)
+    np.testing.assert_allclose(p.probabilities, ref["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(p.translated, ref["translated"], atol=1e-5)
 
 
 def test_outputs_subset_leaves_the_rest_none(cellprep):
@@ -196,11 +196,15 @@ def test_clear_errors_for_bad_input(cellprep):
         predict(cellprep, np.zeros((64, 64), complex))
 
 
-def test_model_mode_is_restored_and_blocks_need_eval_mode():
-    loaded = tiny_model("unet")
+def test_the_model_itself_is_left_untouched_and_blocks_need_eval_mode():
+    loaded = tiny_model("cellprep")
     loaded.model.train()
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     predict(loaded, textured((64, 64)), tile=64, overlap=32)
     assert loaded.model.training
+    after = loaded.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(v.is_contiguous() for v in after.values())  # not switched to channels-last
     with pytest.raises(ValueError, match="eval"):
         predict_block(loaded.model, textured((1, 64, 64)))
 

