@@ -4,7 +4,9 @@ no silent overwrite, atomic writes."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 
 import numpy as np
 import pytest
@@ -66,6 +68,9 @@ def test_round_trip_reproduces_outputs_exactly(saved):
     assert torch.equal(got.ensemble_logits, expected.ensemble_logits)
     assert torch.equal(got.filters, expected.filters)
     assert torch.equal(got.ensemble_weights, expected.ensemble_weights)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable like any file, not private
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor), name
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..model import ModelConfig, SegmentationNet, build_model
+from .io import atomic_write
 from .normalize import Normalization
 
 FORMAT = "napari-cellprep"
@@ -113,15 +113,8 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, info: Model
         raise ValueError("the model's config does not match the info's config")
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     metadata = {_META_KEY: json.dumps(info.to_dict())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, overwrite) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

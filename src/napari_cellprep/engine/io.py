@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,10 +87,12 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another place or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name, not mkstemp: the writer creates the file with the usual permissions
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
     try:
+        tmp.touch(exist_ok=False)  # created with the user's usual permissions (umask) ...
+        mode = stat.S_IMODE(tmp.stat().st_mode)
         yield tmp
+        os.chmod(tmp, mode)  # ... which some writers narrow (safetensors makes files private)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
