@@ -400,3 +400,25 @@ def test_help_and_usage_errors(capsys):
     assert all(command in out for command in ("train", "predict", "evaluate", "demo"))
     assert cli.main(["train", "--images", "x"]) == 2  # --out is required
     assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_and_predict_on_cuda(synthetic, tiny_checkpoint, tmp_path):
+    images, masks = synthetic
+    out = tmp_path / "gpu.cellprep"
+    code, stdout, _ = run(
+        *_train_args(images, masks, out, "--device", "cuda", epochs=2, steps=2)
+    )  # last wins
+    assert code == 0 and "cuda" in stdout
+    assert read_info(out).training["device"].startswith("cuda")
+    code, stdout, _ = run(
+        "predict", images, "--model", tiny_checkpoint, "--out", tmp_path / "gpu", "--device", "cuda"
+    )
+    assert code == 0 and "cuda:0" in stdout
+    code, _, _ = run(
+        "predict", images, "--model", tiny_checkpoint, "--out", tmp_path / "cpu", "--device", "cpu"
+    )
+    for name in ("cell0_labels.tif", "cell1_labels.tif"):
+        gpu, cpu = (tifffile.imread(tmp_path / side / name) for side in ("gpu", "cpu"))
+        assert (gpu == cpu).mean() > 0.99

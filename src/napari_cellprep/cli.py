@@ -40,6 +40,7 @@ from .model import ModelConfig
 from .model.config import ARCHITECTURES, BACKBONES, ENSEMBLES
 
 INTERRUPTED = 130
+DEFAULT_VAL_FRACTION = 0.2
 ARCHITECTURE_OPTIONS = ("architecture", "backbone", "width", "depth", "penultimate", "ensemble")
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
@@ -292,7 +293,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_mask_values(val_masks, num_classes, "validation mask")
         val = to_items(val_images, val_masks, val_pairs)
     else:
-        fraction = 0.2 if args.val_fraction is None else args.val_fraction
+        fraction = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
         if not 0.0 <= fraction < 1.0:
             raise CommandError(f"--val-fraction must be in [0, 1), got {fraction}")
         train, val = split_validation(train, fraction, train_config.seed) if fraction > 0 else (train, None)
@@ -570,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=float,
         help="share of labeled pixels held out for validation, "
-        "in blocks (default: 0.2; 0 = no validation, the last epoch is kept)",
+        f"in blocks (default: {DEFAULT_VAL_FRACTION}; 0 = no validation, the last epoch is kept)",
     )
     data.add_argument(
         "--val-images", metavar="DIR", help="validation image folder (instead of --val-fraction)"
