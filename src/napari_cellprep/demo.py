@@ -104,7 +104,7 @@ def make_panel(
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, (name, array, style, colorbar) in zip(axes, panels):
         shown = ax.imshow(array, **style)
-        ax.set_title("\n".join(textwrap.wrap(name, 30)), fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(name, 36)), fontsize=9)
         if colorbar:
             figure.colorbar(shown, ax=ax, shrink=0.8)
     for ax in axes:
