@@ -1,0 +1,84 @@
+"""Figures like the paper's Fig. 5 (input, truth, U-Net, CellPrep) and Fig. 6 (filters and
+translated images), from the fold-0 models that ``reproduce.py`` saved, on their test images.
+
+    python benchmarks/figures.py            # writes docs/fig5_<set>_<condition>.png, docs/fig6_...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
+from napari_cellprep.engine.inference import predict  # noqa: E402
+from reproduce import CLASS_NAMES, PRESETS, Run, load_dataset, split  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = [("nist-phase", "clean"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean"), ("vnc-em", "clean")]
+
+
+def _model_path(models: Path, run: Run) -> Path:
+    return models / (run.key.replace("/", "_") + ".cellprep")
+
+
+def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> list[Path]:
+    preset = PRESETS[preset_name]
+    written = []
+    for dataset, condition in CASES:
+        unet_path = _model_path(models, Run(dataset, condition, 0, "unet"))
+        cell_path = _model_path(models, Run(dataset, condition, 0, "cellprep"))
+        if not (unet_path.exists() and cell_path.exists()):
+            continue
+        unet, cell = load_checkpoint(unet_path), load_checkpoint(cell_path)
+        items = load_dataset(dataset, condition)
+        test = split(len(items), preset.folds[dataset], 0)[2][:n_images]
+        c = len(CLASS_NAMES[dataset])
+        fig5, ax5 = plt.subplots(len(test), 4, figsize=(12, 3 * len(test)), squeeze=False)
+        fig6, ax6 = plt.subplots(len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 3 * len(test)), squeeze=False)
+        for row, index in enumerate(test):
+            image, mask, name = items[index]
+            pu = predict(unet, image, outputs=())
+            pc = predict(cell, image, outputs=("filters", "translated"))
+            for ax, data, title in zip(ax5[row], [image, mask, pu.labels, pc.labels],
+                                       [name, "ground truth", "U-Net", "CellPrep"]):
+                ax.imshow(data, cmap="gray" if title == name else "viridis", vmin=None if title == name else 0,
+                          vmax=None if title == name else c - 1, interpolation="nearest")
+                ax.set_title(title)
+                ax.axis("off")
+            ax6[row, 0].imshow(image, cmap="gray")
+            ax6[row, 0].set_title(name)
+            for k in range(c):
+                ax6[row, 1 + k].imshow(pc.filters[k], cmap="magma")
+                ax6[row, 1 + k].set_title(f"filter {k + 1} ({CLASS_NAMES[dataset][k]})")
+                ax6[row, 1 + c + k].imshow(pc.translated[k, 0], cmap="gray", vmin=0, vmax=1)
+                ax6[row, 1 + c + k].set_title(f"translated t{k + 1}")
+            for ax in ax6[row]:
+                ax.axis("off")
+        for fig, kind in ((fig5, "fig5"), (fig6, "fig6")):
+            path = out / f"{kind}_{dataset}_{condition}.png"
+            fig.suptitle(f"{dataset}, {condition}, fold 0 test images ({preset_name} preset)")
+            fig.tight_layout()
+            fig.savefig(path, dpi=60)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--preset", default="cpu")
+    args = parser.parse_args()
+    for path in figures(args.models, args.out, args.preset):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Train the bundled default model on NIST phase-contrast tiles and report its held-out mIoU.
+
+Split (fixed): the sorted tile list, every fifth tile held out for testing (20 tiles, the shipped
+samples among them); of the other 80, every tenth for validation (best epoch), 72 for training.
+
+    python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
+from napari_cellprep.engine.data import from_mask
+from napari_cellprep.engine.events import EpochEnd
+from napari_cellprep.engine.inference import predict
+from napari_cellprep.engine.io import find_pairs, read_image, read_mask
+from napari_cellprep.engine.metrics import confusion_matrix, scores
+from napari_cellprep.engine.normalize import Normalization
+from napari_cellprep.engine.training import TrainConfig, train
+from napari_cellprep.model import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--penultimate", type=int, default=None)
+    parser.add_argument("--ensemble-init", choices=("random", "equal"), default="equal")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+
+    pairs = find_pairs(DATA / "images", DATA / "masks")
+    test = pairs[::5]
+    rest = [p for i, p in enumerate(pairs) if i % 5]
+    val, training = rest[::10], [p for i, p in enumerate(rest) if i % 10]
+    normalization = Normalization("minmax")
+    config = ModelConfig(num_classes=2, width=args.width, penultimate=args.penultimate, ensemble_init=args.ensemble_init)
+    info = ModelInfo(
+        config, ["background", "colony"], normalization, class_colors=["#000000", "#ffd700"],
+        name="NIST phase-contrast colonies (default)",
+    )
+
+    def load(ps):
+        return [from_mask(read_image(i), read_mask(m), normalization, name=i.stem) for i, m in ps]
+
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size, seed=args.seed)
+    start = time.perf_counter()
+    def report(event) -> None:
+        if isinstance(event, EpochEnd):
+            print(f"epoch {event.epoch}: loss {event.train_loss:.4f}, val mIoU {event.val_miou:.4f}", flush=True)
+
+    result = train(load(training), load(val), info, tc, callback=report)
+    cm = np.zeros((2, 2), np.int64)
+    for image_path, mask_path in test:
+        cm += confusion_matrix(predict(result.model, read_image(image_path), outputs=()).labels, read_mask(mask_path), 2)
+    test_scores = scores(cm)
+    loaded = result.model
+    loaded.info.training.update(
+        data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test",
+        test_tiles=[p[0].name for p in test],
+        test_miou=test_scores.miou,
+        test_iou=test_scores.iou,
+        test_dice=test_scores.dice,
+        command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        wall_seconds=time.perf_counter() - start,
+    )
+    save_checkpoint(args.out, loaded.model, loaded.info, overwrite=args.overwrite)
+    print(json.dumps({"test": test_scores.to_dict(), "best_epoch": result.best_epoch, "best_val_miou": result.best_miou}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
