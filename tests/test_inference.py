@@ -134,7 +134,8 @@ def test_z_stack_is_predicted_plane_by_plane_with_progress(cellprep):
     # 1 × 3 tiles of 64 per plane, batches of 2: two events per plane
     assert all(isinstance(e, Progress) for e in events)
     assert [e.done for e in events] == list(range(1, 7)) and {e.total for e in events} == {6}
-    assert [e.message.split(":")[0] for e in events] == ["plane 1/3"] * 2 + ["plane 2/3"] * 2 + ["plane 3/3"] * 2
+    planes = [e.message.split(":")[0] for e in events]
+    assert planes == ["plane 1/3"] * 2 + ["plane 2/3"] * 2 + ["plane 3/3"] * 2
     single = predict(cellprep, stack[1], tile=64, overlap=32)
     np.testing.assert_array_equal(p.labels[1], single.labels)
     np.testing.assert_allclose(p.probabilities[1], single.probabilities, atol=1e-5)
