@@ -37,11 +37,11 @@ from .engine.metrics import confusion_matrix, scores
 from .engine.normalize import Normalization
 from .engine.training import LR_SCHEDULES, TrainConfig, TrainingResult, train_iter
 from .model import ModelConfig
-from .model.config import ARCHITECTURES, BACKBONES, ENSEMBLES
+from .model.config import ARCHITECTURES, BACKBONES, ENSEMBLE_INITS, ENSEMBLES
 
 INTERRUPTED = 130
 DEFAULT_VAL_FRACTION = 0.2
-ARCHITECTURE_OPTIONS = ("architecture", "backbone", "width", "depth", "penultimate", "ensemble")
+ARCHITECTURE_OPTIONS = ("architecture", "backbone", "width", "depth", "penultimate", "ensemble", "ensemble_init")
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
 MASK_RULES = """\
@@ -546,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--penultimate", type=int, help="width of network 1's penultimate maps (default: classes)"
     )
     model.add_argument("--ensemble", choices=ENSEMBLES, help=f"default: {ModelConfig.ensemble}")
+    model.add_argument(
+        "--ensemble-init",
+        choices=ENSEMBLE_INITS,
+        help=f"start of the learned ensemble weights: PyTorch's random init or 1/S each "
+        f"(default: {ModelConfig.ensemble_init})",
+    )
     model.add_argument(
         "--init", metavar=f"FILE{SUFFIX}", help="fine-tune this checkpoint instead of starting afresh"
     )
