@@ -15,19 +15,23 @@ from ..engine.devices import available_devices
 from ..engine.events import Progress
 from .image_input import layer_array
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
+from .quiet_insert import quiet_insert
 from .registry import ModelEntry, ModelRegistry, get_registry
+from .threads import gui_torch_threads, torch_threads
 
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
 
 
 def segment_job(
-    registry: ModelRegistry, entry: ModelEntry, data, multiscale: bool, **kwargs
+    registry: ModelRegistry, entry: ModelEntry, data, multiscale: bool, threads: int | None = None, **kwargs
 ) -> Generator[Progress, None, list[LayerData]]:
-    """Load the model and the pixels, then ``segment_layers`` (all of it in the worker thread)."""
-    loaded = registry.load(entry)
-    image = layer_array(data, multiscale)
-    return (yield from segment_layers(image, loaded, **kwargs))
+    """Load the model and the pixels, then ``segment_layers`` on ``threads`` torch threads (all of
+    it in the worker thread)."""
+    with torch_threads(threads):
+        loaded = registry.load(entry)
+        image = layer_array(data, multiscale)
+        return (yield from segment_layers(image, loaded, **kwargs))
 
 
 def _adopt(event) -> None:
@@ -56,6 +60,7 @@ class SegmentWidget(Container):
         self._cancel_button = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
         self.device_used = Label(label="device used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
         outputs = Container(widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs")
@@ -130,6 +135,7 @@ class SegmentWidget(Container):
             entry,
             layer.data,
             layer.multiscale,
+            gui_torch_threads(),
             source=layer.name,
             rgb=layer.rgb,
             show=show,
@@ -157,7 +163,8 @@ class SegmentWidget(Container):
     def _set_running(self, running: bool) -> None:
         self._run_button.enabled = not running
         self._cancel_button.enabled = running
-        self._progress.value = 0
+        if running:
+            self._progress.value = 0
 
     def _on_progress(self, event: Progress) -> None:
         self._progress.max = max(event.total, 1)
@@ -196,15 +203,16 @@ class SegmentWidget(Container):
         forward = self._viewer.canvas.grid.stride > 0
         anchor = viewer_layers.index(source) if source in viewer_layers else None
         added = []
-        for i, (data, meta, layer_type) in enumerate(layers):
-            layer = Layer.create(data, meta, layer_type)
-            if layer_type == "labels":
-                layer.events.paint.connect(_adopt)
-            if anchor is None:
-                viewer_layers.append(layer)
-            else:
-                viewer_layers.insert(anchor + 1 + i if forward else anchor, layer)
-            added.append(layer)
+        with quiet_insert(viewer_layers):
+            for i, (data, meta, layer_type) in enumerate(layers):
+                layer = Layer.create(data, meta, layer_type)
+                if layer_type == "labels":
+                    layer.events.paint.connect(_adopt)
+                if anchor is None:
+                    viewer_layers.append(layer)
+                else:
+                    viewer_layers.insert(anchor + 1 + i if forward else anchor, layer)
+                added.append(layer)
         return added
 
     def output_layers(self) -> list[Layer]:

@@ -18,6 +18,7 @@ from ..engine.inference import predict
 from ..engine.normalize import Normalization
 from ..engine.training import TrainConfig, TrainingResult, train_iter
 from .image_input import model_input
+from .threads import torch_threads
 
 PREVIEW_SIZE = 512
 """The live preview segments at most this many pixels square of one plane, after every epoch."""
@@ -96,9 +97,16 @@ def training_job(
     stop: threading.Event | None = None,
     preview: np.ndarray | None = None,
     preview_channel_axis: int | None = None,
+    threads: int | None = None,
 ) -> Generator[StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
     """``train_iter``, plus a ``PreviewReady`` after each epoch that improved when ``preview`` (one
-    plane, as the model takes it) is given. The returned model lives in memory only (``path`` None)."""
+    plane, as the model takes it) is given, on ``threads`` torch threads (``None``: unchanged).
+    The returned model lives in memory only (``path`` None)."""
+    with torch_threads(threads):
+        return (yield from _training_job(train, val, info, config, init, stop, preview, preview_channel_axis))
+
+
+def _training_job(train, val, info, config, init, stop, preview, preview_channel_axis):
     if preview is None:
         result = yield from train_iter(train, val, info, config, init=init, stop=stop)
         return result

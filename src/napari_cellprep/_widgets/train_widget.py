@@ -4,6 +4,7 @@ with a live loss/mIoU plot, a Stop button, an optional live preview, and saving.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import napari
@@ -34,10 +35,14 @@ from ..model import ModelConfig
 from .image_input import layer_array, model_input
 from .layers import MARKER, class_colormap, layer_prefix
 from .loss_plot import LossPlot
+from .quiet_insert import quiet_insert
 from .registry import ModelEntry, ModelRegistry, get_registry
+from .threads import gui_torch_threads, warm_up_optimizer
 from .train_job import PreviewReady, label_mapping, painted_items, preview_window, training_job
 
 FINE_TUNE, SCRATCH = "fine-tune a model", "new model"
+STEP_DISPLAY_INTERVAL_S = 0.25
+"""Progress and status show a step at most this often (every step still reaches the plot's data)."""
 VAL_FRACTION, VAL_PAIR, VAL_NONE = "fraction of the painted pixels", "another image/labels pair", "none"
 
 
@@ -50,6 +55,8 @@ class TrainWidget(Container):
         self._registry = registry or get_registry()
         self.worker = None
         self.trained: ModelEntry | None = None
+        self.preview: Labels | None = None
+        self.preview_epoch: int | None = None
         self._stop = threading.Event()
 
         self._image = ComboBox(label="image", choices=self._layer_choices(Image))
@@ -79,6 +86,7 @@ class TrainWidget(Container):
         self._save_button = PushButton(text="Save model…", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
         self.plot = LossPlot()
         buttons = Container(
             widgets=[self._train_button, self._stop_button, self._save_button], layout="horizontal", labels=False
@@ -95,6 +103,9 @@ class TrainWidget(Container):
         self._registry.changed.connect(self._base.reset_choices)
         for widget in (self._start, self._base, self._classes, self._names, self._validation):
             widget.changed.connect(self._update_form)
+        self._epochs.changed.connect(self.plot.set_epochs)
+        self.plot.set_epochs(self._epochs.value)
+        warm_up_optimizer()
         self._train_button.changed.connect(self.train)
         self._stop_button.changed.connect(self.stop)
         self._save_button.changed.connect(lambda: self.save_model())
@@ -192,13 +203,14 @@ class TrainWidget(Container):
             if val_image is None or val_labels is None:
                 raise ValueError("choose a validation Image layer and its painted Labels layer, or another validation")
             val = self._items(val_image, val_labels, info)
-        job = dict(train=items, val=val, info=info, config=config, init=init, stop=self._stop)
+        job = dict(train=items, val=val, info=info, config=config, init=init, stop=self._stop, threads=gui_torch_threads())
         if self._preview.value:
             job.update(self._preview_input(image_layer, info))
         return job
 
     def _preview_input(self, layer: Image, info: ModelInfo) -> dict:
-        """The current plane around the view centre, as the model takes it; remembers where it lies."""
+        """The current plane around the view centre, as the model takes it; the (empty) preview
+        layer is made now, so that updates during training only replace its data."""
         array, axis = model_input(layer_array(layer.data, layer.multiscale), layer.rgb, info.config.in_channels)
         point, scale, translate = list(self._view_centre(layer)), list(layer.scale), list(layer.translate)
         if axis is not None:
@@ -209,14 +221,25 @@ class TrainWidget(Container):
         plane = tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(point[:lead], array.shape[:lead]))
         rows, cols = preview_window(array.shape[lead : lead + 2], point[-2:])
         offset = np.array([*plane, rows.start, cols.start], dtype=float)
-        self._preview_where = dict(
-            lead=lead,
+        self._preview_layer(
+            layer.name,
+            shape=(1,) * lead + (rows.stop - rows.start, cols.stop - cols.start),
+            dtype=np.uint8 if info.config.num_classes <= 255 else np.uint16,
+            colormap=class_colormap(info.class_colors),
             scale=tuple(scale),
             translate=tuple(np.asarray(translate) + offset * np.asarray(scale)),
-            source=layer.name,
-            colors=list(info.class_colors),
         )
         return dict(preview=np.ascontiguousarray(array[plane][rows, cols]), preview_channel_axis=axis)
+
+    def _preview_layer(self, source: str, shape: tuple[int, ...], dtype: type, **style) -> None:
+        """Make (or reset) the preview Labels layer over ``source``, without making it active."""
+        name = layer_prefix(source) + "training preview"
+        old = [layer for layer in self._viewer.layers if layer.name == name and MARKER in layer.metadata]
+        for layer in old:
+            self._viewer.layers.remove(layer)
+        marker = {MARKER: {"source": source, "output": "preview"}}
+        with quiet_insert(self._viewer.layers):  # painting stays on the user's active layer
+            self.preview = self._viewer.add_labels(np.zeros(shape, dtype), name=name, metadata=marker, **style)
 
     def _view_centre(self, layer: Image) -> np.ndarray:
         """The centre of the current view (on the current plane) in the layer's data coordinates."""
@@ -236,6 +259,7 @@ class TrainWidget(Container):
             self._fail(str(exc))
             return
         self._stop.clear()
+        self._last_step_shown = 0.0
         self.plot.clear()
         self.worker = create_worker(training_job, _start_thread=False, **job)
         self.worker.yielded.connect(self._on_event)
@@ -266,30 +290,23 @@ class TrainWidget(Container):
             return
         self.plot.add(event)
         if isinstance(event, StepEnd):
+            now = time.monotonic()
+            if now - self._last_step_shown < STEP_DISPLAY_INTERVAL_S:
+                return  # very fast steps: the dock shows a few per second
+            self._last_step_shown = now
             self._progress.max = event.epochs * event.steps_per_epoch
             self._progress.value = (event.epoch - 1) * event.steps_per_epoch + event.step
             if not self._stop.is_set():
                 self.status.value = f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps_per_epoch}: loss {event.loss:.3f}"
-        elif isinstance(event, EpochEnd) and event.val_miou is not None and not self._stop.is_set():
-            self.status.value = f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, validation mIoU {event.val_miou:.3f}"
+        elif isinstance(event, EpochEnd):
+            self._progress.value = event.epoch * (self._progress.max // event.epochs)
+            if event.val_miou is not None and not self._stop.is_set():
+                self.status.value = f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, validation mIoU {event.val_miou:.3f}"
 
     def _show_preview(self, event: PreviewReady) -> None:
-        where = self._preview_where
-        name = layer_prefix(where["source"]) + "training preview"
-        data = event.labels.reshape((1,) * where["lead"] + event.labels.shape)
-        existing = [layer for layer in self._viewer.layers if layer.name == name and MARKER in layer.metadata]
-        if existing:
-            existing[0].data = data
-        else:
-            self._viewer.add_labels(
-                data,
-                name=name,
-                colormap=class_colormap(where["colors"]),
-                scale=where["scale"],
-                translate=where["translate"],
-                metadata={MARKER: {"source": where["source"], "output": "preview"}},
-            )
-        self.preview_epoch = event.epoch
+        if self.preview in self._viewer.layers:
+            self.preview.data = event.labels.reshape(self.preview.data.shape)
+            self.preview_epoch = event.epoch
 
     def _on_result(self, result: TrainingResult) -> None:
         self.trained = self._registry.add_trained(result.model)

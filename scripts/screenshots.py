@@ -1,0 +1,131 @@
+"""Documentation screenshots of the napari plugin: docs/segment.png and docs/train.png.
+
+Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=offscreen):
+
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshots.py MODEL.cellprep
+
+``segment.png``: the Segment dock's outputs side by side (grid) on a real nist-phase tile.
+``train.png``: the Train dock mid-training (fine-tuning MODEL on scribbles taken from the
+tile's ground-truth mask), with its live loss/mIoU plot. Data: $CELLPREP_DATA, else
+../shared/data beside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch  # noqa: F401  (before Qt)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
+PLUGIN = "napari-cellprep"
+WINDOW = (1800, 1000)
+
+
+def wait(condition, timeout: float, what: str) -> None:
+    """Process Qt events until ``condition()`` holds."""
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def new_viewer():
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    return viewer
+
+
+def scribbles(mask, every: int = 12, width: int = 3):
+    """Sparse painted strokes from a ground-truth mask: horizontal lines, value = class + 1."""
+    import numpy as np
+
+    labels = np.zeros(mask.shape, np.uint8)
+    for row in range(every // 2, mask.shape[0], every):
+        labels[row : row + width] = mask[row : row + width] + 1
+    return labels
+
+
+def segment_png(model: Path, image, name: str, out: Path, tile: int) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cellprep._widgets.registry import get_registry
+
+    viewer = new_viewer()
+    viewer.add_image(image, name=name)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.select_model(get_registry().add_file(model))
+    widget._tile.value = tile
+    widget.run()
+    wait(lambda: widget.worker is None, 600, "the segmentation")
+    if not widget.output_layers():
+        raise RuntimeError(f"segmentation failed: {widget.status.value}")
+    QApplication.processEvents()
+    viewer.reset_view()
+    QApplication.processEvents()
+    viewer.screenshot(str(out), canvas_only=False, flash=False)
+    print(f"wrote {out} ({widget.status.value})")
+    viewer.close()
+
+
+def train_png(model: Path, image, mask, name: str, out: Path, epochs_shown: int, patch: int) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cellprep._widgets import train_widget
+    from napari_cellprep._widgets.registry import get_registry
+
+    viewer = new_viewer()
+    viewer.add_image(image, name=name)
+    viewer.add_labels(scribbles(mask), name="scribbles")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    entry = get_registry().add_file(model)
+    widget._start.value = train_widget.FINE_TUNE
+    widget._base.value = entry
+    widget._epochs.value, widget._steps.value = 100, 4
+    widget._batch.value, widget._patch.value = 4, patch
+    widget._validation.value = train_widget.VAL_FRACTION
+    widget.train()
+    if widget.worker is None:
+        raise RuntimeError(f"training did not start: {widget.status.value}")
+    wait(lambda: len(widget.plot.epochs) >= epochs_shown, 1200, f"{epochs_shown} epochs")
+    QApplication.processEvents()
+    viewer.screenshot(str(out), canvas_only=False, flash=False)
+    print(f"wrote {out} (after {len(widget.plot.epochs)} epochs: {widget.status.value})")
+    widget.stop()
+    wait(lambda: widget.worker is None, 600, "training to stop")
+    viewer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="a .cellprep checkpoint (e.g. the bundled default model)")
+    parser.add_argument("--image", default=None, help="nist-phase image id (default: the first one)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNG files")
+    parser.add_argument("--epochs-shown", type=int, default=4, help="epochs plotted before train.png is taken")
+    parser.add_argument("--patch", type=int, default=128, help="training patch size")
+    parser.add_argument("--tile", type=int, default=256, help="inference tile size")
+    args = parser.parse_args(argv)
+
+    from napari_cellprep.engine.io import read_image, read_mask
+
+    images = sorted((DATA / "images").glob("*.tif"))
+    if not images:
+        parser.error(f"no nist-phase images in {DATA / 'images'} (set CELLPREP_DATA)")
+    path = DATA / "images" / f"{args.image}.tif" if args.image else images[0]
+    image, mask = read_image(path), read_mask(DATA / "masks" / f"{path.stem}.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    segment_png(args.model, image, path.stem, args.out / "segment.png", args.tile)
+    train_png(args.model, image, mask, path.stem, args.out / "train.png", args.epochs_shown, args.patch)
+
+
+if __name__ == "__main__":
+    main()
