@@ -73,7 +73,8 @@ class GapProbe:
         self._timer.stop()
         ms = np.array(self.gaps) * 1000
         return (
-            f"{ms.size} ticks; longest gap {ms.max():.0f} ms, 99th percentile {np.percentile(ms, 99):.0f} ms, "
+            f"{ms.size} ticks; longest gap {ms.max():.0f} ms, "
+            f"99th percentile {np.percentile(ms, 99):.0f} ms, "
             f"median {np.median(ms):.1f} ms, gaps over 100 ms: {int((ms > 100).sum())}"
         )
 
@@ -86,12 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="steps per epoch (epoch ends redraw the plot)")
-    parser.add_argument("--baseline", type=float, default=5.0, help="first measure this long without training")
+    parser.add_argument(
+        "--baseline", type=float, default=5.0, help="first measure this long without training"
+    )
     parser.add_argument("--preview", action="store_true", help="also refresh the live preview every epoch")
     args = parser.parse_args(argv)
 
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from napari_cellprep._widgets import threads, train_widget
 
@@ -136,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"event loop while the Train dock opens (and torch's optimizer warms up): {opening}")
     print(f"event loop while idle ({args.baseline:.0f} s): {baseline}")
-    print(f"Train button (checks and set-up on the GUI thread, before the worker starts): {click * 1000:.0f} ms")
+    print(
+        f"Train button (checks and set-up on the GUI thread, before the worker starts): {click * 1000:.0f} ms"
+    )
     print(f"event loop while training:  {probe.summary()}")
     viewer.close()
 

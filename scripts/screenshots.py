@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", type=Path, help="a .cellprep checkpoint (e.g. the bundled default model)")
     parser.add_argument("--image", default=None, help="nist-phase image id (default: the first one)")
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNG files")
-    parser.add_argument("--epochs-shown", type=int, default=4, help="epochs plotted before train.png is taken")
+    parser.add_argument(
+        "--epochs-shown", type=int, default=4, help="epochs plotted before train.png is taken"
+    )
     parser.add_argument("--patch", type=int, default=128, help="training patch size")
     parser.add_argument("--tile", type=int, default=256, help="inference tile size")
     args = parser.parse_args(argv)

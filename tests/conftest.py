@@ -59,14 +59,18 @@ def trained_checkpoint(tmp_path_factory):
     items = [from_mask(*disks(seed), Normalization()) for seed in range(2)]
     config = ModelConfig(num_classes=2, width=4, depth=2, ensemble_init="equal")
     info = ModelInfo(config, ["background", "colony"], name="tiny trained")
-    settings = TrainConfig(epochs=6, steps_per_epoch=8, batch_size=4, patch_size=32, learning_rate=1e-2, device="cpu")
+    settings = TrainConfig(
+        epochs=6, steps_per_epoch=8, batch_size=4, patch_size=32, learning_rate=1e-2, device="cpu"
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         result = train(items, None, info, settings)
     finally:
         torch.set_num_threads(before)
-    return save_checkpoint(tmp_path_factory.mktemp("models") / "trained.cellprep", result.model.model, result.model.info)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("models") / "trained.cellprep", result.model.model, result.model.info
+    )
 
 
 @pytest.fixture

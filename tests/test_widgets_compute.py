@@ -28,7 +28,9 @@ from napari_cellprep.model import ModelConfig, build_model  # noqa: E402
 
 
 def tiny(in_channels=1, architecture="cellprep", classes=("background", "colony")) -> LoadedModel:
-    config = ModelConfig(num_classes=len(classes), in_channels=in_channels, architecture=architecture, width=4, depth=2)
+    config = ModelConfig(
+        num_classes=len(classes), in_channels=in_channels, architecture=architecture, width=4, depth=2
+    )
     torch.manual_seed(0)
     return LoadedModel(build_model(config).eval(), ModelInfo(config, list(classes), name="tiny"))
 
@@ -44,12 +46,16 @@ def run(generator):
 
 def test_segment_layers_on_rgb_with_a_three_channel_model():
     rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
-    events, layers = run(segment_layers(rgb, tiny(in_channels=3), source="rgb", rgb=True, scale=(2, 2), translate=(5, 0)))
+    events, layers = run(
+        segment_layers(rgb, tiny(in_channels=3), source="rgb", rgb=True, scale=(2, 2), translate=(5, 0))
+    )
     assert events and all(isinstance(e, Progress) for e in events) and events[-1].done == events[-1].total
     kinds = [(meta["metadata"][MARKER]["output"], kind) for _, meta, kind in layers]
     assert kinds == [("filter", "image")] * 2 + [("translated", "image")] * 2 + [("branch", "labels")] * 3 + [
-        ("ensemble", "labels"), ("disagreement", "image")]
-    for data, meta, _ in layers:
+        ("ensemble", "labels"),
+        ("disagreement", "image"),
+    ]
+    for _, meta, _ in layers:
         assert meta["scale"] == (2, 2) and meta["translate"] == (5, 0) and meta["name"].startswith("rgb | ")
     translated = layers[2]
     assert translated[0].shape == (64, 80, 3) and translated[1]["rgb"] is True
@@ -85,7 +91,10 @@ def test_model_input_and_geometry():
     assert model_input(stack, rgb=False, in_channels=2)[1] == 1
     with pytest.raises(ValueError, match="expects 3 channels"):
         model_input(stack, rgb=False, in_channels=3)
-    assert output_geometry((1, 2, 3, 4), (0, 1, 2, 3), 1, rgb=False) == {"scale": (1, 3, 4), "translate": (0, 2, 3)}
+    assert output_geometry((1, 2, 3, 4), (0, 1, 2, 3), 1, rgb=False) == {
+        "scale": (1, 3, 4),
+        "translate": (0, 2, 3),
+    }
     assert output_geometry((3, 4), (2, 3), 2, rgb=True) == {"scale": (3, 4), "translate": (2, 3)}
 
 
@@ -135,7 +144,9 @@ def test_painted_items_from_a_stack_and_errors():
     labels = np.zeros(image.shape, np.uint8)
     labels[2, :10] = 1
     labels[2, 10:20] = 2
-    common = dict(rgb=False, in_channels=1, normalization=Normalization(), class_names=["bg", "fg"], name="img")
+    common = dict(
+        rgb=False, in_channels=1, normalization=Normalization(), class_names=["bg", "fg"], name="img"
+    )
     items = painted_items(image, labels, **common)
     assert len(items) == 1 and items[0].name == "img plane (2,)"
     assert items[0].labeled_pixels == 800 and set(np.unique(items[0].target)) == {-1, 0, 1}

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
@@ -53,12 +54,18 @@ def test_manifest_puts_both_widgets_in_the_layers_segment_menu():
     manifest = PluginManifest.from_distribution(PLUGIN)
     menu = manifest.contributions.menus["napari/layers/segment"]
     widget_commands = {w.command for w in manifest.contributions.widgets}
-    assert {item.command for item in menu} == widget_commands == {"napari-cellprep.segment", "napari-cellprep.train"}
+    assert (
+        {item.command for item in menu}
+        == widget_commands
+        == {"napari-cellprep.segment", "napari-cellprep.train"}
+    )
     assert [s.key for s in manifest.contributions.sample_data] == ["nist-phase"]
     assert manifest.contributions.readers[0].filename_patterns == ["*.cellprep"]
 
 
-def test_segment_adds_expected_layers_in_reading_order(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+def test_segment_adds_expected_layers_in_reading_order(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells
+):
     viewer = make_napari_viewer()
     viewer.add_image(cells(), name="cells", scale=(0.5, 0.5))
     user = viewer.add_labels(np.zeros((96, 96), np.uint8), name="my labels")
@@ -70,7 +77,9 @@ def test_segment_adds_expected_layers_in_reading_order(make_napari_viewer, qtbot
         assert layer.data.shape == (96, 96)
         assert tuple(layer.scale) == (0.5, 0.5)
         kind = layer.metadata[MARKER]["output"]
-        expected = {"filter": np.float32, "translated": np.float32, "disagreement": np.float32}.get(kind, np.uint8)
+        expected = {"filter": np.float32, "translated": np.float32, "disagreement": np.float32}.get(
+            kind, np.uint8
+        )
         assert layer.data.dtype == expected, layer.name
     ensemble = viewer.layers["cells | ensemble"]
     assert isinstance(ensemble, napari.layers.Labels)
@@ -94,7 +103,9 @@ def test_segment_adds_expected_layers_in_reading_order(make_napari_viewer, qtbot
     assert visible == ["cells", "cells | ensemble", "my labels"]
 
 
-def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells
+):
     viewer = make_napari_viewer()
     viewer.add_image(cells(), name="cells")
     widget = open_segment(viewer, registry, tiny_checkpoint)
@@ -103,11 +114,20 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(make_napari_vi
     first = set(map(id, viewer.layers))
     renamed = viewer.layers["cells | filter 1 (background)"]
     renamed.name = "my favourite filter"
+    corrected = viewer.layers["cells | ensemble"]
+    corrected.paint((10, 10), 1)  # the user corrects our labels: the layer is theirs now
+    assert MARKER not in corrected.metadata
     run_and_wait(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
-    assert len(names) == len(set(names)) == 9  # 8 outputs (no translated) + renamed + input - 1 replaced
-    assert "my favourite filter" in names and renamed in viewer.layers
-    assert not (first & set(map(id, viewer.layers))) - {id(viewer.layers["cells"]), id(renamed)}
+    # input + renamed filter + corrected ensemble + 7 fresh outputs (no translated images)
+    assert len(viewer.layers) == 10 and names.count("cells | filter 1 (background)") == 1
+    assert "my favourite filter" in names and renamed in viewer.layers and corrected in viewer.layers
+    assert corrected.data[10, 10] == 1 and len(widget.output_layers()) == 7
+    assert not (first & set(map(id, viewer.layers))) - {
+        id(viewer.layers["cells"]),
+        id(renamed),
+        id(corrected),
+    }
 
 
 def test_cancel_adds_no_layers(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
@@ -145,7 +165,9 @@ def test_rgb_image_with_a_grayscale_model(make_napari_viewer, qtbot, registry, t
     assert len(outputs) == 9 and all(layer.data.shape == (96, 96) for layer in outputs)
 
 
-def test_reader_opens_a_checkpoint_in_the_segment_widget(make_napari_viewer, registry, tiny_checkpoint, tmp_path):
+def test_reader_opens_a_checkpoint_in_the_segment_widget(
+    make_napari_viewer, registry, tiny_checkpoint, tmp_path
+):
     viewer = make_napari_viewer()
     layers = viewer.open(str(tiny_checkpoint), plugin=PLUGIN)
     assert layers == []
@@ -177,18 +199,54 @@ def test_grid_screenshot_shows_the_panels(make_napari_viewer, qtbot, registry, t
     # 5 panels in reading order: input, filter 1, filter 2 / ensemble, disagreement, (empty)
     assert viewer.canvas.grid.actual_shape(viewer.layers) == (2, 3)
     height, width = shot.shape[:2]
-    cell = {(r, c): shot[r * height // 2 : (r + 1) * height // 2, c * width // 3 : (c + 1) * width // 3]
-            for r in range(2) for c in range(3)}
+    cell = {
+        (r, c): shot[r * height // 2 : (r + 1) * height // 2, c * width // 3 : (c + 1) * width // 3]
+        for r in range(2)
+        for c in range(3)
+    }
 
     def share(pixels, condition):
         return float(condition(pixels[..., 0], pixels[..., 1], pixels[..., 2]).mean())
 
     lit = {key: share(px, lambda r, g, b: r + g + b > 60) for key, px in cell.items()}
-    colourful = {key: share(px, lambda r, g, b: (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) > 40)
-                 for key, px in cell.items()}
+    colourful = {
+        key: share(
+            px, lambda r, g, b: (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) > 40
+        )
+        for key, px in cell.items()
+    }
     gold = share(cell[1, 0], lambda r, g, b: (r > 120) & (g > 80) & (b < 60))
     assert lit[0, 0] > 0.1 and colourful[0, 0] < 0.01, "the input panel is a gray image"
     assert colourful[0, 1] > 0.02 and colourful[0, 2] > 0.02, "the filters are drawn in magma"
     assert 0.01 < gold < 0.2, "the ensemble shows the colonies in the class colour (#ffd700), not everywhere"
     assert lit[1, 1] > 0.1, "the disagreement map is drawn"
     assert lit[1, 2] < 0.005, "the sixth cell is empty"
+
+
+def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, tmp_path, monkeypatch):
+    from napari_cellprep._widgets import segment_widget
+    from napari_cellprep.engine.devices import available_devices
+
+    errors = []
+    monkeypatch.setattr(segment_widget, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert list(widget._device.choices) == ["auto", *available_devices()]
+    foreign = tmp_path / "weights.cellprep"
+    foreign.write_bytes(b"\x80\x04pickled")
+    widget._open.value = foreign
+    assert (
+        "is not a napari-cellprep checkpoint" in errors[-1] and widget.status.value == f"Error: {errors[-1]}"
+    )
+    assert widget.model_labels == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_segment_on_the_gpu_says_so(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    viewer.add_image(cells(), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    widget._device.value = "cuda:0"
+    run_and_wait(qtbot, widget)
+    assert widget.device_used.value.startswith("cuda:0 (") and len(widget.output_layers()) == 9

@@ -87,16 +87,22 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
 
         return question
 
-    monkeypatch.setattr(train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.No))
+    monkeypatch.setattr(
+        train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.No)
+    )
     assert widget.save_model(target) is None
     assert target.read_bytes() == b"precious" and "already exists" in answers[-1]
-    monkeypatch.setattr(train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.Yes))
+    monkeypatch.setattr(
+        train_module.QMessageBox, "question", answer(train_module.QMessageBox.StandardButton.Yes)
+    )
     assert widget.save_model(target) == target
     reloaded = load_checkpoint(target).model.state_dict()
     assert all(np.array_equal(reloaded[k].numpy(), weights[k].numpy()) for k in weights)
 
 
-def test_fine_tune_on_a_stack_then_segment_with_it(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
+def test_fine_tune_on_a_stack_then_segment_with_it(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells
+):
     viewer = make_napari_viewer()
     stack = cells((3, 64, 64))
     viewer.add_image(stack, name="cells")

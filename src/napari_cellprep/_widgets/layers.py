@@ -39,7 +39,9 @@ def is_output_of(name: str, metadata: dict, source: str) -> bool:
     user renamed is theirs from then on).
     """
     marker = metadata.get(MARKER)
-    return isinstance(marker, dict) and marker.get("source") == source and name.startswith(layer_prefix(source))
+    return (
+        isinstance(marker, dict) and marker.get("source") == source and name.startswith(layer_prefix(source))
+    )
 
 
 def class_colormap(class_colors: Sequence[str]) -> DirectLabelColormap:
@@ -76,9 +78,10 @@ def prediction_layers(
 ) -> list[LayerData]:
     """Layer-data tuples for a prediction on the image layer named ``source``, in reading order.
 
-    ``class_colors`` are the model's (``ModelInfo.class_colors``). ``show`` picks the optional outputs (``SHOWABLE``). Filters are Image layers with a
-    perceptual colormap, translated images gray, branch outputs and the ensemble Labels layers
-    (label value = class index, the checkpoint's colours), disagreement an Image in 0..1.
+    ``class_colors`` are the model's (``ModelInfo.class_colors``). ``show`` picks the optional
+    outputs (``SHOWABLE``). Filters are Image layers with a perceptual colormap, translated
+    images gray, branch outputs and the ensemble Labels layers (label value = class index, the
+    model's colours), disagreement an Image in 0..1.
     """
     unknown = set(show) - set(SHOWABLE)
     if unknown:
@@ -96,7 +99,13 @@ def prediction_layers(
         for k, cls in enumerate(classes):
             data = prediction.filters[..., k, :, :]
             limits = robust_limits(data)
-            layers.append((data, meta(f"filter {k + 1} ({cls})", "filter", colormap="magma", contrast_limits=limits), "image"))
+            layers.append(
+                (
+                    data,
+                    meta(f"filter {k + 1} ({cls})", "filter", colormap="magma", contrast_limits=limits),
+                    "image",
+                )
+            )
     if "translated" in show and prediction.translated is not None:
         for k, cls in enumerate(classes):
             data, rgb = _channels_last(prediction.translated[..., k, :, :, :])
@@ -115,11 +124,21 @@ def prediction_layers(
         "device": prediction.device,
     }
     layers.append(
-        (prediction.labels, meta("ensemble", "ensemble", colormap=colormap, features=features, marker=provenance), "labels")
+        (
+            prediction.labels,
+            meta("ensemble", "ensemble", colormap=colormap, features=features, marker=provenance),
+            "labels",
+        )
     )
     if "disagreement" in show and multi_branch and prediction.disagreement is not None:
         data = prediction.disagreement
-        layers.append((data, meta("branch disagreement", "disagreement", colormap="inferno", contrast_limits=(0.0, 1.0)), "image"))
+        layers.append(
+            (
+                data,
+                meta("branch disagreement", "disagreement", colormap="inferno", contrast_limits=(0.0, 1.0)),
+                "image",
+            )
+        )
     return layers
 
 

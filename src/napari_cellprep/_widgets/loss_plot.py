@@ -33,7 +33,9 @@ class LossPlot(FigureCanvasQTAgg):
 
     def __init__(self) -> None:
         figure = Figure(figsize=(4, 2.4), facecolor=BACKGROUND)
-        figure.subplots_adjust(left=0.16, right=0.84, bottom=0.2, top=0.95)  # fixed: layout engines cost a draw
+        figure.subplots_adjust(
+            left=0.16, right=0.84, bottom=0.2, top=0.95
+        )  # fixed: layout engines cost a draw
         super().__init__(figure)
         self.setFixedHeight(220)  # a resize costs a full draw: keep the height fixed
         self._loss_axes = figure.add_subplot()
@@ -69,7 +71,7 @@ class LossPlot(FigureCanvasQTAgg):
 
     def set_epochs(self, epochs: int) -> None:
         """Size the epoch axis for a run of ``epochs`` (call when the setting changes, not at start)."""
-        self._initial_x = (0.0, float(epochs if epochs <= MAX_INITIAL_EPOCHS else MAX_INITIAL_EPOCHS))
+        self._initial_x = (0.0, float(min(epochs, MAX_INITIAL_EPOCHS)))
         if not self.steps:
             self._set_axes(self._initial_x, self._loss_axes.get_ylim())
 

@@ -19,7 +19,6 @@ from .quiet_insert import quiet_insert
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .threads import gui_torch_threads, torch_threads
 
-
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
 
 
@@ -63,11 +62,27 @@ class SegmentWidget(Container):
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
         self.device_used = Label(label="device used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
-        outputs = Container(widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs")
-        buttons = Container(widgets=[self._run_button, self._cancel_button], layout="horizontal", labels=False)
+        outputs = Container(
+            widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs"
+        )
+        buttons = Container(
+            widgets=[self._run_button, self._cancel_button], layout="horizontal", labels=False
+        )
         self.extend(
-            [self._image, self._model, self._open, self._device, self._tile, outputs, self._grid, buttons,
-             self._progress, self.status, self.device_used, self.weights]
+            [
+                self._image,
+                self._model,
+                self._open,
+                self._device,
+                self._tile,
+                outputs,
+                self._grid,
+                buttons,
+                self._progress,
+                self.status,
+                self.device_used,
+                self.weights,
+            ]
         )
 
         self._registry.changed.connect(self._model.reset_choices)
@@ -185,10 +200,15 @@ class SegmentWidget(Container):
     def _on_done(self, layers: list[LayerData]) -> None:
         source = self._input
         added = self._replace_layers(source, layers)
-        marker = next(layer.metadata[MARKER] for layer in added if layer.metadata[MARKER]["output"] == "ensemble")
+        marker = next(
+            layer.metadata[MARKER] for layer in added if layer.metadata[MARKER]["output"] == "ensemble"
+        )
         self.device_used.value = marker["device"]
         self.weights.value = "\n".join(
-            f"w{i + 1} = {w:+.3f}  {name}" for i, (name, w) in enumerate(zip(marker["output_names"], marker["ensemble_weights"]))
+            f"w{i + 1} = {w:+.3f}  {name}"
+            for i, (name, w) in enumerate(
+                zip(marker["output_names"], marker["ensemble_weights"], strict=True)
+            )
         )
         self.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
         self._apply_layout()
@@ -198,7 +218,9 @@ class SegmentWidget(Container):
         """Remove our previous outputs for ``source`` and insert the new ones next to it, so the
         grid reads: input, filters, translated, branches, ensemble, disagreement."""
         viewer_layers = self._viewer.layers
-        for old in [layer for layer in viewer_layers if is_output_of(layer.name, layer.metadata, source.name)]:
+        for old in [
+            layer for layer in viewer_layers if is_output_of(layer.name, layer.metadata, source.name)
+        ]:
             viewer_layers.remove(old)
         forward = self._viewer.canvas.grid.stride > 0
         anchor = viewer_layers.index(source) if source in viewer_layers else None
@@ -219,7 +241,11 @@ class SegmentWidget(Container):
         """Our current output layers for the last segmented image."""
         if self._input is None:
             return []
-        return [layer for layer in self._viewer.layers if is_output_of(layer.name, layer.metadata, self._input.name)]
+        return [
+            layer
+            for layer in self._viewer.layers
+            if is_output_of(layer.name, layer.metadata, self._input.name)
+        ]
 
     def _apply_layout(self, *_args) -> None:
         """Grid: every output in its own cell. Overlay: the ensemble labels over the image."""

@@ -44,7 +44,9 @@ def warm_up_optimizer() -> threading.Thread:
     global _warm_up
     if _warm_up is None:
         _warm_up = threading.Thread(
-            target=lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]), name="torch-optimizer-warm-up", daemon=True
+            target=lambda: torch.optim.Adam([torch.zeros(1, requires_grad=True)]),
+            name="torch-optimizer-warm-up",
+            daemon=True,
         )
         _warm_up.start()
     return _warm_up

@@ -58,21 +58,27 @@ def painted_items(
         )
     if not labels.any():
         raise TrainingDataError(
-            f"no labels painted in {labels_name!r}: paint some pixels of every class ({label_mapping(class_names)})"
+            f"no labels painted in {labels_name!r}: paint some pixels of every class "
+            f"({label_mapping(class_names)})"
         )
     items = []
     for index in np.ndindex(spatial[:-2]):
         plane_labels = labels[index]
         if plane_labels.any():
             plane_name = f"{name} plane {index}" if index else name
-            items.append(from_painted(array[index], plane_labels, normalization, in_channels, channel_axis, plane_name))
+            items.append(
+                from_painted(array[index], plane_labels, normalization, in_channels, channel_axis, plane_name)
+            )
     return items
 
 
-def preview_window(shape: tuple[int, int], center: tuple[float, float], size: int = PREVIEW_SIZE) -> tuple[slice, slice]:
-    """At most ``size``² pixels of a plane of ``shape``, centred on ``center`` (row, column) where possible."""
+def preview_window(
+    shape: tuple[int, int], center: tuple[float, float], size: int = PREVIEW_SIZE
+) -> tuple[slice, slice]:
+    """At most ``size``² pixels of a plane of ``shape``, centred on ``center`` (row, column)
+    where the plane allows."""
     window = []
-    for extent, c in zip(shape, center):
+    for extent, c in zip(shape, center, strict=True):
         length = min(size, extent)
         start = int(np.clip(round(c - length / 2), 0, extent - length))
         window.append(slice(start, start + length))
@@ -122,7 +128,9 @@ def _training_job(train, val, info, config, init, stop, preview, preview_channel
             yield event
             if isinstance(event, EpochEnd) and event.improved and not (stop is not None and stop.is_set()):
                 loaded = load_checkpoint(best, "cpu")
-                labels = predict(loaded, preview, channel_axis=preview_channel_axis, outputs=(), device=config.device).labels
+                labels = predict(
+                    loaded, preview, channel_axis=preview_channel_axis, outputs=(), device=config.device
+                ).labels
                 yield PreviewReady(labels, event.epoch)
     result.model.path = None
     return result

@@ -76,7 +76,9 @@ class TrainWidget(Container):
         self._steps = SpinBox(label="steps per epoch", min=0, max=1_000_000, value=0)
         self._steps.native.setSpecialValueText("auto")
         self._device = ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
-        self._validation = ComboBox(label="validation", choices=[VAL_FRACTION, VAL_PAIR, VAL_NONE], value=VAL_FRACTION)
+        self._validation = ComboBox(
+            label="validation", choices=[VAL_FRACTION, VAL_PAIR, VAL_NONE], value=VAL_FRACTION
+        )
         self._fraction = FloatSpinBox(label="held-out fraction", min=0.05, max=0.5, step=0.05, value=0.2)
         self._val_image = ComboBox(label="validation image", choices=self._layer_choices(Image))
         self._val_labels = ComboBox(label="validation labels", choices=self._layer_choices(Labels))
@@ -89,13 +91,36 @@ class TrainWidget(Container):
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
         self.plot = LossPlot()
         buttons = Container(
-            widgets=[self._train_button, self._stop_button, self._save_button], layout="horizontal", labels=False
+            widgets=[self._train_button, self._stop_button, self._save_button],
+            layout="horizontal",
+            labels=False,
         )
         self.extend(
-            [self._image, self._labels, self._start, self._base, self._classes, self._names, self._width,
-             self._depth, self.mapping, self._epochs, self._lr, self._batch, self._patch, self._steps,
-             self._device, self._validation, self._fraction, self._val_image, self._val_labels, self._preview,
-             buttons, self._progress, self.status]
+            [
+                self._image,
+                self._labels,
+                self._start,
+                self._base,
+                self._classes,
+                self._names,
+                self._width,
+                self._depth,
+                self.mapping,
+                self._epochs,
+                self._lr,
+                self._batch,
+                self._patch,
+                self._steps,
+                self._device,
+                self._validation,
+                self._fraction,
+                self._val_image,
+                self._val_labels,
+                self._preview,
+                buttons,
+                self._progress,
+                self.status,
+            ]
         )
         self.native.layout().addWidget(self.plot)
 
@@ -106,6 +131,8 @@ class TrainWidget(Container):
         self._epochs.changed.connect(self.plot.set_epochs)
         self.plot.set_epochs(self._epochs.value)
         warm_up_optimizer()
+        stop = self._stop
+        self.native.destroyed.connect(lambda *_: stop.set())  # napari closed mid-training: end the worker
         self._train_button.changed.connect(self.train)
         self._stop_button.changed.connect(self.stop)
         self._save_button.changed.connect(lambda: self.save_model())
@@ -154,14 +181,21 @@ class TrainWidget(Container):
             init = self._registry.load(entry)
             base = init.info
             name = f"{init.label} fine-tuned on {image_layer.name}"
-            info = ModelInfo(base.config, list(base.class_names), base.normalization, list(base.class_colors), name=name)
+            info = ModelInfo(
+                base.config, list(base.class_names), base.normalization, list(base.class_colors), name=name
+            )
             return info, init
         names = self._scratch_names()
         if len(names) != self._classes.value:
-            raise ValueError(f"{len(names)} class names given for {self._classes.value} classes; give one name per class")
+            raise ValueError(
+                f"{len(names)} class names given for {self._classes.value} classes; give one name per class"
+            )
         in_channels = 3 if image_layer.rgb else 1
         config = ModelConfig(
-            num_classes=self._classes.value, in_channels=in_channels, width=self._width.value, depth=self._depth.value
+            num_classes=self._classes.value,
+            in_channels=in_channels,
+            width=self._width.value,
+            depth=self._depth.value,
         )
         return ModelInfo(config, names, name=f"new model on {image_layer.name}"), None
 
@@ -181,7 +215,9 @@ class TrainWidget(Container):
         """Everything ``training_job`` needs; raises with a clear message on bad input."""
         image_layer, labels_layer = self._image.value, self._labels.value
         if image_layer is None or labels_layer is None:
-            raise ValueError("choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)")
+            raise ValueError(
+                "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
+            )
         info, init = self._model_info(image_layer)
         config = TrainConfig(
             epochs=self._epochs.value,
@@ -201,9 +237,19 @@ class TrainWidget(Container):
         elif self._validation.value == VAL_PAIR:
             val_image, val_labels = self._val_image.value, self._val_labels.value
             if val_image is None or val_labels is None:
-                raise ValueError("choose a validation Image layer and its painted Labels layer, or another validation")
+                raise ValueError(
+                    "choose a validation Image layer and its painted Labels layer, or another validation"
+                )
             val = self._items(val_image, val_labels, info)
-        job = dict(train=items, val=val, info=info, config=config, init=init, stop=self._stop, threads=gui_torch_threads())
+        job = dict(
+            train=items,
+            val=val,
+            info=info,
+            config=config,
+            init=init,
+            stop=self._stop,
+            threads=gui_torch_threads(),
+        )
         if self._preview.value:
             job.update(self._preview_input(image_layer, info))
         return job
@@ -211,14 +257,18 @@ class TrainWidget(Container):
     def _preview_input(self, layer: Image, info: ModelInfo) -> dict:
         """The current plane around the view centre, as the model takes it; the (empty) preview
         layer is made now, so that updates during training only replace its data."""
-        array, axis = model_input(layer_array(layer.data, layer.multiscale), layer.rgb, info.config.in_channels)
+        array, axis = model_input(
+            layer_array(layer.data, layer.multiscale), layer.rgb, info.config.in_channels
+        )
         point, scale, translate = list(self._view_centre(layer)), list(layer.scale), list(layer.translate)
         if axis is not None:
             if not layer.rgb:  # the channel axis is a layer axis too
                 del point[axis], scale[axis], translate[axis]
             array, axis = np.moveaxis(array, axis, -1), -1
         lead = len(point) - 2
-        plane = tuple(int(np.clip(round(c), 0, n - 1)) for c, n in zip(point[:lead], array.shape[:lead]))
+        plane = tuple(
+            int(np.clip(round(c), 0, n - 1)) for c, n in zip(point[:lead], array.shape[:lead], strict=True)
+        )
         rows, cols = preview_window(array.shape[lead : lead + 2], point[-2:])
         offset = np.array([*plane, rows.start, cols.start], dtype=float)
         self._preview_layer(
@@ -239,7 +289,9 @@ class TrainWidget(Container):
             self._viewer.layers.remove(layer)
         marker = {MARKER: {"source": source, "output": "preview"}}
         with quiet_insert(self._viewer.layers):  # painting stays on the user's active layer
-            self.preview = self._viewer.add_labels(np.zeros(shape, dtype), name=name, metadata=marker, **style)
+            self.preview = self._viewer.add_labels(
+                np.zeros(shape, dtype), name=name, metadata=marker, **style
+            )
 
     def _view_centre(self, layer: Image) -> np.ndarray:
         """The centre of the current view (on the current plane) in the layer's data coordinates."""
@@ -297,11 +349,17 @@ class TrainWidget(Container):
             self._progress.max = event.epochs * event.steps_per_epoch
             self._progress.value = (event.epoch - 1) * event.steps_per_epoch + event.step
             if not self._stop.is_set():
-                self.status.value = f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps_per_epoch}: loss {event.loss:.3f}"
+                self.status.value = (
+                    f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps_per_epoch}: "
+                    f"loss {event.loss:.3f}"
+                )
         elif isinstance(event, EpochEnd):
             self._progress.value = event.epoch * (self._progress.max // event.epochs)
             if event.val_miou is not None and not self._stop.is_set():
-                self.status.value = f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, validation mIoU {event.val_miou:.3f}"
+                self.status.value = (
+                    f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
+                    f"validation mIoU {event.val_miou:.3f}"
+                )
 
     def _show_preview(self, event: PreviewReady) -> None:
         if self.preview in self._viewer.layers:
@@ -311,7 +369,11 @@ class TrainWidget(Container):
     def _on_result(self, result: TrainingResult) -> None:
         self.trained = self._registry.add_trained(result.model)
         ending = "Stopped" if result.stopped else "Finished"
-        best = "" if result.best_miou is None else f", best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}"
+        best = (
+            ""
+            if result.best_miou is None
+            else f", best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}"
+        )
         self.status.value = (
             f"{ending} after {result.epochs_run} epochs{best}. {self.trained.label!r} is now in the Segment "
             f"widget's model list; save it to keep it."
@@ -334,7 +396,10 @@ class TrainWidget(Container):
         if path is None:
             default = str(Path.home() / f"{entry.label}{SUFFIX}".replace("/", "_"))
             path, _ = QFileDialog.getSaveFileName(
-                self.native, "Save the trained model", default, f"CellPrep model (*{SUFFIX})",
+                self.native,
+                "Save the trained model",
+                default,
+                f"CellPrep model (*{SUFFIX})",
                 options=QFileDialog.Option.DontConfirmOverwrite,
             )
             if not path:
@@ -344,8 +409,11 @@ class TrainWidget(Container):
             path = path.with_name(path.name + SUFFIX)
         if path.exists():
             answer = QMessageBox.question(
-                self.native, "Overwrite?", f"{path} already exists. Replace it with the trained model?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+                self.native,
+                "Overwrite?",
+                f"{path} already exists. Replace it with the trained model?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
             )
             if answer != QMessageBox.StandardButton.Yes:
                 self.status.value = f"Not saved: {path.name} was kept."
