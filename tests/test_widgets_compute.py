@@ -118,7 +118,7 @@ def test_registry_default_files_and_trained(tmp_path, tiny_checkpoint, monkeypat
     bundled.parent.mkdir(parents=True)
     bundled.write_bytes(tiny_checkpoint.read_bytes())
     registry = ModelRegistry()
-    assert [e.label for e in registry.entries] == ["tiny (bundled)"]
+    assert [(e.label, e.kind) for e in registry.entries] == [("tiny", "default")]
     changes = []
     registry.changed.connect(lambda: changes.append(1))
     entry = registry.add_file(tiny_checkpoint)
@@ -126,8 +126,8 @@ def test_registry_default_files_and_trained(tmp_path, tiny_checkpoint, monkeypat
     loaded = registry.load(entry)
     assert registry.load(entry) is loaded and not loaded.model.training
     trained = registry.add_trained(tiny())
-    assert [e.label for e in registry.entries] == ["tiny (bundled)", "tiny (tiny.cellprep)", "tiny"]
-    assert registry.add_trained(tiny()).label == "tiny (2)" and len(changes) == 3
+    assert [e.label for e in registry.entries] == ["tiny", "tiny (tiny.cellprep)", "tiny (2)"]
+    assert registry.add_trained(tiny()).label == "tiny (3)" and len(changes) == 3
     registry.mark_saved(trained, tmp_path / "x.cellprep")
     assert trained.loaded.path == tmp_path / "x.cellprep"
     foreign = tmp_path / "foreign.cellprep"

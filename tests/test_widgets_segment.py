@@ -1,5 +1,8 @@
 """The Segment dock in a real napari viewer (under Xvfb): manifest, runs, layers, grid, reader."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,7 @@ import torch
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_cellprep._widgets.layers import MARKER  # noqa: E402
+from napari_cellprep._widgets.layers import MARKER, SHOWABLE  # noqa: E402
 from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
 
 pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("one_torch_thread")]
@@ -250,3 +253,35 @@ def test_segment_on_the_gpu_says_so(make_napari_viewer, qtbot, registry, tiny_ch
     widget._device.value = "cuda:0"
     run_and_wait(qtbot, widget)
     assert widget.device_used.value.startswith("cuda:0 (") and len(widget.output_layers()) == 9
+
+
+def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_viewer, qtbot, monkeypatch):
+    """End to end with the shipped assets: sample tiles, default model, Segment dock."""
+    from napari_cellprep._widgets import registry as registry_module
+    from napari_cellprep.engine.checkpoint import default_checkpoint_path
+    from napari_cellprep.engine.io import read_mask
+    from napari_cellprep.engine.metrics import confusion_matrix, scores
+
+    if not default_checkpoint_path().is_file():
+        pytest.skip("no bundled default model in this installation")
+    monkeypatch.setattr(registry_module, "_registry", None)  # a registry as napari starts it
+    viewer = make_napari_viewer()
+    [layer] = viewer.open_sample(PLUGIN, "nist-phase")
+    assert layer.data.shape == (3, 256, 256)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert widget._model.value.kind == "default"  # the bundled model is offered and chosen
+    for name in SHOWABLE:
+        widget._show[name].value = False
+    run_and_wait(qtbot, widget)
+    [ensemble] = widget.output_layers()
+    assert ensemble.data.shape == (3, 256, 256)
+    data = Path(os.environ.get("CELLPREP_DATA", Path(__file__).parents[2] / "shared" / "data")) / "nist-phase"
+    masks = [
+        data / "masks" / f"{name.removeprefix('nist_').removesuffix('.tif')}.png"
+        for name in layer.metadata["files"]
+    ]
+    if not all(mask.is_file() for mask in masks):
+        pytest.skip(f"ground-truth masks not found under {data} (set CELLPREP_DATA)")
+    truth = np.stack([read_mask(mask) for mask in masks])
+    miou = scores(confusion_matrix(ensemble.data, truth, 2)).miou
+    assert miou > 0.85, miou  # README: mIoU 0.930 on the 20 held-out tiles, these three among them

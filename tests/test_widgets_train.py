@@ -109,17 +109,25 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     labels = np.zeros(stack.shape, np.uint8)
     labels[1] = painted((stack[1] > 2000).astype(np.uint8), every=2)  # only plane 1 is painted
     viewer.add_labels(labels, name="scribbles")
+    other = cells((64, 64), seed=4)
+    viewer.add_image(other, name="other cells")
+    viewer.add_labels((other > 2000).astype(np.uint8) + 1, name="other labels")  # fully painted
     registry.add_file(tiny_checkpoint)
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     assert widget._start.value == train_module.FINE_TUNE  # a model exists: fine-tuning is offered first
     widget._base.value = registry.entries[0]
     widget._epochs.value, widget._steps.value, widget._batch.value, widget._patch.value = 2, 2, 2, 32
-    widget._validation.value = train_module.VAL_NONE
+    widget._image.value, widget._labels.value = viewer.layers["cells"], viewer.layers["scribbles"]
+    widget._validation.value = train_module.VAL_PAIR
+    widget._val_image.value, widget._val_labels.value = (
+        viewer.layers["other cells"],
+        viewer.layers["other labels"],
+    )
     widget.train()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert widget.status.value.startswith("Finished after 2 epochs"), widget.status.value
-    assert widget.plot.epochs == [1, 2] and all(math.isnan(v) for v in widget.plot.val_miou)
+    assert widget.plot.epochs == [1, 2] and all(0 <= v <= 1 for v in widget.plot.val_miou)
     trained = widget.trained
     assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
 

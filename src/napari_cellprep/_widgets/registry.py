@@ -61,7 +61,7 @@ class ModelRegistry:
         except CheckpointError as exc:
             warnings.warn(f"the bundled default model is not offered: {exc}", stacklevel=2)
             return
-        self._entries.append(ModelEntry(f"{info.name or 'default'} (bundled)", "default", info, path))
+        self._entries.append(ModelEntry(info.name or "bundled default model", "default", info, path))
 
     def _unique(self, label: str) -> str:
         taken = {entry.label for entry in self._entries}

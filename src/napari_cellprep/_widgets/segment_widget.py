@@ -85,13 +85,13 @@ class SegmentWidget(Container):
             ]
         )
 
-        self._registry.changed.connect(self._model.reset_choices)
+        self._registry.changed.connect(self._refresh_models)
         self._open.changed.connect(self._open_file)
         self._run_button.changed.connect(self.run)
         self._cancel_button.changed.connect(self.cancel)
         self._grid.changed.connect(self._apply_layout)
         self._model.changed.connect(self._update_hint)
-        self._update_hint()
+        self._refresh_models()
 
     # -- choices -------------------------------------------------------------------------------
     def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
@@ -104,6 +104,14 @@ class SegmentWidget(Container):
     def model_labels(self) -> list[str]:
         """The names listed in the model dropdown."""
         return [label for label, _ in self._model_choices()]
+
+    def _refresh_models(self) -> None:
+        """Follow the registry; with nothing chosen yet, choose the newest model (the bundled one
+        when napari starts)."""
+        self._model.reset_choices()
+        if self._model.value is None and self._registry.entries:
+            self._model.value = self._registry.entries[-1]
+        self._update_hint()
 
     def select_model(self, entry: ModelEntry) -> None:
         """Choose ``entry`` in the model dropdown (e.g. a file dropped on the viewer)."""

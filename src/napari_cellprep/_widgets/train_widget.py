@@ -125,6 +125,8 @@ class TrainWidget(Container):
         self.native.layout().addWidget(self.plot)
 
         self._start.value = FINE_TUNE if self._registry.entries else SCRATCH
+        if self._registry.entries:
+            self._base.value = self._registry.entries[0]
         self._registry.changed.connect(self._base.reset_choices)
         for widget in (self._start, self._base, self._classes, self._names, self._validation):
             widget.changed.connect(self._update_form)
