@@ -10,8 +10,9 @@ at the largest size against input + outputs + 1 GiB; training steps per second o
 achieved GFLOP/s (FLOPs of one tile counted by ``FlopCounterMode``) as a fraction of an fp32
 ``torch.mm`` 4096²; and MONAI's ``sliding_window_inference`` on the same network and image
 (ensemble logits only) against ours (all outputs). Every case runs in a fresh subprocess, so its
-peak memory (VmHWM) is its own. Cases run with the glibc malloc settings of GUIDE.md; the
-smallest size and training are also run without them, to show whether they help.
+peak memory (VmHWM) is its own, and measures the fp32 matmul rate right after its own run, so
+both see the same machine load. Cases run with the glibc malloc settings of GUIDE.md; the
+``malloc`` part runs the smallest size and training with and without them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MALLOC_ENV = {
 }
 GIB = 1024**3
 ARCHS = ("unet", "cellprep")
+PARTS = ["inference", "monai", "training", "malloc"]
 
 
 # ---- cases: each runs in its own interpreter and returns a dict of figures ----
@@ -84,6 +86,15 @@ def _timed(device: str, run, repeats: int) -> float:
     return best
 
 
+def _matmul_gflops(device: str, n: int) -> float:
+    """GFLOP/s of an fp32 n × n matrix product (best of 3)."""
+    import torch
+
+    p, q = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    torch.mm(p, q)
+    return 2 * n**3 / _timed(device, lambda: torch.mm(p, q), 3) / 1e9
+
+
 def case_infer(a: dict) -> dict:
     import numpy as np
     import torch
@@ -107,7 +118,8 @@ def case_infer(a: dict) -> dict:
         loaded.model(torch.rand(1, 1, a["tile"], a["tile"], device=a["device"]))
     outputs = sum(v.nbytes for v in vars(result[0]).values() if isinstance(v, np.ndarray))
     return {"seconds": seconds, "tiles": tiles, "peak": peak, "input_bytes": image.nbytes,
-            "output_bytes": outputs, "tile_flops": flops.get_total_flops()}
+            "output_bytes": outputs, "tile_flops": flops.get_total_flops(),
+            "mm_gflops": _matmul_gflops(a["device"], a["mm"])}
 
 
 def case_monai(a: dict) -> dict:
@@ -157,16 +169,7 @@ def case_train(a: dict) -> dict:
     return {"steps_per_s": a["steps"] / seconds, "peak": _peak_rss()}
 
 
-def case_matmul(a: dict) -> dict:
-    import torch
-
-    n = a["n"]
-    p, q = torch.rand(n, n, device=a["device"]), torch.rand(n, n, device=a["device"])
-    torch.mm(p, q)
-    return {"gflops": 2 * n**3 / _timed(a["device"], lambda: torch.mm(p, q), 3) / 1e9}
-
-
-CASES = {"infer": case_infer, "monai": case_monai, "train": case_train, "matmul": case_matmul}
+CASES = {"infer": case_infer, "monai": case_monai, "train": case_train}
 
 
 def _child(spec: str) -> None:
@@ -208,8 +211,63 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-patch", type=int, default=256)
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="width 8, sizes 512 1024, small training")
+    parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS, help="what to measure")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     return parser
+
+
+def _inference(args, tiling: dict) -> dict:
+    print("\ninference, all outputs  size  tiles  seconds  ms/tile  GFLOP/s  mm GFLOP/s  of mm  peak GiB",
+          " in+out GiB")
+    infer = {}
+    for size in args.sizes:
+        for arch in ARCHS:
+            r = infer[arch, size] = run_case("infer", args.threads, arch=arch, size=size, **tiling)
+            gflops = r["tile_flops"] * r["tiles"] / r["seconds"] / 1e9
+            per_tile = 1000 * r["seconds"] / r["tiles"]
+            in_out = (r["input_bytes"] + r["output_bytes"]) / GIB
+            print(f"  {arch:19s} {size:6d} {r['tiles']:6d} {r['seconds']:8.2f} {per_tile:8.1f} {gflops:8.1f} "
+                  f"{r['mm_gflops']:11.1f} {gflops / r['mm_gflops']:6.0%} {r['peak'] / GIB:9.2f} "
+                  f"{in_out:11.2f}")
+    print("\nCellPrep / U-Net inference time (target <= 1.15 x (C + 1) = 3.45):")
+    for size in args.sizes:
+        print(f"  {size}²: {infer['cellprep', size]['seconds'] / infer['unet', size]['seconds']:.2f}")
+    big = infer["cellprep", args.sizes[-1]]
+    budget = big["input_bytes"] + big["output_bytes"] + GIB
+    print(f"\npeak memory at {args.sizes[-1]}², CellPrep: {big['peak'] / GIB:.2f} GiB; "
+          f"budget input + outputs + 1 GiB = {budget / GIB:.2f} GiB ({big['peak'] / budget:.0%} of it)")
+    return infer
+
+
+def _monai(args, tiling: dict) -> None:
+    size = args.sizes[0]
+    ours = run_case("infer", args.threads, arch="cellprep", size=size, **tiling)
+    print(f"\nMONAI sliding_window_inference, CellPrep, {size}², gaussian blending, ensemble logits only; "
+          f"ours {ours['seconds']:.2f} s with all outputs ({ours['tiles']} tiles):")
+    for prepared in (False, True):
+        monai = run_case("monai", args.threads, arch="cellprep", size=size, prepared=prepared, **tiling)
+        print(f"  {'prepare_model copy' if prepared else 'model as trained':20s}: {monai['seconds']:.2f} s "
+              f"({monai['tiles']} tiles); ours / MONAI = {ours['seconds'] / monai['seconds']:.2f} "
+              "(target <= 1)")
+
+
+def _training(args, malloc: bool = True) -> dict:
+    training = dict(batch=args.train_batch, patch=args.train_patch, steps=args.train_steps,
+                    width=args.width, device=args.device)
+    runs = {arch: run_case("train", args.threads, malloc, arch=arch, **training) for arch in ARCHS}
+    return {arch: r["steps_per_s"] for arch, r in runs.items()}
+
+
+def _malloc(args, tiling: dict) -> None:
+    size = args.sizes[0]
+    print(f"\nglibc malloc settings off vs on ({size}² inference, training), time off / time on:")
+    train = {malloc: _training(args, malloc) for malloc in (False, True)}
+    for arch in ARCHS:
+        off, on = (run_case("infer", args.threads, m, arch=arch, size=size, **tiling) for m in (False, True))
+        print(f"  {arch:8s}: inference {off['seconds']:.2f} / {on['seconds']:.2f} s = "
+              f"{off['seconds'] / on['seconds']:.2f} "
+              f"(peak {off['peak'] / GIB:.2f} / {on['peak'] / GIB:.2f} GiB); "
+              f"training {train[True][arch] / train[False][arch]:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,58 +278,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.width, args.sizes = 8, [512, 1024]
         args.train_batch, args.train_patch, args.train_steps = 2, 128, 2
-    sizes, t = sorted(args.sizes), args.threads
-    common = dict(width=args.width, device=args.device)
-    tiling = dict(tile=args.tile, overlap=args.overlap, batch=args.batch, repeats=args.repeats, **common)
-    print(f"napari-cellprep core benchmark: width {args.width}, device {args.device}, {t} threads, "
-          f"tile {args.tile}, overlap {args.overlap}, batch {args.batch}, precision {args.precision}; "
+    args.sizes = sorted(args.sizes)
+    tiling = dict(tile=args.tile, overlap=args.overlap, batch=args.batch, repeats=args.repeats, width=args.width,
+                  device=args.device, precision=args.precision, mm=2048 if args.quick else 4096)
+    print(f"napari-cellprep core benchmark: width {args.width}, device {args.device}, {args.threads} threads,"
+          f" tile {args.tile}, overlap {args.overlap}, batch {args.batch}, precision {args.precision}; "
           f"glibc malloc settings on unless stated; load average {os.getloadavg()[0]:.1f}")
-
-    mm = run_case("matmul", t, device=args.device, n=2048 if args.quick else 4096)["gflops"]
-    print(f"\nfp32 torch.mm: {mm:.1f} GFLOP/s")
-
-    print("\ninference, all outputs   size   tiles  seconds  ms/tile  GFLOP/s  of mm  peak GiB  in+out GiB")
-    infer = {}
-    for size in sizes:
-        for arch in ARCHS:
-            r = run_case("infer", t, arch=arch, size=size, precision=args.precision, **tiling)
-            infer[arch, size] = r
-            gflops = r["tile_flops"] * r["tiles"] / r["seconds"] / 1e9
-            per_tile = 1000 * r["seconds"] / r["tiles"]
-            in_out = (r["input_bytes"] + r["output_bytes"]) / GIB
-            print(f"  {arch:20s} {size:6d} {r['tiles']:7d} {r['seconds']:8.2f} {per_tile:8.1f} {gflops:8.1f} "
-                  f"{gflops / mm:6.0%} {r['peak'] / GIB:9.2f} {in_out:11.2f}")
-    print("\nCellPrep / U-Net inference time (target <= 1.15 x (C + 1) = 3.45):")
-    for size in sizes:
-        print(f"  {size}²: {infer['cellprep', size]['seconds'] / infer['unet', size]['seconds']:.2f}")
-    big = infer["cellprep", sizes[-1]]
-    budget = big["input_bytes"] + big["output_bytes"] + GIB
-    print(f"\npeak memory at {sizes[-1]}², CellPrep: {big['peak'] / GIB:.2f} GiB; "
-          f"budget input + outputs + 1 GiB = {budget / GIB:.2f} GiB ({big['peak'] / budget:.0%} of it)")
-
-    size, ours = sizes[0], infer["cellprep", sizes[0]]
-    print(f"\nMONAI sliding_window_inference, CellPrep, {size}², gaussian blending, ensemble logits only; "
-          f"ours {ours['seconds']:.2f} s with all outputs ({ours['tiles']} tiles):")
-    for prepared in (False, True):
-        monai = run_case("monai", t, arch="cellprep", size=size, prepared=prepared, **tiling)
-        print(f"  {'prepare_model copy' if prepared else 'model as trained':20s}: {monai['seconds']:.2f} s "
-              f"({monai['tiles']} tiles); ours / MONAI = {ours['seconds'] / monai['seconds']:.2f} "
-              "(target <= 1)")
-
-    training = dict(batch=args.train_batch, patch=args.train_patch, steps=args.train_steps, **common)
-    train = {arch: run_case("train", t, arch=arch, **training)["steps_per_s"] for arch in ARCHS}
-    print(f"\ntraining, batch {args.train_batch} of {args.train_patch}²: U-Net {train['unet']:.3f} steps/s, "
-          f"CellPrep {train['cellprep']:.3f} steps/s (time ratio {train['unet'] / train['cellprep']:.2f})")
-
-    print(f"\nglibc malloc settings off vs on ({size}² inference, training), time off / time on:")
-    for arch in ARCHS:
-        off = run_case("infer", t, False, arch=arch, size=size, precision=args.precision, **tiling)
-        on = infer[arch, size]
-        train_off = run_case("train", t, False, arch=arch, **training)["steps_per_s"]
-        print(f"  {arch:8s}: inference {off['seconds']:.2f} / {on['seconds']:.2f} s = "
-              f"{off['seconds'] / on['seconds']:.2f} "
-              f"(peak {off['peak'] / GIB:.2f} / {on['peak'] / GIB:.2f} GiB); "
-              f"training {train[arch] / train_off:.2f}")
+    if "inference" in args.parts:
+        _inference(args, tiling)
+    if "monai" in args.parts:
+        _monai(args, tiling)
+    if "training" in args.parts:
+        train = _training(args)
+        print(f"\ntraining, batch {args.train_batch} of {args.train_patch}²: "
+              f"U-Net {train['unet']:.3f} steps/s, CellPrep {train['cellprep']:.3f} steps/s "
+              f"(time ratio {train['unet'] / train['cellprep']:.2f})")
+    if "malloc" in args.parts:
+        _malloc(args, tiling)
     load = os.getloadavg()[0]
     print(f"\nload average at the end: {load:.1f} (other work on the machine inflates wall times)")
 
