@@ -90,7 +90,7 @@ def train_png(model: Path, image, mask, name: str, out: Path, epochs_shown: int,
     entry = get_registry().add_file(model)
     widget._start.value = train_widget.FINE_TUNE
     widget._base.value = entry
-    widget._epochs.value, widget._steps.value = 100, 4
+    widget._epochs.value, widget._steps.value = max(3 * epochs_shown, 10), 4
     widget._batch.value, widget._patch.value = 4, patch
     widget._validation.value = train_widget.VAL_FRACTION
     widget.train()

@@ -91,7 +91,7 @@ def test_segment_adds_expected_layers_in_reading_order(
     assert np.allclose(ensemble.colormap.map(np.array([1]))[0], [1.0, 0.843, 0.0, 1.0], atol=1e-3)  # #ffd700
     assert viewer.layers["cells | filter 1 (background)"].colormap.name == "magma"
     assert viewer.layers["cells | translated t1 (background)"].colormap.name == "gray"
-    assert viewer.canvas.grid.enabled
+    assert viewer.canvas.grid.enabled and viewer.layers.selection.active is ensemble
     assert widget.device_used.value.startswith("cpu")
     weights = widget.weights.value.splitlines()
     assert len(weights) == 3 and weights[0].startswith("w1 = ") and weights[0].endswith("network 1")

@@ -70,6 +70,7 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     preview = viewer.layers["cells | training preview"]
     assert preview.data.shape == (96, 96) and preview.metadata[MARKER]["output"] == "preview"
     assert set(np.unique(preview.data)) <= {0, 1} and widget.preview_epoch >= 1
+    assert viewer.layers.selection.active.name == "scribbles"  # painting stays on the user's layer
 
     # saving: new file written; an existing file is replaced only after the user says yes
     target = tmp_path / "mine.cellprep"

@@ -15,7 +15,6 @@ from ..engine.devices import available_devices
 from ..engine.events import Progress
 from .image_input import layer_array
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
-from .quiet_insert import quiet_insert
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .threads import gui_torch_threads, torch_threads
 
@@ -233,16 +232,18 @@ class SegmentWidget(Container):
         forward = self._viewer.canvas.grid.stride > 0
         anchor = viewer_layers.index(source) if source in viewer_layers else None
         added = []
-        with quiet_insert(viewer_layers):
-            for i, (data, meta, layer_type) in enumerate(layers):
-                layer = Layer.create(data, meta, layer_type)
-                if layer_type == "labels":
-                    layer.events.paint.connect(_adopt)
-                if anchor is None:
-                    viewer_layers.append(layer)
-                else:
-                    viewer_layers.insert(anchor + 1 + i if forward else anchor, layer)
-                added.append(layer)
+        for i, (data, meta, layer_type) in enumerate(layers):
+            layer = Layer.create(data, meta, layer_type)
+            if layer_type == "labels":
+                layer.events.paint.connect(_adopt)
+            if anchor is None:
+                viewer_layers.append(layer)
+            else:
+                viewer_layers.insert(anchor + 1 + i if forward else anchor, layer)
+            added.append(layer)
+        viewer_layers.selection.active = next(  # the layer to inspect, or correct by painting
+            layer for layer in added if layer.metadata[MARKER]["output"] == "ensemble"
+        )
         return added
 
     def output_layers(self) -> list[Layer]:

@@ -35,7 +35,6 @@ from ..model import ModelConfig
 from .image_input import layer_array, model_input
 from .layers import MARKER, class_colormap, layer_prefix
 from .loss_plot import LossPlot
-from .quiet_insert import quiet_insert
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .threads import gui_torch_threads, warm_up_optimizer
 from .train_job import PreviewReady, label_mapping, painted_items, preview_window, training_job
@@ -284,16 +283,16 @@ class TrainWidget(Container):
         return dict(preview=np.ascontiguousarray(array[plane][rows, cols]), preview_channel_axis=axis)
 
     def _preview_layer(self, source: str, shape: tuple[int, ...], dtype: type, **style) -> None:
-        """Make (or reset) the preview Labels layer over ``source``, without making it active."""
+        """Make (or reset) the preview Labels layer over ``source``; the active layer stays."""
         name = layer_prefix(source) + "training preview"
         old = [layer for layer in self._viewer.layers if layer.name == name and MARKER in layer.metadata]
         for layer in old:
             self._viewer.layers.remove(layer)
         marker = {MARKER: {"source": source, "output": "preview"}}
-        with quiet_insert(self._viewer.layers):  # painting stays on the user's active layer
-            self.preview = self._viewer.add_labels(
-                np.zeros(shape, dtype), name=name, metadata=marker, **style
-            )
+        active = self._viewer.layers.selection.active
+        self.preview = self._viewer.add_labels(np.zeros(shape, dtype), name=name, metadata=marker, **style)
+        if active is not None:
+            self._viewer.layers.selection.active = active  # painting goes on where the user was
 
     def _view_centre(self, layer: Image) -> np.ndarray:
         """The centre of the current view (on the current plane) in the layer's data coordinates."""
