@@ -26,9 +26,10 @@ def cells():
     return lambda shape=(96, 96), seed=0: disks(seed, shape)[0]
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_torch_thread():
-    """torch on one thread during a test, leaving the other core to the Qt event loop."""
+    """torch on one thread during every test: tiny models gain nothing from more, and on a busy
+    2-core machine a second thread makes them crawl; the other core stays with the Qt loop."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -25,7 +25,6 @@ from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.model import ModelConfig, build_model
 
 CONFIG = ModelConfig(num_classes=3, width=4, depth=2, penultimate=4)
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained_looking_model(config: ModelConfig = CONFIG) -> torch.nn.Module:

@@ -26,7 +26,6 @@ from napari_cellprep.engine.io import read_image, read_mask, write_image
 from napari_cellprep.model import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # two torch threads on a busy 2-core CPU crawl
 TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu".split()
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from napari_cellprep._widgets.layers import MARKER, SHOWABLE  # noqa: E402
 from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
 
-pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-cellprep"
 EXPECTED_2D = [

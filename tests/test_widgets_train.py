@@ -13,7 +13,7 @@ from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 
-pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-cellprep"
 
