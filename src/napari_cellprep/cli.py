@@ -30,7 +30,7 @@ from .engine.checkpoint import (
 )
 from .engine.data import from_mask, split_validation
 from .engine.devices import describe_device, resolve_device
-from .engine.events import EpochEnd, StepEnd
+from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import OUTPUTS, Prediction, predict
 from .engine.io import find_pairs, list_images, read_image, read_mask, write_image
 from .engine.metrics import confusion_matrix, scores
@@ -184,26 +184,19 @@ def _epoch_line(event: EpochEnd) -> str:
 def _run_with_progress(events) -> TrainingResult:
     """Drive the training generator: a step bar on stderr, one line per epoch on stdout."""
     bar = None
+
+    def show(event: StepEnd | EpochEnd) -> None:
+        nonlocal bar
+        if isinstance(event, EpochEnd):
+            tqdm.write(_epoch_line(event))
+            return
+        if bar is None:
+            bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", disable=None, dynamic_ncols=True)
+        bar.set_postfix_str(f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f}", refresh=False)
+        bar.update()
+
     try:
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as done:
-                return done.value
-            if isinstance(event, StepEnd):
-                if bar is None:
-                    bar = tqdm(
-                        total=event.epochs * event.steps_per_epoch,
-                        unit="step",
-                        disable=None,
-                        dynamic_ncols=True,
-                    )
-                bar.set_postfix_str(
-                    f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f}", refresh=False
-                )
-                bar.update()
-            else:
-                tqdm.write(_epoch_line(event))
+        return drive(events, show)
     finally:
         if bar is not None:
             bar.close()

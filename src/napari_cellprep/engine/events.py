@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,14 @@ class EpochEnd:
     best_epoch: int | None = None
     improved: bool = False
     ensemble_weights: list[float] = field(default_factory=list)
+
+
+def drive(steps: Generator[Any, None, R], callback: Callable[[Any], None] | None = None) -> R:
+    """Run an engine generator to the end, passing each event to ``callback``; return its result."""
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if callback is not None:
+            callback(event)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..model import CellPrepNet, SegmentationNet, output_names
 from .checkpoint import LoadedModel
 from .devices import describe_device, resolve_device
-from .events import Progress
+from .events import Progress, drive
 from .layout import to_planes
 from .normalize import channel_stats, normalize_channels
 
@@ -360,32 +361,6 @@ def predict_iter(
     )
 
 
-def predict(
-    loaded: LoadedModel,
-    image: np.ndarray,
-    *,
-    channel_axis: int | None = None,
-    tile: int = 256,
-    overlap: int = 64,
-    batch_size: int = 4,
-    outputs: Iterable[str] = OUTPUTS,
-    device: str | torch.device | None = None,
-    precision: str = "float32",
-) -> Prediction:
-    """``predict_iter`` run to the end (see there)."""
-    steps = predict_iter(
-        loaded,
-        image,
-        channel_axis=channel_axis,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        outputs=outputs,
-        device=device,
-        precision=precision,
-    )
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
+def predict(loaded: LoadedModel, image: np.ndarray, **options: Any) -> Prediction:
+    """``predict_iter`` run to the end; the same keyword options."""
+    return drive(predict_iter(loaded, image, **options))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .data import (
     labeled_box_area,
 )
 from .devices import describe_device, resolve_device
-from .events import EpochEnd, StepEnd
+from .events import EpochEnd, StepEnd, drive
 from .metrics import Scores, confusion_matrix, scores
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -341,17 +342,8 @@ def train(
     info: ModelInfo,
     config: TrainConfig,
     *,
-    init: LoadedModel | None = None,
-    stop: threading.Event | None = None,
-    checkpoint_path: str | Path | None = None,
     callback: Callable[[StepEnd | EpochEnd], None] | None = None,
+    **options: Any,
 ) -> TrainingResult:
-    """Run ``train_iter`` to the end, passing each event to ``callback``."""
-    events = train_iter(train, val, info, config, init=init, stop=stop, checkpoint_path=checkpoint_path)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as done:
-            return done.value
-        if callback is not None:
-            callback(event)
+    """Run ``train_iter`` to the end (same keyword options), passing each event to ``callback``."""
+    return drive(train_iter(train, val, info, config, **options), callback)
