@@ -292,6 +292,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
             yield event
 
     monkeypatch.setattr(cli, "train_iter", train_iter)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as a background job
     out = tmp_path / "model.cellprep"
     code, stdout, err = run(*_train_args(images, masks, out, epochs=5, steps=2))
     assert code == cli.INTERRUPTED
@@ -306,7 +307,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
         assert info.training["stopped"] is True
     else:
         assert f"cellprep: aborted; {out} holds the best model so far" in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the CLI restored the handler
 
 
 # --- errors: one clear line, exit status 1, no traceback ------------------------------------------
