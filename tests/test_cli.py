@@ -422,3 +422,17 @@ def test_train_and_predict_on_cuda(synthetic, tiny_checkpoint, tmp_path):
     for name in ("cell0_labels.tif", "cell1_labels.tif"):
         gpu, cpu = (tifffile.imread(tmp_path / side / name) for side in ("gpu", "cpu"))
         assert (gpu == cpu).mean() > 0.99
+
+
+def test_demo_with_the_bundled_model_and_samples(tmp_path):
+    """The README's main job: the shipped model on the shipped tiles, one panel each, with
+    colonies drawn in the model's class colour (gold) in the label panels."""
+    out = tmp_path / "demo"
+    code, stdout, _ = run("demo", "--out", out)
+    assert code == 0 and "(default)" in stdout
+    panels = sorted(out.iterdir())
+    assert [p.name for p in panels] == [f"{s.stem}_panel.png" for s in sorted(demo.sample_paths())]
+    for panel in panels:
+        rgb = read_image(panel)[..., :3].astype(int)
+        gold = (np.abs(rgb - [255, 215, 0]).sum(axis=-1) < 40).mean()
+        assert 0.01 < gold < 0.5  # colonies present in the label panels, not everywhere
