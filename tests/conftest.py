@@ -1,9 +1,25 @@
 """Shared test setup. torch is imported before any Qt binding (napari tests load PyQt6), which
 avoids clashes between their bundled libraries."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The labeled data sets: $CELLPREP_DATA, else ../shared/data beside the repository, else
+    /work/shared/data (where the project's machines keep them); tests needing them skip without."""
+    candidates = [os.environ.get("CELLPREP_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    for root in (Path(c) for c in candidates if c):
+        if (root / "nist-phase" / "images").is_dir():
+            return root
+    pytest.skip("labeled data not found (set CELLPREP_DATA to the folder holding nist-phase/)")
 
 
 def disks(seed: int = 0, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io as stdio
 import json
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -25,7 +24,6 @@ from napari_cellprep.engine.inference import OUTPUTS, predict
 from napari_cellprep.engine.io import read_image, read_mask, write_image
 from napari_cellprep.model import ModelConfig, build_model
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu".split()
 
 
@@ -48,15 +46,6 @@ def assert_one_line_error(result: tuple[int, str, str], *fragments: str) -> None
 
 
 # --- data -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    """The shared labeled data: $CELLPREP_DATA, else ../shared/data beside the repository."""
-    root = Path(os.environ.get("CELLPREP_DATA") or REPO.parent / "shared" / "data")
-    if not (root / "nist-phase" / "images").is_dir():
-        pytest.skip(f"labeled data not found at {root} (set CELLPREP_DATA)")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,5 @@
 """The Segment dock in a real napari viewer (under Xvfb): manifest, runs, layers, grid, reader."""
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -255,7 +252,7 @@ def test_segment_on_the_gpu_says_so(make_napari_viewer, qtbot, registry, tiny_ch
     assert widget.device_used.value.startswith("cuda:0 (") and len(widget.output_layers()) == 9
 
 
-def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_viewer, qtbot, monkeypatch):
+def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_viewer, qtbot, monkeypatch, data_root):
     """End to end with the shipped assets: sample tiles, default model, Segment dock."""
     from napari_cellprep._widgets import registry as registry_module
     from napari_cellprep.engine.checkpoint import default_checkpoint_path
@@ -275,13 +272,11 @@ def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_
     run_and_wait(qtbot, widget)
     [ensemble] = widget.output_layers()
     assert ensemble.data.shape == (3, 256, 256)
-    data = Path(os.environ.get("CELLPREP_DATA", Path(__file__).parents[2] / "shared" / "data")) / "nist-phase"
+    data = data_root / "nist-phase"
     masks = [
         data / "masks" / f"{name.removeprefix('nist_').removesuffix('.tif')}.png"
         for name in layer.metadata["files"]
     ]
-    if not all(mask.is_file() for mask in masks):
-        pytest.skip(f"ground-truth masks not found under {data} (set CELLPREP_DATA)")
     truth = np.stack([read_mask(mask) for mask in masks])
     miou = scores(confusion_matrix(ensemble.data, truth, 2)).miou
     assert miou > 0.85, miou  # README: mIoU 0.930 on the 20 held-out tiles, these three among them
