@@ -89,6 +89,15 @@ def test_tiled_prediction_equals_one_whole_image_pass(architecture, tile, overla
     assert np.abs(rough.probabilities - ref["probabilities"]).max() > 1e-4
 
 
+def test_a_long_thin_image_tiles_exactly_along_its_long_axis(unet):
+    """Many tiles along one axis, one (smaller than a tile) along the other: still a whole pass."""
+    image = textured((52, 3001), 3)
+    tiled = predict(unet, image, tile=192, overlap=96, batch_size=8)
+    ref = whole_pass(unet, image)
+    assert tiled.labels.shape == (52, 3001)
+    np.testing.assert_allclose(tiled.probabilities, ref["probabilities"], atol=1e-5)
+
+
 def test_gray_image_shapes_dtypes_and_disagreement(cellprep):
     image = textured((70, 90))
     p = predict(cellprep, image, tile=64, overlap=32)
