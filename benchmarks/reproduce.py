@@ -347,10 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[], help="results.json files of other runs to include")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     json_path = args.out / "results.json"
     results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
+    for other in args.merge:  # e.g. a second process that ran other keys with --only
+        results.update(json.loads(other.read_text())["runs"])
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
     args.models.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
