@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..model import CellPrepNet, SegmentationNet, output_names
+from ..model.networks import pad_mode
 from .checkpoint import LoadedModel
 from .devices import describe_device, resolve_device
 from .events import Progress, drive
@@ -202,11 +203,6 @@ def _plan_axis(size: int, tile: int, overlap: int, multiple: int) -> _Axis:
     return _Axis(size, padded, tile, origins, tuple(windows), weight_sum.astype(np.float32))
 
 
-def _pad_mode(height: int, width: int, multiple: int) -> str:
-    """How the network pads a whole image to its size multiple (``SegmentationNet``'s rule)."""
-    return "reflect" if (-height) % multiple < height and (-width) % multiple < width else "replicate"
-
-
 class _Band:
     """Weighted sums of tile outputs over one band of tile rows; finished rows are written out."""
 
@@ -303,7 +299,7 @@ def predict_iter(
     tile, overlap = _effective_tiling(tile, overlap, multiple)
     height, width = planes.shape[-2:]
     y, x = _plan_axis(height, tile, overlap, multiple), _plan_axis(width, tile, overlap, multiple)
-    mode = _pad_mode(height, width, multiple)
+    mode = pad_mode(height, width, multiple)  # as the network pads a whole image
 
     c, s, n = config.num_classes, config.num_outputs, planes.shape[0]
     cellprep = config.architecture == "cellprep"

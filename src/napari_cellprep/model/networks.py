@@ -30,12 +30,17 @@ class ModelOutput:
     translated: torch.Tensor | None = None
 
 
+def pad_mode(height: int, width: int, multiple: int) -> str:
+    """How an image is padded at its bottom/right to the size multiple: ``reflect``, or
+    ``replicate`` when the padding would be as large as the image (reflect cannot do that)."""
+    return "reflect" if (-height) % multiple < height and (-width) % multiple < width else "replicate"
+
+
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     height, width = x.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=pad_mode(height, width, multiple))
     return x, (height, width)
 
 
