@@ -21,7 +21,7 @@ from napari_cellprep.engine import checkpoint
 from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, read_info
 from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.inference import OUTPUTS, predict
-from napari_cellprep.engine.io import read_image, read_mask, write_image
+from napari_cellprep.engine.io import read_image, read_mask, sample_paths, write_image
 from napari_cellprep.model import ModelConfig, build_model
 
 TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu".split()
@@ -192,7 +192,7 @@ def test_evaluate_table_matches_json(synthetic, tiny_checkpoint):
 def test_demo_writes_one_panel_per_sample(tiny_checkpoint, tmp_path, monkeypatch):
     sample = tmp_path / "sample.tif"
     tifffile.imwrite(sample, disks(11, (64, 64))[0])
-    monkeypatch.setattr(demo, "sample_paths", lambda: [sample])
+    monkeypatch.setattr(cli, "sample_paths", lambda: [sample])
     out = tmp_path / "demo"
     code, stdout, _ = run("demo", "--model", tiny_checkpoint, "--out", out)
     panel = out / "sample_panel.png"
@@ -218,7 +218,7 @@ def test_make_panel_for_a_plain_unet(tmp_path):
 
 
 def test_packaged_samples_are_found():
-    paths = demo.sample_paths()
+    paths = sample_paths()
     assert paths and all(p.is_file() and p.suffix == ".tif" for p in paths)
     assert read_image(paths[0]).ndim == 2
 
@@ -420,7 +420,7 @@ def test_demo_with_the_bundled_model_and_samples(tmp_path):
     code, stdout, _ = run("demo", "--out", out)
     assert code == 0 and "(default)" in stdout
     panels = sorted(out.iterdir())
-    assert [p.name for p in panels] == [f"{s.stem}_panel.png" for s in sorted(demo.sample_paths())]
+    assert [p.name for p in panels] == [f"{s.stem}_panel.png" for s in sorted(sample_paths())]
     for panel in panels:
         rgb = read_image(panel)[..., :3].astype(int)
         gold = (np.abs(rgb - [255, 215, 0]).sum(axis=-1) < 40).mean()

@@ -19,7 +19,7 @@ from napari_cellprep._widgets.layers import (  # noqa: E402
 )
 from napari_cellprep._widgets.registry import ModelRegistry  # noqa: E402
 from napari_cellprep._widgets.train_job import painted_items, preview_window  # noqa: E402
-from napari_cellprep.engine import checkpoint  # noqa: E402
+from napari_cellprep.engine import checkpoint, io  # noqa: E402
 from napari_cellprep.engine.checkpoint import CheckpointError, LoadedModel, ModelInfo  # noqa: E402
 from napari_cellprep.engine.data import TrainingDataError  # noqa: E402
 from napari_cellprep.engine.events import Progress  # noqa: E402
@@ -166,7 +166,7 @@ def test_preview_window_is_bounded_and_inside():
 
 
 def test_sample_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(_sample_data.resources, "files", lambda _: tmp_path)
+    monkeypatch.setattr(io.resources, "files", lambda _: tmp_path)
     with pytest.raises(FileNotFoundError, match="lacks its samples"):
         _sample_data.nist_phase()
     (tmp_path / "samples").mkdir()

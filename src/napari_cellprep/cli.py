@@ -32,7 +32,7 @@ from .engine.data import from_mask, split_validation
 from .engine.devices import describe_device, resolve_device
 from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import OUTPUTS, Prediction, predict
-from .engine.io import find_pairs, list_images, read_image, read_mask, write_image
+from .engine.io import find_pairs, list_images, read_image, read_mask, sample_paths, write_image
 from .engine.metrics import confusion_matrix, scores
 from .engine.normalize import Normalization
 from .engine.training import LR_SCHEDULES, TrainConfig, TrainingResult, train_iter
@@ -446,7 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo  # matplotlib is needed here only
 
-    samples = demo.sample_paths()
+    samples = sample_paths()
     if not samples:
         raise CommandError("no sample images are installed (napari_cellprep/samples/*.tif)")
     loaded = _load_model(args.model, args.device)

@@ -1,11 +1,10 @@
-"""The demo: the packaged sample tiles and a one-figure view of everything the model computed."""
+"""The demo: a one-figure view of everything the model computed on an image."""
 
 from __future__ import annotations
 
 import math
 import os
 import textwrap
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,6 @@ from .engine.inference import Prediction
 from .engine.io import atomic_write
 
 PANEL_COLUMNS = 5
-
-
-def sample_paths() -> list[Path]:
-    """The sample tiles shipped with the package (``napari_cellprep/samples/*.tif``), sorted."""
-    folder = resources.files("napari_cellprep").joinpath("samples")
-    if not folder.is_dir():
-        return []
-    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.lower().endswith(".tif"))
 
 
 def _displayable(image: np.ndarray) -> np.ndarray:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
-import tifffile
 
-SAMPLES = "samples"
+from ..engine.io import read_image, sample_paths
+
 CREDIT = (
     "Phase-contrast stem-cell colony tiles, NIST (M. Majurski, usnistgov/semantic-segmentation-unet); "
     "not subject to US copyright"
@@ -16,21 +14,13 @@ CREDIT = (
 
 def nist_phase() -> list[tuple[np.ndarray, dict, str]]:
     """The shipped NIST tiles as one Image layer: a stack of tiles (the slider moves between them)."""
-    folder = resources.files("napari_cellprep").joinpath(SAMPLES)
-    tiles = (
-        sorted((f for f in folder.iterdir() if f.name.endswith(".tif")), key=lambda f: f.name)
-        if folder.is_dir()
-        else []
-    )
+    tiles = sample_paths()
     if not tiles:
         raise FileNotFoundError(
-            f"no sample tiles found in {folder}: this installation of napari-cellprep lacks its "
-            f"samples/*.tif files; reinstall the package (pip install --force-reinstall napari-cellprep)"
+            "no sample tiles found: this installation of napari-cellprep lacks its samples/*.tif "
+            "files; reinstall the package (pip install --force-reinstall napari-cellprep)"
         )
-    images = []
-    for tile in tiles:
-        with resources.as_file(tile) as path:
-            images.append(tifffile.imread(path))
+    images = [read_image(tile) for tile in tiles]
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         raise ValueError(

@@ -11,6 +11,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -139,6 +140,12 @@ def _images_in(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
+
+
+def sample_paths() -> list[Path]:
+    """The sample tiles shipped with the package (``napari_cellprep/samples``), sorted by name."""
+    folder = Path(str(resources.files("napari_cellprep").joinpath("samples")))
+    return _images_in(folder) if folder.is_dir() else []
 
 
 def find_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
