@@ -229,12 +229,10 @@ class TrainWidget(Container):
             device=self._device.value,
         )
         items = self._items(image_layer, labels_layer, info)
-        num_classes = info.config.num_classes
-        check_training_data(items, num_classes, config.patch_size)
+        check_training_data(items, info.config.num_classes, config.patch_size)
         val = None
         if self._validation.value == VAL_FRACTION:
-            items, val = split_validation(items, self._fraction.value)
-            check_training_data(items, num_classes, config.patch_size)
+            items, val = split_validation(items, self._fraction.value)  # keeps every class in training
         elif self._validation.value == VAL_PAIR:
             val_image, val_labels = self._val_image.value, self._val_labels.value
             if val_image is None or val_labels is None:
