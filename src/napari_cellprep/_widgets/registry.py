@@ -50,7 +50,12 @@ class ModelRegistry:
 
     @property
     def entries(self) -> list[ModelEntry]:
+        """The registered models, oldest first (a copy)."""
         return list(self._entries)
+
+    def choices(self, _widget=None) -> list[tuple[str, ModelEntry]]:
+        """(label, entry) pairs for a magicgui ComboBox's ``choices``."""
+        return [(entry.label, entry) for entry in self._entries]
 
     def _add_default(self) -> None:
         path = default_checkpoint_path()

@@ -48,7 +48,7 @@ class SegmentWidget(Container):
         self._input: Layer | None = None
 
         self._image = ComboBox(label="image", choices=self._image_choices)
-        self._model = ComboBox(label="model", choices=self._model_choices, nullable=True)
+        self._model = ComboBox(label="model", choices=self._registry.choices, nullable=True)
         self._open = FileEdit(label="open model", mode="r", filter="*.cellprep")
         self._device = ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
@@ -96,13 +96,10 @@ class SegmentWidget(Container):
     def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
-    def _model_choices(self, _widget=None) -> list[tuple[str, ModelEntry]]:
-        return [(entry.label, entry) for entry in self._registry.entries]
-
     @property
     def model_labels(self) -> list[str]:
         """The names listed in the model dropdown."""
-        return [label for label, _ in self._model_choices()]
+        return [label for label, _ in self._registry.choices()]
 
     def _refresh_models(self) -> None:
         """Follow the registry; with nothing chosen yet, choose the newest model (the bundled one

@@ -61,7 +61,7 @@ class TrainWidget(Container):
         self._image = ComboBox(label="image", choices=self._layer_choices(Image))
         self._labels = ComboBox(label="painted labels", choices=self._layer_choices(Labels))
         self._start = RadioButtons(label="start from", choices=[FINE_TUNE, SCRATCH], orientation="horizontal")
-        self._base = ComboBox(label="model", choices=self._model_choices, nullable=True)
+        self._base = ComboBox(label="model", choices=self._registry.choices, nullable=True)
         self._classes = SpinBox(label="classes", min=2, max=255, value=2)
         self._names = LineEdit(label="class names", value="background, foreground")
         self._width = SpinBox(label="network width", min=2, max=256, value=16)
@@ -145,9 +145,6 @@ class TrainWidget(Container):
             return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
 
         return choices
-
-    def _model_choices(self, _widget=None) -> list[tuple[str, ModelEntry]]:
-        return [(entry.label, entry) for entry in self._registry.entries]
 
     def _scratch_names(self) -> list[str]:
         names = [name.strip() for name in self._names.value.split(",") if name.strip()]
