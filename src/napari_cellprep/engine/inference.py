@@ -87,6 +87,13 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
     return wanted
 
 
+def _autocast_dtype(precision: str) -> torch.dtype | None:
+    """The 16-bit type a ``precision`` choice autocasts to (``None``: float32), checked."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
 def prepare_model(model: SegmentationNet, device: torch.device) -> SegmentationNet:
     """A copy of ``model`` for prediction on ``device``; the original is left as it is.
 
@@ -121,14 +128,12 @@ def predict_block(
     """
     if model.training:
         raise ValueError("the model is in training mode; call model.eval() before predicting")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    dtype = _autocast_dtype(precision)
     wanted = check_outputs(outputs)
     single = block.ndim == 3
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(block[None] if single else block, dtype=np.float32)).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
-    dtype = PRECISIONS[precision]
     with torch.inference_mode():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x)
@@ -288,8 +293,7 @@ def predict_iter(
     wanted = check_outputs(outputs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    _autocast_dtype(precision)  # a bad choice fails before any work
     info = loaded.info
     config, normalization = info.config, info.normalization
     image = np.asarray(image)
