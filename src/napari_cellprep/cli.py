@@ -33,7 +33,7 @@ from .engine.devices import describe_device, resolve_device
 from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import OUTPUTS, Prediction, predict
 from .engine.io import find_pairs, list_images, read_image, read_mask, sample_paths, write_image
-from .engine.metrics import confusion_matrix, scores
+from .engine.metrics import confusion_matrix, finite_or_none, scores
 from .engine.normalize import Normalization
 from .engine.training import LR_SCHEDULES, TrainConfig, TrainingResult, train_iter
 from .model import ModelConfig
@@ -378,10 +378,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _evaluation_report(loaded: LoadedModel, pairs: list[tuple[Path, Path]], cm: np.ndarray) -> dict:
     result = scores(cm)
-
-    def number(value: float) -> float | None:
-        return None if math.isnan(value) else value
-
     return {
         "model": str(loaded.path) if loaded.path else loaded.label,
         "images": [str(image) for image, _ in pairs],
@@ -389,15 +385,15 @@ def _evaluation_report(loaded: LoadedModel, pairs: list[tuple[Path, Path]], cm: 
         "classes": [
             {
                 "name": name,
-                "iou": number(result.iou[k]),
-                "dice": number(result.dice[k]),
+                "iou": finite_or_none(result.iou[k]),
+                "dice": finite_or_none(result.dice[k]),
                 "true_pixels": int(cm[k].sum()),
                 "predicted_pixels": int(cm[:, k].sum()),
             }
             for k, name in enumerate(loaded.info.class_names)
         ],
-        "miou": number(result.miou),
-        "mdice": number(result.mdice),
+        "miou": finite_or_none(result.miou),
+        "mdice": finite_or_none(result.mdice),
         "confusion_matrix": cm.tolist(),
     }
 

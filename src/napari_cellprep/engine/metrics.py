@@ -3,6 +3,7 @@ matrix over all evaluated pixels, their means, and k-fold splits for cross-valid
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -40,6 +41,11 @@ class Scores:
 
     def to_dict(self) -> dict[str, list[float] | float]:
         return asdict(self)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, ``None`` where it is missing or NaN (a score JSON can hold)."""
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _nanmean(values: np.ndarray) -> float:

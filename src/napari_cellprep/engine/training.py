@@ -27,7 +27,7 @@ from .data import (
 )
 from .devices import describe_device, resolve_device
 from .events import EpochEnd, StepEnd, drive
-from .metrics import Scores, confusion_matrix, scores
+from .metrics import Scores, confusion_matrix, finite_or_none, scores
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -160,10 +160,6 @@ def _evaluate(
     return scores(cm)
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
 def train_iter(
     train: list[LabeledImage],
     val: list[LabeledImage] | None,
@@ -236,13 +232,13 @@ def train_iter(
             "epochs_run": epochs_run,
             "epochs": config.epochs,
             "best_epoch": best_epoch,
-            "best_val_miou": _finite(best_miou),
+            "best_val_miou": finite_or_none(best_miou),
             "val_iou": None
             if best_scores is None
-            else dict(zip(info.class_names, map(_finite, best_scores.iou))),
+            else dict(zip(info.class_names, map(finite_or_none, best_scores.iou))),
             "val_dice": None
             if best_scores is None
-            else dict(zip(info.class_names, map(_finite, best_scores.dice))),
+            else dict(zip(info.class_names, map(finite_or_none, best_scores.dice))),
             "stopped": stopped,
             "seed": config.seed,
             "learning_rate": config.learning_rate,
