@@ -237,6 +237,7 @@ def _read_pairs(pairs: list[tuple[Path, Path]]) -> tuple[list[np.ndarray], list[
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``cellprep train``: train (or fine-tune with ``--init``) and save the best model to ``--out``."""
     out = Path(args.out)
     if out.suffix != SUFFIX:
         raise CommandError(f"--out {out}: a checkpoint file name must end in {SUFFIX}")
@@ -352,6 +353,7 @@ def _inference_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """``cellprep predict``: write ``<stem>_labels.tif`` (and intermediates if asked) per image."""
     paths = list_images(args.inputs)
     loaded = _load_model(args.model, args.device)
     out = Path(args.out)
@@ -411,6 +413,7 @@ def _print_table(report: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``cellprep evaluate``: per-class IoU/Dice from one confusion matrix over all pairs."""
     pairs = _pairs(args.images, args.masks, args.pair, "evaluation data")
     loaded = _load_model(args.model, args.device)
     num_classes = loaded.info.config.num_classes
@@ -440,6 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``cellprep demo``: one PNG panel per packaged sample tile."""
     from . import demo  # matplotlib is needed here only
 
     samples = sample_paths()
@@ -501,6 +505,7 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cellprep`` argument parser; each subcommand sets ``run`` to its ``cmd_*`` function."""
     parser = argparse.ArgumentParser(
         prog="cellprep",
         description="Learned preprocessing and ensemble segmentation of low-quality cell images "

@@ -25,6 +25,7 @@ class LabeledImage:
 
     @property
     def labeled_pixels(self) -> int:
+        """How many pixels carry a class (not ``IGNORE_INDEX``)."""
         return int(np.count_nonzero(self.target != IGNORE_INDEX))
 
 

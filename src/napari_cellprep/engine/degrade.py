@@ -19,6 +19,7 @@ class LowLight:
     read_noise: float
 
     def apply(self, image: np.ndarray, seed: int) -> np.ndarray:
+        """``image`` as acquired at this light level (same ``seed``, same noise)."""
         rng = np.random.default_rng(seed)
         x = np.asarray(image, dtype=np.float64)
         lo, hi = float(x.min()), float(x.max())
