@@ -340,6 +340,14 @@ def test_training_data_errors(synthetic, tmp_path):
     assert not out.exists()
 
 
+def test_predict_refuses_an_image_given_twice_before_writing(synthetic, tiny_checkpoint, tmp_path):
+    images, _ = synthetic
+    out = tmp_path / "out"
+    result = run("predict", images, images / "cell0.tif", "--model", tiny_checkpoint, "--out", out)
+    assert_one_line_error(result, "collide")
+    assert not out.exists() or not any(out.iterdir())  # no half run: nothing written
+
+
 def test_predict_and_evaluate_errors(synthetic, tiny_checkpoint, tmp_path, monkeypatch):
     images, masks = synthetic
     notes = tmp_path / "notes.cellprep"

@@ -358,19 +358,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     loaded = _load_model(args.model, args.device)
     out = Path(args.out)
     kinds = _expected_outputs(loaded, args.save_intermediates)
-    targets = {path: {kind: out / f"{path.stem}_{kind}.tif" for kind in kinds} for path in paths}
-    _refuse_existing([p for files in targets.values() for p in files.values()], args.overwrite)
+    targets = [(path, {kind: out / f"{path.stem}_{kind}.tif" for kind in kinds}) for path in paths]
+    _refuse_existing([p for _, files in targets for p in files.values()], args.overwrite)
     print(f"model {loaded.label} on {describe_device(loaded.device)}")
     options = _inference_options(args)
-    for path in tqdm(paths, unit="image", disable=None):
+    for path, files in tqdm(targets, unit="image", disable=None):
         prediction = predict(
             loaded, read_image(path), outputs=OUTPUTS if args.save_intermediates else (), **options
         )
         arrays = _prediction_arrays(prediction)
-        for kind, target in targets[path].items():
+        for kind, target in files.items():
             array = arrays[kind] if kind == "labels" else arrays[kind].astype(np.float32, copy=False)
             write_image(target, array, args.overwrite)
-        tqdm.write(f"{path} -> {targets[path]['labels']}")
+        tqdm.write(f"{path} -> {files['labels']}")
     print(f"wrote {len(paths)} label image(s) to {out}")
     return 0
 
