@@ -54,14 +54,14 @@ METHODS: dict[str, dict] = {
     "unet": {"architecture": "unet", "backbone": "unet"},
     "unet++": {"architecture": "unet", "backbone": "unet++"},
     "attention-unet": {"architecture": "unet", "backbone": "attention-unet"},
-    "cellprep-none": {"architecture": "cellprep", "ensemble": "none"},
-    "cellprep-fixed": {"architecture": "cellprep", "ensemble": "fixed"},
-    "cellprep": {"architecture": "cellprep", "ensemble": "learned"},
+    "cellprep-none": {"architecture": "cellprep", "ensemble": "none", "penultimate": None},
+    "cellprep-fixed": {"architecture": "cellprep", "ensemble": "fixed", "penultimate": None},
+    "cellprep": {"architecture": "cellprep", "ensemble": "learned", "penultimate": None},  # the paper's
     # candidate fixes, each one change from the paper's method
     "cellprep-p16": {"architecture": "cellprep", "penultimate": 16},
-    "cellprep-equal": {"architecture": "cellprep", "ensemble_init": "equal"},
-    "cellprep-cosine": {"architecture": "cellprep", "lr_schedule": "cosine"},
-    "cellprep-warm": {"architecture": "cellprep", "warm_start": "unet"},
+    "cellprep-equal": {"architecture": "cellprep", "ensemble_init": "equal", "penultimate": None},
+    "cellprep-cosine": {"architecture": "cellprep", "lr_schedule": "cosine", "penultimate": None},
+    "cellprep-warm": {"architecture": "cellprep", "warm_start": "unet", "penultimate": None},
 }
 PAPER_METHODS = ["unet", "unet++", "attention-unet", "cellprep-none", "cellprep-fixed", "cellprep"]
 CANDIDATES = ["cellprep-p16", "cellprep-equal", "cellprep-cosine", "cellprep-warm"]

@@ -58,7 +58,7 @@ def tiny_checkpoint(tmp_path):
     from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
     from napari_cellprep.model import ModelConfig, build_model
 
-    config = ModelConfig(num_classes=2, width=4, depth=2)
+    config = ModelConfig(num_classes=2, width=4, depth=2, penultimate=None)
     torch.manual_seed(0)
     info = ModelInfo(config, ["background", "colony"], name="tiny")
     return save_checkpoint(tmp_path / "tiny.cellprep", build_model(config).eval(), info)
@@ -74,7 +74,7 @@ def trained_checkpoint(tmp_path_factory):
     from napari_cellprep.model import ModelConfig
 
     items = [from_mask(*disks(seed), Normalization()) for seed in range(2)]
-    config = ModelConfig(num_classes=2, width=4, depth=2, ensemble_init="equal")
+    config = ModelConfig(num_classes=2, width=4, depth=2, penultimate=None, ensemble_init="equal")
     info = ModelInfo(config, ["background", "colony"], name="tiny trained")
     settings = TrainConfig(
         epochs=6, steps_per_epoch=8, batch_size=4, patch_size=32, learning_rate=1e-2, device="cpu"

@@ -83,7 +83,10 @@ def test_tiled_prediction_equals_one_whole_image_pass(architecture, tile, overla
     if architecture == "cellprep":
         for key in ("filters", "translated", "branch_probabilities"):
             np.testing.assert_allclose(getattr(tiled, key), ref[key], atol=1e-5)
-        np.testing.assert_array_equal(tiled.branch_labels, ref["branch_probabilities"].argmax(1))
+        top2 = np.sort(ref["branch_probabilities"], axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4  # argmax of a near-tie may flip with float rounding
+        assert clear.mean() > 0.999
+        np.testing.assert_array_equal(tiled.branch_labels[clear], ref["branch_probabilities"].argmax(1)[clear])
     # control: with overlap/4 below the receptive radius, tile borders do show
     rough = predict(loaded, image, tile=tile, overlap=overlap // 3)
     assert np.abs(rough.probabilities - ref["probabilities"]).max() > 1e-4

@@ -11,7 +11,7 @@ from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.training import TrainConfig, train, train_iter, transfer_weights
 from napari_cellprep.model import ModelConfig, build_model
 
-TINY = ModelConfig(num_classes=2, width=4, depth=2)
+TINY = ModelConfig(num_classes=2, width=4, depth=2, penultimate=None)  # the paper's C-wide layer
 FAST = dict(batch_size=4, patch_size=32, steps_per_epoch=4, learning_rate=1e-2, device="cpu")
 
 
@@ -190,7 +190,7 @@ def fresh(config: ModelConfig, seed: int) -> LoadedModel:
 
 def test_fine_tuning_into_more_classes_copies_the_backbones_and_reinitialises_heads():
     old = fresh(TINY, 1)
-    new_config = ModelConfig(num_classes=3, width=4, depth=2)
+    new_config = ModelConfig(num_classes=3, width=4, depth=2, penultimate=None)
     new = build_model(new_config)
     init_state = {k: v.clone() for k, v in new.state_dict().items()}
     copied = transfer_weights(new, old)
@@ -228,7 +228,7 @@ def test_fine_tuning_same_classes_copies_everything_and_rejects_other_architectu
 
 def test_train_fine_tunes_from_init():
     old = fresh(TINY, 3)
-    new_info = info(ModelConfig(num_classes=3, width=4, depth=2), ["a", "b", "c"])
+    new_info = info(ModelConfig(num_classes=3, width=4, depth=2, penultimate=None), ["a", "b", "c"])
     three = [
         LabeledImage(item.image, np.where(item.target == 1, 2, item.target), item.name) for item in TRAIN
     ]

@@ -206,6 +206,8 @@ def _model_config(
     args: argparse.Namespace, init: LoadedModel | None, num_classes: int, in_channels: int
 ) -> ModelConfig:
     chosen = _given(args, {name: name for name in ARCHITECTURE_OPTIONS})
+    if chosen.get("penultimate") == 0:
+        chosen["penultimate"] = None  # the paper's width: the class count
     if init is None:
         return ModelConfig(num_classes=num_classes, in_channels=in_channels, **chosen)
     if chosen:
@@ -537,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--depth", type=int, help=f"pooling steps of the U-Net (default: {ModelConfig.depth})")
     model.add_argument(
-        "--penultimate", type=int, help="width of network 1's penultimate maps (default: classes)"
+        "--penultimate", type=int, help="width of network 1's penultimate maps, at least the class count "
+        f"(default: {ModelConfig.penultimate}; 0 = the class count, as in the paper)"
     )
     model.add_argument("--ensemble", choices=ENSEMBLES, help=f"default: {ModelConfig.ensemble}")
     model.add_argument(

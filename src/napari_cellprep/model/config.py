@@ -22,8 +22,9 @@ class ModelConfig:
 
     ``architecture="cellprep"`` is Kato & Hotta's two-network method; ``"unet"`` is the plain
     baseline (the backbone with a 1×1 head). ``penultimate`` is the width of network 1's
-    penultimate maps; the first ``num_classes`` of them are the translation filters (the paper
-    uses exactly ``num_classes``; the authors' code 16). ``None`` means ``num_classes``.
+    penultimate maps; the first ``num_classes`` of them are the translation filters. The paper
+    uses exactly ``num_classes`` (``None`` here); the default 16 is the authors' code's, chosen
+    on evidence: with C channels, network 1's own output stayed at chance (docs/results.md).
 ``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights, ``fixed`` (w = 1, the
 sum) or ``none`` (network 2's outputs alone, averaged). ``ensemble_init="equal"`` starts the
 learned weights at 1/S instead of PyTorch's random init.
@@ -35,7 +36,7 @@ learned weights at 1/S instead of PyTorch's random init.
     backbone: Backbone = "unet"
     width: int = 16
     depth: int = 4
-    penultimate: int | None = None
+    penultimate: int | None = 16
     ensemble: Ensemble = "learned"
     ensemble_init: EnsembleInit = "random"
 
@@ -58,7 +59,8 @@ learned weights at 1/S instead of PyTorch's random init.
             raise ValueError("the unet++ backbone (MONAI BasicUNetPlusPlus) has depth 4; set depth=4")
         if self.penultimate is not None and self.penultimate < self.num_classes:
             raise ValueError(
-                f"penultimate width ({self.penultimate}) must be at least num_classes ({self.num_classes})"
+                f"penultimate width ({self.penultimate}) must be at least num_classes ({self.num_classes}); "
+                f"set penultimate to {self.num_classes} or more, or None (= num_classes, as the paper)"
             )
 
     @property
