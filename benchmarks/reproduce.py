@@ -270,6 +270,7 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
             "val_miou": [e.val_miou for e in result.history],
         },
         "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -290,10 +291,13 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
         f"batch {preset.batch_size}, patch {preset.patch_size}², epochs {preset.epochs}, Adam 1e-3, seed 0, "
         "min-max normalisation, no augmentation besides flips/90° rotations; 10% of each training fold held out "
         "for choosing the best epoch by validation mIoU). Raw figures: `results.json`. "
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads.",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}; torch threads per "
+        "run are in `results.json` (`torch_threads`; runs without it used 2). `train s` is wall-clock time on "
+        "a machine shared with other work, so it is noisy.",
         "",
-        "Scores are % (mean ± std over the folds that finished; `n` = folds). Low-light conditions: "
+        f"**{sum(run.key in results for run in preset.runs)} of the preset's {len(preset.runs)} planned runs "
+        "have finished**; a table lists only what ran, and `n` says over how many folds it averages. "
+        "Scores are % (mean ± std over those folds). Low-light conditions: "
         + "; ".join(f"`{k}` = Poisson shot noise at a mean of {v.photons:g} photons/pixel plus Gaussian read "
                     f"noise σ = {v.read_noise:g} e⁻ (seed 10000 + image index)" for k, v in CONDITIONS.items() if v)
         + ".",
@@ -359,6 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         results.update(json.loads(other.read_text())["runs"])
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
     args.models.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"preset": args.preset, "command": command, "runs": results}, indent=1))
+        os.replace(tmp, json_path)
+        write_report(results, args.preset, preset, args.out, command)
+
+    if args.merge:
+        save()
     if not args.report_only:
         for run in preset.runs:
             if run.key in results or (args.only and not any(s in run.key for s in args.only)):
@@ -367,11 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             results[run.key] = execute(run, preset, results, args.models, args.seed)
             r = results[run.key]
             print(f"    test mIoU {r['test']['miou']:.4f}  ({r['epochs_run']} epochs, {r['train_seconds']:.0f} s)", flush=True)
-            args.out.mkdir(parents=True, exist_ok=True)
-            tmp = json_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"preset": args.preset, "command": command, "runs": results}, indent=1))
-            os.replace(tmp, json_path)
-            write_report(results, args.preset, preset, args.out, command)
+            save()
     write_report(results, args.preset, preset, args.out, command)
     return 0
 
