@@ -6,7 +6,8 @@ time, on clean and simulated low-light data, plus the candidate fixes, and write
 ``docs/results.md`` and ``docs/results.json``. Runs are resumable: finished ones are read back
 from the JSON and skipped.
 
-    python benchmarks/reproduce.py --preset cpu            # ~2 h on 2 CPU cores
+    python benchmarks/reproduce.py --preset cpu            # ~3.5 h on one core: on 2 cores run two
+        # processes with --threads 1 and disjoint --only keys (~2 h), then --report-only --merge
     python benchmarks/reproduce.py --preset paper          # width 64, batch 16, 300 epochs (GPU)
     python benchmarks/reproduce.py --report-only           # rebuild docs/results.md from the JSON
 """
