@@ -275,6 +275,10 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
     }
 
 
+READING = "## Reading these results"
+"""Heading of the hand-written interpretation at the end of results.md, kept on regeneration."""
+
+
 def _mean_std(values: list[float]) -> str:
     a = np.asarray(values, dtype=float) * 100
     return f"{a.mean():.2f} ± {a.std():.2f}" if len(a) > 1 else f"{a.mean():.2f}"
@@ -341,7 +345,10 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                         "",
                     ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    path = out / "results.md"
+    previous = path.read_text() if path.exists() else ""
+    notes = previous[previous.index(READING):] if READING in previous else ""  # hand-written, kept
+    path.write_text("\n".join(lines) + "\n" + notes)
 
 
 def main(argv: list[str] | None = None) -> int:
