@@ -6,8 +6,8 @@ time, on clean and simulated low-light data, plus the candidate fixes, and write
 ``docs/results.md`` and ``docs/results.json``. Runs are resumable: finished ones are read back
 from the JSON and skipped.
 
-    python benchmarks/reproduce.py --preset cpu            # ~3.5 h on one core: on 2 cores run two
-        # processes with --threads 1 and disjoint --only keys (~2 h), then --report-only --merge
+    python benchmarks/reproduce.py --preset cpu            # width 8, 15 epochs: two runs at a time,
+        # one torch thread each (--jobs 2), about two hours on an otherwise idle 2-core machine
     python benchmarks/reproduce.py --preset paper          # width 64, batch 16, 300 epochs (GPU)
     python benchmarks/reproduce.py --report-only           # rebuild docs/results.md from the JSON
 """
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from napari_cellprep.engine.inference import predict
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask
 from napari_cellprep.engine.metrics import confusion_matrix, kfold_splits, scores
 from napari_cellprep.engine.normalize import Normalization
-from napari_cellprep.engine.training import TrainConfig, train
+from napari_cellprep.engine.training import TrainConfig, initial_model, train
 from napari_cellprep.model import ModelConfig, build_model, output_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +66,10 @@ METHODS: dict[str, dict] = {
     "cellprep-cosine": {"architecture": "cellprep", "lr_schedule": "cosine", "penultimate": None},
     "cellprep-warm": {"architecture": "cellprep", "warm_start": "unet", "penultimate": None},
 }
+TRAINING_OPTIONS = ("lr_schedule", "warm_start")
+"""Keys of METHODS that configure training, not the model."""
+SEED = 0
+"""Default --seed; run seeds are SEED + fold."""
 PAPER_METHODS = ["unet", "unet++", "attention-unet", "cellprep-none", "cellprep-fixed", "cellprep"]
 CANDIDATES = ["cellprep-p16", "cellprep-equal", "cellprep-cosine", "cellprep-warm"]
 
@@ -94,6 +100,8 @@ class Preset:
     steps_per_epoch: dict[str, int | None]
     runs: list[Run] = field(default_factory=list)
     depth: int = 4
+    jobs: int = 1
+    """Runs trained at once by default, each in its own process with one torch thread."""
 
 
 def _plan(use_folds: dict[str, int]) -> list[Run]:
@@ -117,6 +125,14 @@ def _plan(use_folds: dict[str, int]) -> list[Run]:
         runs += [Run("nist-phase", "clean", f, m) for m in ("unet++", "attention-unet", "cellprep-fixed", "cellprep-none")]
     for f in range(use_folds["vnc-em"]):
         runs += [Run("vnc-em", "clean", f, m) for m in ("unet", "cellprep")]
+    # the one candidate with a diagnosed cause (random ensemble init with negative weights), on
+    # every fold of every comparison above
+    done = {r.key for r in runs}
+    for r in list(runs):
+        equal = replace(r, method="cellprep-equal")
+        if r.method == "cellprep" and r.time_of is None and equal.key not in done:
+            runs.append(equal)
+            done.add(equal.key)
     return runs
 
 
@@ -129,6 +145,7 @@ PRESETS = {
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": 40},
         runs=_plan({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 2}),
+        jobs=2,
     ),
     "paper": Preset(
         width=64,
@@ -208,16 +225,32 @@ def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
     return result
 
 
+def model_config(dataset: str, method: str, preset: Preset) -> ModelConfig:
+    spec = {k: v for k, v in METHODS[method].items() if k not in TRAINING_OPTIONS}
+    return ModelConfig(num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth, **spec)
+
+
+def initial_weights(r: dict, preset: Preset) -> list[float] | None:
+    """w_1..w_S before training, as recorded, or rebuilt from the seed for runs that predate the
+    record (not possible for warm starts, whose ensemble came from the global RNG)."""
+    if "initial_ensemble_weights" in r:
+        return r["initial_ensemble_weights"]
+    method = r["method"].split("@")[0]
+    if METHODS[method].get("warm_start"):
+        return None
+    model = initial_model(model_config(r["dataset"], method, preset), SEED + r["fold"])
+    return model.ensemble_parameters()[0].tolist()
+
+
 def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int) -> dict:
     names = CLASS_NAMES[run.dataset]
     c = len(names)
     items = load_dataset(run.dataset, run.condition)
     tr, va, te = split(len(items), preset.folds[run.dataset], run.fold, seed)
     normalization = Normalization("minmax")
-    spec = dict(METHODS[run.method])
-    schedule = spec.pop("lr_schedule", "constant")
-    warm = spec.pop("warm_start", None)
-    config = ModelConfig(num_classes=c, width=preset.width, depth=preset.depth, **spec)
+    config = model_config(run.dataset, run.method, preset)
+    schedule = METHODS[run.method].get("lr_schedule", "constant")
+    warm = METHODS[run.method].get("warm_start")
     info = ModelInfo(config, names, normalization, name=run.key)
     train_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in tr]
     val_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in va]
@@ -241,6 +274,10 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
         from napari_cellprep.engine.checkpoint import load_checkpoint
 
         init = warm_start_from(load_checkpoint(unet_path), info)
+    start_model = init.model if init is not None else initial_model(config, tc.seed)
+    initial_weights = (
+        start_model.ensemble_parameters()[0].tolist() if config.architecture == "cellprep" else []
+    )
     stop = threading.Event()
     timer = threading.Timer(time_limit, stop.set) if time_limit else None
     start = time.perf_counter()
@@ -265,6 +302,7 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
         "best_epoch": result.best_epoch,
         "best_val_miou": result.best_miou,
         "ensemble_weights": weights,
+        "initial_ensemble_weights": initial_weights,
         "output_names": output_names(config, names),
         "curves": {
             "train_loss": [e.train_loss for e in result.history],
@@ -275,6 +313,50 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
     }
 
 
+def dependencies(run: Run) -> list[str]:
+    """Keys whose results must exist first: the clock of ``time_of``, the U-Net of a warm start."""
+    keys = [replace(run, method=run.time_of, time_of=None).key] if run.time_of else []
+    if METHODS[run.method].get("warm_start"):
+        keys.append(replace(run, method="unet").key)
+    return keys
+
+
+def _worker(run: Run, preset_name: str, results: dict, models_dir: Path, seed: int, threads: int | None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    return execute(run, PRESETS[preset_name], results, models_dir, seed)
+
+
+def run_all(todo: list[Run], preset_name: str, results: dict, models_dir: Path, seed: int, jobs: int,
+            threads: int | None):
+    """Yield (run, result) as runs finish, ``jobs`` at a time in worker processes (in this process
+    when 1), in plan order as far as their dependencies allow."""
+    pending, running = list(todo), {}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
+    try:
+        while pending or running:
+            ready = [r for r in pending if all(k in results for k in dependencies(r))]
+            slots = ready[: jobs - len(running)]
+            if not slots and not running:
+                missing = sorted({k for r in pending for k in dependencies(r) if k not in results})
+                raise SystemExit(f"runs {[r.key for r in pending]} need {missing} first; include them in --only")
+            for run in slots:
+                pending.remove(run)
+                print(f"[{time.strftime('%H:%M:%S')}] start {run.key}", flush=True)
+                args = (run, preset_name, results, models_dir, seed, threads)
+                if pool is None:
+                    yield run, _worker(*args)
+                else:
+                    running[pool.submit(_worker, *args)] = run
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield running.pop(future), future.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
 READING = "## Reading these results"
 """Heading of the hand-written interpretation at the end of results.md, kept on regeneration."""
 
@@ -282,6 +364,20 @@ READING = "## Reading these results"
 def _mean_std(values: list[float]) -> str:
     a = np.asarray(values, dtype=float) * 100
     return f"{a.mean():.2f} ± {a.std():.2f}" if len(a) > 1 else f"{a.mean():.2f}"
+
+
+def _weights(rs: list[dict], preset: Preset) -> str:
+    """Mean ensemble weights over folds, initial → learned; per fold too when folds differ."""
+    def fmt(ws: list[list[float]]) -> str:
+        return ", ".join(f"{w:.2f}" for w in np.mean(ws, axis=0))
+
+    if len(rs[0]["ensemble_weights"]) < 2:
+        return ""
+    parts = []
+    for r in sorted(rs, key=lambda r: r["fold"]):
+        start = initial_weights(r, preset)
+        parts.append(f"{'(' + fmt([start]) + ')' if start else '?'} → ({fmt([r['ensemble_weights']])})")
+    return "; ".join(parts)
 
 
 def write_report(results: dict, preset_name: str, preset: Preset, out: Path, command: str) -> None:
@@ -316,7 +412,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                 continue
             lines += [f"## {dataset}, {condition}", ""]
             head = "| method | n | " + " | ".join(f"IoU {n}" for n in names) + " | mIoU | " + " | ".join(
-                f"Dice {n}" for n in names) + " | mDice | epochs | train s | branch mIoU (net1, net2 on t1..tC) | ensemble weights |"
+                f"Dice {n}" for n in names) + " | mDice | epochs | train s | branch mIoU (net1, net2 on t1..tC) | ensemble weights: initial → learned |"
             lines += [head, "|" + "---|" * (head.count("|") - 1)]
             for key in keys:
                 rs = rows[key]
@@ -324,7 +420,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                 iou = [_mean_std([x["iou"][k] for x in t]) for k in range(len(names))]
                 dice = [_mean_std([x["dice"][k] for x in t]) for k in range(len(names))]
                 branch = ", ".join(f"{np.mean([x['branch_miou'][b] for x in t]) * 100:.1f}" for b in range(len(t[0]["branch_miou"]))) if len(t[0]["branch_miou"]) > 1 else ""
-                weights = ", ".join(f"{w:.2f}" for w in np.mean([r["ensemble_weights"] for r in rs], axis=0)) if len(rs[0]["ensemble_weights"]) > 1 else ""
+                weights = _weights(rs, preset)
                 lines.append(
                     f"| {key[2]} | {len(rs)} | " + " | ".join(iou) + f" | **{_mean_std([x['miou'] for x in t])}** | "
                     + " | ".join(dice) + f" | {_mean_std([x['mdice'] for x in t])} | "
@@ -332,15 +428,15 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                 )
             lines.append("")
             unet = rows.get((dataset, condition, "unet"))
-            cell = rows.get((dataset, condition, "cellprep"))
-            if unet and cell:
-                folds = sorted({r["fold"] for r in unet} & {r["fold"] for r in cell})
+            for method in ("cellprep", "cellprep-equal"):
+                cell = rows.get((dataset, condition, method))
+                folds = sorted({r["fold"] for r in unet or []} & {r["fold"] for r in cell or []})
                 if folds:
                     u = np.mean([r["test"]["miou"] for r in unet if r["fold"] in folds])
                     c = np.mean([r["test"]["miou"] for r in cell if r["fold"] in folds])
                     share = (c - u) / (1 - u) * 100 if u < 1 else float("nan")
                     lines += [
-                        f"CellPrep − U-Net at equal epochs, folds {folds}: {100 * (c - u):+.2f} mIoU points; "
+                        f"`{method}` − `unet` at equal epochs, folds {folds}: {100 * (c - u):+.2f} mIoU points; "
                         f"share of U-Net's error (1 − mIoU) removed: {share:+.1f}% (paper: about +4%).",
                         "",
                     ]
@@ -356,14 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: the preset's)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else torch's choice)")
     parser.add_argument("--merge", nargs="*", type=Path, default=[], help="results.json files of other runs to include")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     json_path = args.out / "results.json"
     results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
@@ -382,13 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         save()
     if not args.report_only:
-        for run in preset.runs:
-            if run.key in results or (args.only and not any(s in run.key for s in args.only)):
-                continue
-            print(f"[{time.strftime('%H:%M:%S')}] {run.key}", flush=True)
-            results[run.key] = execute(run, preset, results, args.models, args.seed)
-            r = results[run.key]
-            print(f"    test mIoU {r['test']['miou']:.4f}  ({r['epochs_run']} epochs, {r['train_seconds']:.0f} s)", flush=True)
+        todo = [r for r in preset.runs if r.key not in results and (not args.only or any(s in r.key for s in args.only))]
+        jobs = args.jobs or preset.jobs
+        threads = args.threads or (1 if jobs > 1 else None)
+        for run, result in run_all(todo, args.preset, results, args.models, args.seed, jobs, threads):
+            results[run.key] = result
+            print(f"[{time.strftime('%H:%M:%S')}] done {run.key}: test mIoU {result['test']['miou']:.4f} "
+                  f"({result['epochs_run']} epochs, {result['train_seconds']:.0f} s)", flush=True)
             save()
     write_report(results, args.preset, preset, args.out, command)
     return 0

@@ -114,6 +114,13 @@ def transfer_weights(model: SegmentationNet, init: LoadedModel) -> list[str]:
     return copied
 
 
+def initial_model(config: ModelConfig, seed: int) -> SegmentationNet:
+    """The freshly initialised model ``train`` starts from for this seed (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(config)
+
+
 def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
     labeled = 0
     for item in val:
@@ -204,9 +211,7 @@ def train_iter(
 
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(model_config)
+    model = initial_model(model_config, config.seed)
     copied = transfer_weights(model, init) if init is not None else []
     model.to(device)
     rng = np.random.default_rng(config.seed)
