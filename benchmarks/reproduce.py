@@ -65,8 +65,11 @@ METHODS: dict[str, dict] = {
     "cellprep-equal": {"architecture": "cellprep", "ensemble_init": "equal", "penultimate": None},
     "cellprep-cosine": {"architecture": "cellprep", "lr_schedule": "cosine", "penultimate": None},
     "cellprep-warm": {"architecture": "cellprep", "warm_start": "unet", "penultimate": None},
+    # longer training: does a gap open or close with three times the epochs?
+    "unet-long": {"architecture": "unet", "backbone": "unet", "epochs_factor": 3},
+    "cellprep-equal-long": {"architecture": "cellprep", "ensemble_init": "equal", "penultimate": None, "epochs_factor": 3},
 }
-TRAINING_OPTIONS = ("lr_schedule", "warm_start")
+TRAINING_OPTIONS = ("lr_schedule", "warm_start", "epochs_factor")
 """Keys of METHODS that configure training, not the model."""
 SEED = 0
 """Default --seed; run seeds are SEED + fold."""
@@ -133,6 +136,8 @@ def _plan(use_folds: dict[str, int]) -> list[Run]:
         if r.method == "cellprep" and r.time_of is None and equal.key not in done:
             runs.append(equal)
             done.add(equal.key)
+    runs += [Run(d, cond, 0, m) for d, cond in (("isbi2012-membrane", "clean"), ("nist-phase", "very-low-light"))
+             for m in ("unet-long", "cellprep-equal-long")]
     return runs
 
 
@@ -254,7 +259,7 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
     info = ModelInfo(config, names, normalization, name=run.key)
     train_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in tr]
     val_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in va]
-    epochs = preset.epochs[run.dataset]
+    epochs = preset.epochs[run.dataset] * METHODS[run.method].get("epochs_factor", 1)
     time_limit = None
     if run.time_of:
         reference = results[replace(run, method=run.time_of, time_of=None).key]
