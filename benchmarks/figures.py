@@ -1,12 +1,15 @@
 """Figures like the paper's Fig. 5 (input, truth, U-Net, CellPrep) and Fig. 6 (filters and
-translated images), from the fold-0 models that ``reproduce.py`` saved, on their test images.
+translated images), from the fold-0 models that ``reproduce.py`` saved, on their test images;
+and the validation curves of U-Net and CellPrep (random and equal ensemble init) for every fold,
+from ``results.json``, with each run's ensemble weights before and after training.
 
-    python benchmarks/figures.py            # writes docs/fig5_<set>_<condition>.png, docs/fig6_...
+    python benchmarks/figures.py   # docs/fig5_<set>_<condition>.png, docs/fig6_..., docs/curves_...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 from napari_cellprep.engine.inference import predict  # noqa: E402
-from reproduce import CLASS_NAMES, PRESETS, Run, load_dataset, split  # noqa: E402
+from reproduce import CLASS_NAMES, PRESETS, Preset, Run, initial_weights, load_dataset, split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [("nist-phase", "clean"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean"), ("vnc-em", "clean")]
@@ -69,13 +72,51 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
     return written
 
 
+CURVE_METHODS = {"unet": "tab:blue", "cellprep": "tab:red", "cellprep-equal": "tab:green"}
+
+
+def curves(results: dict, out: Path, preset: Preset) -> list[Path]:
+    """Validation mIoU per epoch, one panel per fold, for every set and condition that has runs."""
+    groups: dict[tuple[str, str], dict[int, dict[str, dict]]] = {}
+    for r in results.values():
+        if r["method"] in CURVE_METHODS:
+            groups.setdefault((r["dataset"], r["condition"]), {}).setdefault(r["fold"], {})[r["method"]] = r
+    written = []
+    for (dataset, condition), folds in sorted(groups.items()):
+        fig, axes = plt.subplots(1, len(folds), figsize=(4.5 * len(folds), 3.6), squeeze=False, sharey=True)
+        for ax, fold in zip(axes[0], sorted(folds)):
+            for method, r in sorted(folds[fold].items()):
+                start = initial_weights(r, preset)
+                label = method
+                if method != "unet":
+                    w0 = "?" if start is None else ", ".join(f"{w:.2f}" for w in start)
+                    label += f"\nw {w0} → " + ", ".join(f"{w:.2f}" for w in r["ensemble_weights"])
+                label += f"\ntest mIoU {r['test']['miou']:.3f}"
+                epochs = range(1, len(r["curves"]["val_miou"]) + 1)
+                ax.plot(epochs, r["curves"]["val_miou"], color=CURVE_METHODS[method], label=label, marker=".")
+            ax.set_title(f"fold {fold}")
+            ax.set_xlabel("epoch")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+        axes[0, 0].set_ylabel("validation mIoU")
+        fig.suptitle(f"{dataset}, {condition}: validation mIoU by epoch (w = ensemble weights, initial → learned)")
+        fig.tight_layout()
+        path = out / f"curves_{dataset}_{condition}.png"
+        fig.savefig(path, dpi=70)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--preset", default="cpu")
     args = parser.parse_args()
-    for path in figures(args.models, args.out, args.preset):
+    results = json.loads((args.out / "results.json").read_text())["runs"]
+    for path in figures(args.models, args.out, args.preset) + curves(results, args.out, PRESETS[args.preset]):
         print(path)
     return 0
 

@@ -36,7 +36,7 @@ from napari_cellprep.engine.io import find_pairs, read_image, read_mask
 from napari_cellprep.engine.metrics import confusion_matrix, kfold_splits, scores
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.training import TrainConfig, initial_model, train
-from napari_cellprep.model import ModelConfig, build_model, output_names
+from napari_cellprep.model import CellPrepNet, ModelConfig, build_model, output_names
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data"))
@@ -243,8 +243,13 @@ def initial_weights(r: dict, preset: Preset) -> list[float] | None:
     method = r["method"].split("@")[0]
     if METHODS[method].get("warm_start"):
         return None
-    model = initial_model(model_config(r["dataset"], method, preset), SEED + r["fold"])
-    return model.ensemble_parameters()[0].tolist()
+    config = model_config(r["dataset"], method, preset)
+    return ensemble_weights_of(initial_model(config, SEED + r["fold"]))
+
+
+def ensemble_weights_of(model) -> list[float]:
+    """w_1..w_S of a CellPrep model; [] for a plain network."""
+    return model.ensemble_parameters()[0].tolist() if isinstance(model, CellPrepNet) else []
 
 
 def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int) -> dict:
@@ -279,10 +284,7 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
         from napari_cellprep.engine.checkpoint import load_checkpoint
 
         init = warm_start_from(load_checkpoint(unet_path), info)
-    start_model = init.model if init is not None else initial_model(config, tc.seed)
-    initial_weights = (
-        start_model.ensemble_parameters()[0].tolist() if config.architecture == "cellprep" else []
-    )
+    initial = ensemble_weights_of(init.model if init is not None else initial_model(config, tc.seed))
     stop = threading.Event()
     timer = threading.Timer(time_limit, stop.set) if time_limit else None
     start = time.perf_counter()
@@ -307,7 +309,7 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
         "best_epoch": result.best_epoch,
         "best_val_miou": result.best_miou,
         "ensemble_weights": weights,
-        "initial_ensemble_weights": initial_weights,
+        "initial_ensemble_weights": initial,
         "output_names": output_names(config, names),
         "curves": {
             "train_loss": [e.train_loss for e in result.history],

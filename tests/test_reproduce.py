@@ -98,4 +98,5 @@ def test_initial_weights_of_old_runs_are_rebuilt_from_the_seed(reproduce):
     assert reproduce.initial_weights(old, preset) == expected.ensemble_parameters()[0].tolist()
     assert reproduce.initial_weights({**old, "method": "cellprep-warm"}, preset) is None
     assert reproduce.initial_weights({**old, "initial_ensemble_weights": [1.0]}, preset) == [1.0]
+    assert reproduce.initial_weights({**old, "method": "unet"}, preset) == []
     json.dumps(reproduce.initial_weights(old, preset))  # stored in results.json as plain floats
