@@ -8,6 +8,7 @@ from the JSON and skipped.
 
     python benchmarks/reproduce.py --preset cpu            # width 8, 15 epochs: two runs at a time,
         # one torch thread each (--jobs 2), about two hours on an otherwise idle 2-core machine
+    python benchmarks/reproduce.py --preset cpu --candidates   # then the candidate fixes (~1.5 h more)
     python benchmarks/reproduce.py --preset paper          # width 64, batch 16, 300 epochs (GPU)
     python benchmarks/reproduce.py --report-only           # rebuild docs/results.md from the JSON
 """
@@ -102,43 +103,47 @@ class Preset:
     folds: dict[str, int]
     steps_per_epoch: dict[str, int | None]
     runs: list[Run] = field(default_factory=list)
+    candidates: list[Run] = field(default_factory=list)
+    """Runs of the candidate fixes (``--candidates``), after and beside the paper's ``runs``."""
     depth: int = 4
     jobs: int = 1
     """Runs trained at once by default, each in its own process with one torch thread."""
 
 
-def _plan(use_folds: dict[str, int]) -> list[Run]:
-    """Runs in order of what they tell us: fold 0 of the headline comparisons first (clean and
-    low light, U-Net at equal epochs and at CellPrep's wall-clock time), then the candidate
-    fixes, the other folds, and the ablations last."""
-    def headline(f: int) -> list[Run]:
-        runs = [Run("nist-phase", "clean", f, "unet"), Run("nist-phase", "clean", f, "cellprep"),
-                Run("nist-phase", "clean", f, "unet", time_of="cellprep")]
-        runs += [Run("nist-phase", cond, f, m) for cond in ("very-low-light", "low-light") for m in ("unet", "cellprep")]
+def _paper_plan(use_folds: dict[str, int]) -> list[Run]:
+    """The paper's comparison, fold by fold: U-Net and CellPrep on nist-phase clean (U-Net also
+    at CellPrep's wall-clock time) and at both low-light levels, on isbi2012-membrane; then the
+    nist-phase ablations (U-Net++, Attention U-Net, no and fixed ensemble) and vnc-em."""
+    runs = []
+    for f in range(use_folds["nist-phase"]):
+        runs += [Run("nist-phase", "clean", f, "unet"), Run("nist-phase", "clean", f, "cellprep"),
+                 Run("nist-phase", "clean", f, "unet", time_of="cellprep")]
+        runs += [Run("nist-phase", c, f, m) for c in ("very-low-light", "low-light") for m in ("unet", "cellprep")]
         if f < use_folds["isbi2012-membrane"]:
             runs += [Run("isbi2012-membrane", "clean", f, m) for m in ("unet", "cellprep")]
-        return runs
-
-    runs = headline(0)
-    runs += [Run("nist-phase", "very-low-light", 0, m) for m in CANDIDATES]
-    runs += [Run("isbi2012-membrane", "clean", 0, m) for m in CANDIDATES]
-    for f in range(1, use_folds["nist-phase"]):
-        runs += headline(f)
     for f in range(use_folds["nist-phase"]):
         runs += [Run("nist-phase", "clean", f, m) for m in ("unet++", "attention-unet", "cellprep-fixed", "cellprep-none")]
     for f in range(use_folds["vnc-em"]):
         runs += [Run("vnc-em", "clean", f, m) for m in ("unet", "cellprep")]
-    # the one candidate with a diagnosed cause (random ensemble init with negative weights), on
-    # every fold of every comparison above
-    done = {r.key for r in runs}
-    for r in list(runs):
-        equal = replace(r, method="cellprep-equal")
-        if r.method == "cellprep" and r.time_of is None and equal.key not in done:
-            runs.append(equal)
-            done.add(equal.key)
-    runs += [Run(d, cond, 0, m) for d, cond in (("isbi2012-membrane", "clean"), ("nist-phase", "very-low-light"))
-             for m in ("unet-long", "cellprep-equal-long")]
     return runs
+
+
+def _candidate_plan(paper: list[Run]) -> list[Run]:
+    """The candidate fixes, each one change from the paper's CellPrep: all of them on fold 0 of
+    very-low-light nist-phase and isbi2012-membrane; equal ensemble init (the fix with a diagnosed
+    cause: random init starts some weights negative) wherever the paper's CellPrep ran; and three
+    times the epochs for U-Net and equal-init CellPrep on those two fold-0 cases."""
+    cases = [("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean")]
+    runs = [Run(d, c, 0, m) for d, c in cases for m in CANDIDATES]
+    runs += [replace(r, method="cellprep-equal") for r in paper if r.method == "cellprep" and not r.time_of
+             and replace(r, method="cellprep-equal") not in runs]
+    runs += [Run(d, c, 0, m) for d, c in cases for m in ("cellprep-equal-long", "unet-long")]
+    return runs
+
+
+def _plans(use_folds: dict[str, int]) -> dict[str, list[Run]]:
+    paper = _paper_plan(use_folds)
+    return {"runs": paper, "candidates": _candidate_plan(paper)}
 
 
 PRESETS = {
@@ -149,7 +154,7 @@ PRESETS = {
         epochs={"nist-phase": 15, "isbi2012-membrane": 15, "vnc-em": 15},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": 40},
-        runs=_plan({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 2}),
+        **_plans({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 2}),
         jobs=2,
     ),
     "paper": Preset(
@@ -159,7 +164,7 @@ PRESETS = {
         epochs={"nist-phase": 300, "isbi2012-membrane": 300, "vnc-em": 300},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": None},
-        runs=_plan({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4}),
+        **_plans({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4}),
     ),
     "smoke": Preset(
         width=4,
@@ -395,7 +400,8 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     lines = [
         "# Results: the paper's comparison on real data",
         "",
-        f"Generated by `{command}` (preset `{preset_name}`: width {preset.width}, depth {preset.depth}, "
+        f"Generated by `{command}` (the paper's comparison; `--candidates` adds the candidate fixes) "
+        f"(preset `{preset_name}`: width {preset.width}, depth {preset.depth}, "
         f"batch {preset.batch_size}, patch {preset.patch_size}², epochs {preset.epochs}, Adam 1e-3, seed 0, "
         "min-max normalisation, no augmentation besides flips/90° rotations; 10% of each training fold held out "
         "for choosing the best epoch by validation mIoU). Raw figures: `results.json`. "
@@ -403,8 +409,13 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
         "run are in `results.json` (`torch_threads`; runs without it used 2). `train s` is wall-clock time on "
         "a machine shared with other work, so it is noisy.",
         "",
-        f"**{sum(run.key in results for run in preset.runs)} of the preset's {len(preset.runs)} planned runs "
-        "have finished**; a table lists only what ran, and `n` says over how many folds it averages. "
+        f"**{sum(run.key in results for run in preset.runs)} of the paper's comparison's {len(preset.runs)} "
+        f"planned runs and {sum(run.key in results for run in preset.candidates)} of the "
+        f"{len(preset.candidates)} candidate runs have finished**; a table lists only what ran, and `n` says over "
+        "how many folds it averages. The train times of the paper's runs add up to "
+        f"{sum(results[r.key]['train_seconds'] for r in preset.runs if r.key in results) / 3600:.1f} h, "
+        f"{sum(results[r.key]['train_seconds'] for r in preset.candidates if r.key in results) / 3600:.1f} h for "
+        "the candidates (divide by `--jobs`). "
         "Scores are % (mean ± std over those folds). Low-light conditions: "
         + "; ".join(f"`{k}` = Poisson shot noise at a mean of {v.photons:g} photons/pixel plus Gaussian read "
                     f"noise σ = {v.read_noise:g} e⁻ (seed 10000 + image index)" for k, v in CONDITIONS.items() if v)
@@ -462,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--candidates", action="store_true", help="also run the candidate fixes")
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: the preset's)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else torch's choice)")
     parser.add_argument("--merge", nargs="*", type=Path, default=[], help="results.json files of other runs to include")
@@ -484,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         save()
     if not args.report_only:
-        todo = [r for r in preset.runs if r.key not in results and (not args.only or any(s in r.key for s in args.only))]
+        plan = preset.runs + (preset.candidates if args.candidates else [])
+        todo = [r for r in plan if r.key not in results and (not args.only or any(s in r.key for s in args.only))]
         jobs = args.jobs or preset.jobs
         threads = args.threads or (1 if jobs > 1 else None)
         for run, result in run_all(todo, args.preset, results, args.models, args.seed, jobs, threads):

@@ -37,13 +37,14 @@ def fake_result(run, miou: float = 0.5, weights=(0.2, 0.3, 0.5)) -> dict:
 
 
 def test_cpu_plan_repeats_equal_init_wherever_the_paper_cellprep_runs(reproduce):
-    runs = reproduce.PRESETS["cpu"].runs
-    keys = [r.key for r in runs]
+    preset = reproduce.PRESETS["cpu"]
+    keys = [r.key for r in preset.runs + preset.candidates]
     assert len(keys) == len(set(keys))
-    paper = {(r.dataset, r.condition, r.fold) for r in runs if r.method == "cellprep" and not r.time_of}
-    equal = {(r.dataset, r.condition, r.fold) for r in runs if r.method == "cellprep-equal"}
+    assert {r.method for r in preset.runs} == set(reproduce.PAPER_METHODS)
+    paper = {(r.dataset, r.condition, r.fold) for r in preset.runs if r.method == "cellprep" and not r.time_of}
+    equal = {(r.dataset, r.condition, r.fold) for r in preset.candidates if r.method == "cellprep-equal"}
     assert paper == equal and len(paper) == 14
-    assert reproduce.PRESETS["cpu"].jobs == 2
+    assert preset.jobs == 2
 
 
 def test_runs_wait_for_the_runs_they_depend_on(reproduce, monkeypatch):
