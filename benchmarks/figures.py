@@ -38,17 +38,21 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
         if not (unet_path.exists() and cell_path.exists()):
             continue
         unet, cell = load_checkpoint(unet_path), load_checkpoint(cell_path)
+        equal_path = _model_path(models, Run(dataset, condition, 0, "cellprep-equal"))
+        equal = load_checkpoint(equal_path) if equal_path.exists() else None
+        titles = ["ground truth", "U-Net", "CellPrep"] + (["CellPrep, equal init"] if equal else [])
         items = load_dataset(dataset, condition)
         test = split(len(items), preset.folds[dataset], 0)[2][:n_images]
         c = len(CLASS_NAMES[dataset])
-        fig5, ax5 = plt.subplots(len(test), 4, figsize=(12, 3 * len(test)), squeeze=False)
+        fig5, ax5 = plt.subplots(len(test), 1 + len(titles), figsize=(3 * (1 + len(titles)), 3 * len(test)),
+                                 squeeze=False)
         fig6, ax6 = plt.subplots(len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 3 * len(test)), squeeze=False)
         for row, index in enumerate(test):
             image, mask, name = items[index]
             pu = predict(unet, image, outputs=())
             pc = predict(cell, image, outputs=("filters", "translated"))
-            for ax, data, title in zip(ax5[row], [image, mask, pu.labels, pc.labels],
-                                       [name, "ground truth", "U-Net", "CellPrep"]):
+            panels = [image, mask, pu.labels, pc.labels] + ([predict(equal, image, outputs=()).labels] if equal else [])
+            for ax, data, title in zip(ax5[row], panels, [name, *titles]):
                 ax.imshow(data, cmap="gray" if title == name else "viridis", vmin=None if title == name else 0,
                           vmax=None if title == name else c - 1, interpolation="nearest")
                 ax.set_title(title)
