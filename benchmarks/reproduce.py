@@ -379,17 +379,14 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _weights(rs: list[dict], preset: Preset) -> str:
-    """Mean ensemble weights over folds, initial → learned; per fold too when folds differ."""
-    def fmt(ws: list[list[float]]) -> str:
-        return ", ".join(f"{w:.2f}" for w in np.mean(ws, axis=0))
+    """Each fold's ensemble weights, initial → learned ("?" where the initial ones are unknown)."""
+    def fmt(ws: list[float] | None) -> str:
+        return "?" if ws is None else "(" + ", ".join(f"{w:.2f}" for w in ws) + ")"
 
     if len(rs[0]["ensemble_weights"]) < 2:
         return ""
-    parts = []
-    for r in sorted(rs, key=lambda r: r["fold"]):
-        start = initial_weights(r, preset)
-        parts.append(f"{'(' + fmt([start]) + ')' if start else '?'} → ({fmt([r['ensemble_weights']])})")
-    return "; ".join(parts)
+    rs = sorted(rs, key=lambda r: r["fold"])
+    return "; ".join(f"{fmt(initial_weights(r, preset))} → {fmt(r['ensemble_weights'])}" for r in rs)
 
 
 def write_report(results: dict, preset_name: str, preset: Preset, out: Path, command: str) -> None:
