@@ -1,7 +1,7 @@
-"""Figures like the paper's Fig. 5 (input, truth, U-Net, CellPrep) and Fig. 6 (filters and
-translated images), from the fold-0 models that ``reproduce.py`` saved, on their test images;
-and the validation curves of U-Net and CellPrep (random and equal ensemble init) for every fold,
-from ``results.json``, with each run's ensemble weights before and after training.
+"""Figures like the paper's Fig. 5 (input, truth, U-Net, the paper's CellPrep, the product's
+CellPrep) and Fig. 6 (filters and translated images of both CellPreps), from the fold-0, seed-0
+models that ``reproduce.py`` saved, on their test images; and the validation curves of those
+methods for every fold (seed 0), from ``results.json``, with the ensemble weights before and after.
 
     python benchmarks/figures.py   # docs/fig5_<set>_<condition>.png, docs/fig6_..., docs/curves_...
 """
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 from napari_cellprep.engine.inference import predict  # noqa: E402
-from reproduce import CLASS_NAMES, PRESETS, Preset, Run, initial_weights, load_dataset, split  # noqa: E402
+from reproduce import CLASS_NAMES, PRESETS, PRODUCT_METHOD, Run, load_dataset, split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [("nist-phase", "clean"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean"), ("vnc-em", "clean")]
@@ -33,42 +33,42 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
     preset = PRESETS[preset_name]
     written = []
     for dataset, condition in CASES:
-        unet_path = _model_path(models, Run(dataset, condition, 0, "unet"))
-        cell_path = _model_path(models, Run(dataset, condition, 0, "cellprep"))
-        if not (unet_path.exists() and cell_path.exists()):
+        paths = [_model_path(models, Run(dataset, condition, 0, 0, m)) for m in ("unet", "cellprep", PRODUCT_METHOD)]
+        if not all(p.exists() for p in paths):
             continue
-        unet, cell = load_checkpoint(unet_path), load_checkpoint(cell_path)
-        equal_path = _model_path(models, Run(dataset, condition, 0, "cellprep-equal"))
-        equal = load_checkpoint(equal_path) if equal_path.exists() else None
-        titles = ["ground truth", "U-Net", "CellPrep"] + (["CellPrep, equal init"] if equal else [])
+        unet, cell, product = map(load_checkpoint, paths)
+        titles = ["ground truth", "U-Net", "CellPrep (paper)", "CellPrep (product)"]
         items = load_dataset(dataset, condition)
         test = split(len(items), preset.folds[dataset], 0)[2][:n_images]
         c = len(CLASS_NAMES[dataset])
         fig5, ax5 = plt.subplots(len(test), 1 + len(titles), figsize=(3 * (1 + len(titles)), 3 * len(test)),
                                  squeeze=False)
-        fig6, ax6 = plt.subplots(len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 3 * len(test)), squeeze=False)
+        fig6, ax6 = plt.subplots(2 * len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 6 * len(test)), squeeze=False)
         for row, index in enumerate(test):
             image, mask, name = items[index]
             pu = predict(unet, image, outputs=())
             pc = predict(cell, image, outputs=("filters", "translated"))
-            panels = [image, mask, pu.labels, pc.labels] + ([predict(equal, image, outputs=()).labels] if equal else [])
+            pp = predict(product, image, outputs=("filters", "translated"))
+            panels = [image, mask, pu.labels, pc.labels, pp.labels]
             for ax, data, title in zip(ax5[row], panels, [name, *titles]):
                 ax.imshow(data, cmap="gray" if title == name else "viridis", vmin=None if title == name else 0,
                           vmax=None if title == name else c - 1, interpolation="nearest")
                 ax.set_title(title)
                 ax.axis("off")
-            ax6[row, 0].imshow(image, cmap="gray")
-            ax6[row, 0].set_title(name)
-            for k in range(c):
-                ax6[row, 1 + k].imshow(pc.filters[k], cmap="magma")
-                ax6[row, 1 + k].set_title(f"filter {k + 1} ({CLASS_NAMES[dataset][k]})")
-                ax6[row, 1 + c + k].imshow(pc.translated[k, 0], cmap="gray", vmin=0, vmax=1)
-                ax6[row, 1 + c + k].set_title(f"translated t{k + 1}")
-            for ax in ax6[row]:
-                ax.axis("off")
+            for half, (which, p) in enumerate((("paper", pc), ("product", pp))):
+                axes = ax6[2 * row + half]
+                axes[0].imshow(image, cmap="gray")
+                axes[0].set_title(f"{name}\n{which} CellPrep")
+                for k in range(c):
+                    axes[1 + k].imshow(p.filters[k], cmap="magma")
+                    axes[1 + k].set_title(f"filter {k + 1}")
+                    axes[1 + c + k].imshow(p.translated[k, 0], cmap="gray", vmin=0, vmax=1)
+                    axes[1 + c + k].set_title(f"translated t{k + 1}")
+                for ax in axes:
+                    ax.axis("off")
         for fig, kind in ((fig5, "fig5"), (fig6, "fig6")):
             path = out / f"{kind}_{dataset}_{condition}.png"
-            fig.suptitle(f"{dataset}, {condition}, fold 0 test images ({preset_name} preset)")
+            fig.suptitle(f"{dataset}, {condition}, fold 0 seed 0 test images ({preset_name} preset)")
             fig.tight_layout()
             fig.savefig(path, dpi=60)
             plt.close(fig)
@@ -76,24 +76,23 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
     return written
 
 
-CURVE_METHODS = {"unet": "tab:blue", "cellprep": "tab:red", "cellprep-equal": "tab:green"}
+CURVE_METHODS = {"unet": "tab:blue", "cellprep": "tab:red", PRODUCT_METHOD: "tab:green"}
 
 
-def curves(results: dict, out: Path, preset: Preset) -> list[Path]:
-    """Validation mIoU per epoch, one panel per fold, for every set and condition that has runs."""
+def curves(results: dict, out: Path) -> list[Path]:
+    """Validation mIoU per epoch, one panel per fold (seed 0), for every set and condition with runs."""
     groups: dict[tuple[str, str], dict[int, dict[str, dict]]] = {}
     for r in results.values():
-        if r["method"] in CURVE_METHODS:
+        if r["method"] in CURVE_METHODS and r["seed"] == 0:
             groups.setdefault((r["dataset"], r["condition"]), {}).setdefault(r["fold"], {})[r["method"]] = r
     written = []
     for (dataset, condition), folds in sorted(groups.items()):
         fig, axes = plt.subplots(1, len(folds), figsize=(4.5 * len(folds), 3.6), squeeze=False, sharey=True)
         for ax, fold in zip(axes[0], sorted(folds)):
             for method, r in sorted(folds[fold].items()):
-                start = initial_weights(r, preset)
                 label = method
                 if method != "unet":
-                    w0 = "?" if start is None else ", ".join(f"{w:.2f}" for w in start)
+                    w0 = ", ".join(f"{w:.2f}" for w in r["initial_ensemble_weights"])
                     label += f"\nw {w0} → " + ", ".join(f"{w:.2f}" for w in r["ensemble_weights"])
                 label += f"\ntest mIoU {r['test']['miou']:.3f}"
                 epochs = range(1, len(r["curves"]["val_miou"]) + 1)
@@ -120,7 +119,7 @@ def main() -> int:
     parser.add_argument("--preset", default="cpu")
     args = parser.parse_args()
     results = json.loads((args.out / "results.json").read_text())["runs"]
-    for path in figures(args.models, args.out, args.preset) + curves(results, args.out, PRESETS[args.preset]):
+    for path in figures(args.models, args.out, args.preset) + curves(results, args.out):
         print(path)
     return 0
 

@@ -1,26 +1,30 @@
-"""Reproduce Kato & Hotta's comparison on the labeled sets in ../shared/data.
+"""Kato & Hotta's comparison on the labeled sets in ../shared/data, under an honest protocol.
 
-Runs U-Net, U-Net++, Attention U-Net and CellPrep (no / fixed / learned ensemble) under one
-protocol (same splits, seeds, optimiser, epochs, width), at equal epochs and at equal wall-clock
-time, on clean and simulated low-light data, plus the candidate fixes, and writes
-``docs/results.md`` and ``docs/results.json``. Runs are resumable: finished ones are read back
-from the JSON and skipped.
+Every run is one (set, condition, fold, seed, method): the fold picks the test images, the seed
+(independent of the fold) the initialisation and patch sampling. Budgets are optimiser steps,
+never a wall clock: equal epochs, and equal compute (``@flops-of-X``: U-Net gets as many training
+FLOPs as method X, counted per step with torch's FlopCounterMode). The report gives mean ±
+sample std over folds × seeds, and each method's paired difference to U-Net (same fold and seed)
+with a 95% t interval; "not distinguishable" when it holds 0. Runs resume from the JSON.
 
-    python benchmarks/reproduce.py --preset cpu            # width 8, 15 epochs: two runs at a time,
-        # one torch thread each (--jobs 2), about two hours on an otherwise idle 2-core machine
-    python benchmarks/reproduce.py --preset cpu --candidates   # then the candidate fixes (~1.5 h more)
-    python benchmarks/reproduce.py --preset paper          # width 64, batch 16, 300 epochs (GPU)
-    python benchmarks/reproduce.py --report-only           # rebuild docs/results.md from the JSON
+    python benchmarks/reproduce.py --plan screen      # each change of the paper's method, fold 0, 2 seeds
+    python benchmarks/reproduce.py --plan headline    # 3 cells × 3 folds × 3 seeds × 4 arms
+    python benchmarks/reproduce.py --plan full        # + nist clean, vnc-em (4 folds), Attention U-Net
+    python benchmarks/reproduce.py --preset gpu-300 --plan gpu   # the paper's 300 epochs, on a GPU
+    python benchmarks/reproduce.py --report-only      # rebuild docs/results.md from the JSON
+
+The archive of the first protocol (one seed = the fold, wall-clock equal time) is
+``docs/archive/results-v1.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
+from torch.utils.flop_counter import FlopCounterMode
 
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from napari_cellprep.engine.data import from_mask
@@ -37,7 +43,7 @@ from napari_cellprep.engine.io import find_pairs, read_image, read_mask
 from napari_cellprep.engine.metrics import confusion_matrix, kfold_splits, scores
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.training import TrainConfig, initial_model, train
-from napari_cellprep.model import CellPrepNet, ModelConfig, build_model, output_names
+from napari_cellprep.model import PAPER, CellPrepNet, ModelConfig, build_model, method_loss, output_names
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data"))
@@ -54,96 +60,94 @@ CONDITIONS = {
     "very-low-light": LowLight(photons=5.0, read_noise=2.0),
 }
 
+PAPER_BACKBONE = {k: PAPER[k] for k in ("upsample", "norm")}
+PRODUCT = {"penultimate": 16, "ensemble": "softmax", "upsample": "resize", "filter_activation": "softplus"}
+"""The candidate combination of the changes of issue #10 §1 (promoted by the screen)."""
+
 METHODS: dict[str, dict] = {
-    "unet": {"architecture": "unet", "backbone": "unet"},
-    "unet++": {"architecture": "unet", "backbone": "unet++"},
-    "attention-unet": {"architecture": "unet", "backbone": "attention-unet"},
-    "cellprep-none": {"architecture": "cellprep", "ensemble": "none", "penultimate": None},
-    "cellprep-fixed": {"architecture": "cellprep", "ensemble": "fixed", "penultimate": None},
-    "cellprep": {"architecture": "cellprep", "ensemble": "learned", "penultimate": None},  # the paper's
-    # candidate fixes, each one change from the paper's method
-    "cellprep-p16": {"architecture": "cellprep", "penultimate": 16},
-    "cellprep-equal": {"architecture": "cellprep", "ensemble_init": "equal", "penultimate": None},
-    "cellprep-cosine": {"architecture": "cellprep", "lr_schedule": "cosine", "penultimate": None},
-    "cellprep-warm": {"architecture": "cellprep", "warm_start": "unet", "penultimate": None},
-    # longer training: does a gap open or close with three times the epochs?
-    "unet-long": {"architecture": "unet", "backbone": "unet", "epochs_factor": 3},
-    "cellprep-equal-long": {"architecture": "cellprep", "ensemble_init": "equal", "penultimate": None, "epochs_factor": 3},
+    "unet": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE},
+    "unet++": {"architecture": "unet", "backbone": "unet++", **PAPER_BACKBONE},
+    "attention-unet": {"architecture": "unet", "backbone": "attention-unet", **PAPER_BACKBONE},
+    "cellprep": {"architecture": "cellprep", **PAPER},  # the paper's method exactly
+    "cellprep-none": {"architecture": "cellprep", **PAPER, "ensemble": "none"},
+    "cellprep-fixed": {"architecture": "cellprep", **PAPER, "ensemble": "fixed"},
+    # one change each from the paper's method
+    "cellprep-p16": {"architecture": "cellprep", **PAPER, "penultimate": 16},
+    "cellprep-equal": {"architecture": "cellprep", **PAPER, "ensemble_init": "equal"},
+    "cellprep-softmax": {"architecture": "cellprep", **PAPER, "ensemble": "softmax"},
+    "cellprep-resize": {"architecture": "cellprep", **PAPER, "upsample": "resize"},
+    "cellprep-softplus": {"architecture": "cellprep", **PAPER, "filter_activation": "softplus"},
+    "cellprep-group": {"architecture": "cellprep", **PAPER, "norm": "group"},
+    # the combination, and U-Net on the same backbone
+    "cellprep-product": {"architecture": "cellprep", **PAPER, **PRODUCT},
+    "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
 }
-TRAINING_OPTIONS = ("lr_schedule", "warm_start", "epochs_factor")
-"""Keys of METHODS that configure training, not the model."""
-SEED = 0
-"""Default --seed; run seeds are SEED + fold."""
-PAPER_METHODS = ["unet", "unet++", "attention-unet", "cellprep-none", "cellprep-fixed", "cellprep"]
-CANDIDATES = ["cellprep-p16", "cellprep-equal", "cellprep-cosine", "cellprep-warm"]
+SINGLE_CHANGES = ["cellprep-p16", "cellprep-equal", "cellprep-softmax", "cellprep-resize", "cellprep-softplus",
+                  "cellprep-group"]
+HEADLINE_CELLS = [("nist-phase", "low-light"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean")]
+PRODUCT_METHOD = "cellprep-product"
 
 
 @dataclass(frozen=True)
 class Run:
-    """One training + test evaluation. ``time_of`` matches the wall-clock time of another method."""
+    """One training + test evaluation. ``flops_of`` gives U-Net the training FLOPs of that method."""
 
     dataset: str
     condition: str
     fold: int
+    seed: int
     method: str
-    time_of: str | None = None
+    flops_of: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.method + (f"@flops-of-{self.flops_of}" if self.flops_of else "")
 
     @property
     def key(self) -> str:
-        suffix = f"@time-of-{self.time_of}" if self.time_of else ""
-        return f"{self.dataset}/{self.condition}/fold{self.fold}/{self.method}{suffix}"
+        return f"{self.dataset}/{self.condition}/fold{self.fold}/seed{self.seed}/{self.label}"
 
 
 @dataclass
 class Preset:
+    """A budget: network size, optimisation and epochs per set; the plans are lists of runs."""
+
     width: int
     batch_size: int
     patch_size: int
     epochs: dict[str, int]
     folds: dict[str, int]
     steps_per_epoch: dict[str, int | None]
-    runs: list[Run] = field(default_factory=list)
-    candidates: list[Run] = field(default_factory=list)
-    """Runs of the candidate fixes (``--candidates``), after and beside the paper's ``runs``."""
+    plans: dict[str, list[Run]] = field(default_factory=dict)
     depth: int = 4
     jobs: int = 1
     """Runs trained at once by default, each in its own process with one torch thread."""
 
 
-def _paper_plan(use_folds: dict[str, int]) -> list[Run]:
-    """The paper's comparison, fold by fold: U-Net and CellPrep on nist-phase clean (U-Net also
-    at CellPrep's wall-clock time) and at both low-light levels, on isbi2012-membrane; then the
-    nist-phase ablations (U-Net++, Attention U-Net, no and fixed ensemble) and vnc-em."""
-    runs = []
-    for f in range(use_folds["nist-phase"]):
-        runs += [Run("nist-phase", "clean", f, "unet"), Run("nist-phase", "clean", f, "cellprep"),
-                 Run("nist-phase", "clean", f, "unet", time_of="cellprep")]
-        runs += [Run("nist-phase", c, f, m) for c in ("very-low-light", "low-light") for m in ("unet", "cellprep")]
-        if f < use_folds["isbi2012-membrane"]:
-            runs += [Run("isbi2012-membrane", "clean", f, m) for m in ("unet", "cellprep")]
-    for f in range(use_folds["nist-phase"]):
-        runs += [Run("nist-phase", "clean", f, m) for m in ("unet++", "attention-unet", "cellprep-fixed", "cellprep-none")]
-    for f in range(use_folds["vnc-em"]):
-        runs += [Run("vnc-em", "clean", f, m) for m in ("unet", "cellprep")]
+def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]) -> list[Run]:
+    runs = [Run(dataset, condition, fold, seed, m) for m in methods]
+    if PRODUCT_METHOD in methods:
+        runs.append(Run(dataset, condition, fold, seed, "unet", flops_of=PRODUCT_METHOD))
     return runs
 
 
-def _candidate_plan(paper: list[Run]) -> list[Run]:
-    """The candidate fixes, each one change from the paper's CellPrep: all of them on fold 0 of
-    very-low-light nist-phase and isbi2012-membrane; equal ensemble init (the fix with a diagnosed
-    cause: random init starts some weights negative) wherever the paper's CellPrep ran; and three
-    times the epochs for U-Net and equal-init CellPrep on those two fold-0 cases."""
-    cases = [("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean")]
-    runs = [Run(d, c, 0, m) for d, c in cases for m in CANDIDATES]
-    runs += [replace(r, method="cellprep-equal") for r in paper if r.method == "cellprep" and not r.time_of
-             and replace(r, method="cellprep-equal") not in runs]
-    runs += [Run(d, c, 0, m) for d, c in cases for m in ("cellprep-equal-long", "unet-long")]
-    return runs
-
-
-def _plans(use_folds: dict[str, int]) -> dict[str, list[Run]]:
-    paper = _paper_plan(use_folds)
-    return {"runs": paper, "candidates": _candidate_plan(paper)}
+def _cpu_plans() -> dict[str, list[Run]]:
+    """``screen``: U-Net, the paper's CellPrep, the combination and each single change on fold 0
+    of two headline cells, seeds 0 and 1 (most informative runs first). ``headline``: U-Net, the
+    paper's CellPrep, the combination and U-Net at its FLOPs, 3 folds × 3 seeds on the three
+    headline cells. ``full``: the headline, then nist-phase clean (with U-Net++, Attention U-Net and
+    the paper's ablations) and vnc-em on all 4 folds."""
+    core = ["unet", "cellprep", PRODUCT_METHOD]
+    screen = [r for seed in (0, 1) for r in
+              [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
+              + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES]]
+    headline = [r for seed in range(3) for fold in range(3) for d, c in HEADLINE_CELLS
+                for r in _arms(d, c, fold, seed, core)]
+    ablations = ["unet++", "attention-unet", "cellprep-none", "cellprep-fixed"]
+    full = headline + [r for seed in range(3) for fold in range(3)
+                       for r in _arms("nist-phase", "clean", fold, seed, core + ablations)]
+    full += [r for seed in range(3) for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core)]
+    return {"screen": screen, "headline": headline, "full": full}
 
 
 PRESETS = {
@@ -151,20 +155,21 @@ PRESETS = {
         width=8,
         batch_size=8,
         patch_size=128,
-        epochs={"nist-phase": 15, "isbi2012-membrane": 15, "vnc-em": 15},
+        epochs={"nist-phase": 20, "isbi2012-membrane": 20, "vnc-em": 20},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": 40},
-        **_plans({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 2}),
-        jobs=2,
+        plans=_cpu_plans(),
     ),
-    "paper": Preset(
-        width=64,
+    "gpu-300": Preset(  # the paper's budget: whole 256² images, batch 16, 300 epochs
+        width=32,
         batch_size=16,
         patch_size=256,
         epochs={"nist-phase": 300, "isbi2012-membrane": 300, "vnc-em": 300},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": None},
-        **_plans({"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4}),
+        plans={"gpu": [r for fold in range(3) for r in _arms("nist-phase", "low-light", fold, 0,
+                                                              ["unet", "cellprep", PRODUCT_METHOD])]},
+        jobs=3,
     ),
     "smoke": Preset(
         width=4,
@@ -173,9 +178,7 @@ PRESETS = {
         epochs={"nist-phase": 1, "isbi2012-membrane": 1, "vnc-em": 1},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": 2, "isbi2012-membrane": 2, "vnc-em": 2},
-        runs=[Run("nist-phase", "clean", 0, "unet"), Run("nist-phase", "very-low-light", 0, "cellprep"),
-              Run("nist-phase", "clean", 0, "cellprep"), Run("nist-phase", "clean", 0, "unet", time_of="cellprep"),
-              Run("nist-phase", "clean", 0, "cellprep-warm")],
+        plans={"screen": _arms("nist-phase", "very-low-light", 0, 0, ["unet", "cellprep", PRODUCT_METHOD])},
         depth=2,
     ),
 }
@@ -194,29 +197,14 @@ def load_dataset(name: str, condition: str, limit: int | None = None) -> list[tu
     return items
 
 
-def split(n: int, folds: int, fold: int, seed: int = 0) -> tuple[list[int], list[int], list[int]]:
-    """Train / validation / test indices: the k-fold test fold, 10% of the rest for validation."""
-    train_idx, test_idx = kfold_splits(n, folds, seed)[fold]
-    rng = np.random.default_rng(seed + fold)
+def split(n: int, folds: int, fold: int) -> tuple[list[int], list[int], list[int]]:
+    """Train / validation / test indices: the k-fold test fold, 10% of the rest for validation
+    (the same for every seed and method)."""
+    train_idx, test_idx = kfold_splits(n, folds, 0)[fold]
+    rng = np.random.default_rng(fold)
     train_idx = rng.permutation(train_idx)
     n_val = max(1, round(0.1 * len(train_idx)))
     return sorted(train_idx[n_val:].tolist()), sorted(train_idx[:n_val].tolist()), sorted(test_idx.tolist())
-
-
-def warm_start_from(unet: LoadedModel, info: ModelInfo) -> LoadedModel:
-    """A CellPrep model whose two networks start from a trained U-Net's backbone and head."""
-    model = build_model(info.config)
-    source = unet.model.state_dict()
-    state = model.state_dict()
-    for name, tensor in source.items():
-        if name.startswith("backbone."):
-            rest = name[len("backbone."):]
-            state[f"net1.{rest}"] = tensor.clone()
-            state[f"net2.{rest}"] = tensor.clone()
-        elif name.startswith("head."):
-            state[f"head2.{name[len('head.'):]}"] = tensor.clone()
-    model.load_state_dict(state)
-    return LoadedModel(model, info)
 
 
 def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
@@ -235,21 +223,21 @@ def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
     return result
 
 
+
 def model_config(dataset: str, method: str, preset: Preset) -> ModelConfig:
-    spec = {k: v for k, v in METHODS[method].items() if k not in TRAINING_OPTIONS}
-    return ModelConfig(num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth, **spec)
+    return ModelConfig(num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth,
+                       **METHODS[method])
 
 
-def initial_weights(r: dict, preset: Preset) -> list[float] | None:
-    """w_1..w_S before training, as recorded, or rebuilt from the seed for runs that predate the
-    record (not possible for warm starts, whose ensemble came from the global RNG)."""
-    if "initial_ensemble_weights" in r:
-        return r["initial_ensemble_weights"]
-    method = r["method"].split("@")[0]
-    if METHODS[method].get("warm_start"):
-        return None
-    config = model_config(r["dataset"], method, preset)
-    return ensemble_weights_of(initial_model(config, SEED + r["fold"]))
+def train_step_flops(config: ModelConfig, batch_size: int, patch_size: int) -> int:
+    """FLOPs of one training step (forward, Eq. 1 loss, backward) at this batch and patch size."""
+    model = build_model(config).train()
+    x = torch.rand(batch_size, config.in_channels, patch_size, patch_size)
+    y = torch.randint(0, config.num_classes, (batch_size, patch_size, patch_size))
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = method_loss(model(x), y)
+        loss.backward()
+    return int(counter.get_total_flops())
 
 
 def ensemble_weights_of(model) -> list[float]:
@@ -257,60 +245,53 @@ def ensemble_weights_of(model) -> list[float]:
     return model.ensemble_parameters()[0].tolist() if isinstance(model, CellPrepNet) else []
 
 
-def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int) -> dict:
+def _steps_per_epoch(run: Run, preset: Preset, n_train_pixels: int) -> int:
+    fixed = preset.steps_per_epoch[run.dataset]
+    return fixed or max(1, math.ceil(n_train_pixels / (preset.patch_size**2 * preset.batch_size)))
+
+
+def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
     names = CLASS_NAMES[run.dataset]
     c = len(names)
     items = load_dataset(run.dataset, run.condition)
-    tr, va, te = split(len(items), preset.folds[run.dataset], run.fold, seed)
+    tr, va, te = split(len(items), preset.folds[run.dataset], run.fold)
     normalization = Normalization("minmax")
     config = model_config(run.dataset, run.method, preset)
-    schedule = METHODS[run.method].get("lr_schedule", "constant")
-    warm = METHODS[run.method].get("warm_start")
     info = ModelInfo(config, names, normalization, name=run.key)
     train_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in tr]
     val_items = [from_mask(items[i][0], items[i][1], normalization, name=items[i][2]) for i in va]
-    epochs = preset.epochs[run.dataset] * METHODS[run.method].get("epochs_factor", 1)
-    time_limit = None
-    if run.time_of:
-        reference = results[replace(run, method=run.time_of, time_of=None).key]
-        time_limit = reference["train_seconds"]
-        epochs = epochs * 20  # stopped by the clock
-    tc = TrainConfig(
-        epochs=epochs,
-        batch_size=preset.batch_size,
-        patch_size=preset.patch_size,
-        steps_per_epoch=preset.steps_per_epoch[run.dataset],
-        lr_schedule=schedule,
-        seed=seed + run.fold,
-    )
-    init = None
-    if warm:
-        unet_path = models_dir / (replace(run, method="unet").key.replace("/", "_") + ".cellprep")
-        from napari_cellprep.engine.checkpoint import load_checkpoint
-
-        init = warm_start_from(load_checkpoint(unet_path), info)
-    initial = ensemble_weights_of(init.model if init is not None else initial_model(config, tc.seed))
-    stop = threading.Event()
-    timer = threading.Timer(time_limit, stop.set) if time_limit else None
+    steps = _steps_per_epoch(run, preset, sum(items[i][1].size for i in tr))
+    step_flops = train_step_flops(config, preset.batch_size, preset.patch_size)
+    total_steps = preset.epochs[run.dataset] * steps
+    if run.flops_of:
+        reference = train_step_flops(model_config(run.dataset, run.flops_of, preset), preset.batch_size,
+                                     preset.patch_size)
+        total_steps = round(total_steps * reference / step_flops)
+    epochs = max(1, round(total_steps / steps))
+    tc = TrainConfig(epochs=epochs, batch_size=preset.batch_size, patch_size=preset.patch_size,
+                     steps_per_epoch=steps, seed=run.seed)
+    initial = ensemble_weights_of(initial_model(config, tc.seed))
     start = time.perf_counter()
-    if timer:
-        timer.start()
-    result = train(train_items, val_items, info, tc, init=init, stop=stop)
+    result = train(train_items, val_items, info, tc)
     train_seconds = time.perf_counter() - start
-    if timer:
-        timer.cancel()
     test = evaluate(result.model, [items[i] for i in te], c)
-    save_checkpoint(models_dir / (run.key.replace("/", "_") + ".cellprep"), result.model.model, result.model.info, overwrite=True)
-    weights = result.history[-1].ensemble_weights if result.history else []
+    save_checkpoint(models_dir / (run.key.replace("/", "_") + ".cellprep"), result.model.model, result.model.info,
+                    overwrite=True)
+    weights = ensemble_weights_of(result.model.model)
     return {
         "run": run.key,
         "dataset": run.dataset,
         "condition": run.condition,
         "fold": run.fold,
-        "method": run.method + (f"@time-of-{run.time_of}" if run.time_of else ""),
+        "seed": run.seed,
+        "method": run.label,
         "test": test,
         "train_seconds": train_seconds,
+        "epochs": epochs,
         "epochs_run": result.epochs_run,
+        "steps": epochs * steps,
+        "step_gflop": step_flops / 1e9,
+        "train_pflop": step_flops * epochs * steps / 1e15,
         "best_epoch": result.best_epoch,
         "best_val_miou": result.best_miou,
         "ensemble_weights": weights,
@@ -325,98 +306,83 @@ def execute(run: Run, preset: Preset, results: dict, models_dir: Path, seed: int
     }
 
 
-def dependencies(run: Run) -> list[str]:
-    """Keys whose results must exist first: the clock of ``time_of``, the U-Net of a warm start."""
-    keys = [replace(run, method=run.time_of, time_of=None).key] if run.time_of else []
-    if METHODS[run.method].get("warm_start"):
-        keys.append(replace(run, method="unet").key)
-    return keys
-
-
-def _worker(run: Run, preset_name: str, results: dict, models_dir: Path, seed: int, threads: int | None) -> dict:
+def _worker(run: Run, preset_name: str, models_dir: Path, threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    return execute(run, PRESETS[preset_name], results, models_dir, seed)
+    return execute(run, PRESETS[preset_name], models_dir)
 
 
-def run_all(todo: list[Run], preset_name: str, results: dict, models_dir: Path, seed: int, jobs: int,
-            threads: int | None):
+def run_all(todo: list[Run], preset_name: str, models_dir: Path, jobs: int, threads: int | None):
     """Yield (run, result) as runs finish, ``jobs`` at a time in worker processes (in this process
-    when 1), in plan order as far as their dependencies allow."""
+    when 1), in plan order."""
+    if jobs <= 1:
+        for run in todo:
+            print(f"[{time.strftime('%H:%M:%S')}] start {run.key}", flush=True)
+            yield run, _worker(run, preset_name, models_dir, threads)
+        return
     pending, running = list(todo), {}
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1 else None
-    try:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         while pending or running:
-            ready = [r for r in pending if all(k in results for k in dependencies(r))]
-            slots = ready[: jobs - len(running)]
-            if not slots and not running:
-                missing = sorted({k for r in pending for k in dependencies(r) if k not in results})
-                raise SystemExit(f"runs {[r.key for r in pending]} need {missing} first; include them in --only")
-            for run in slots:
-                pending.remove(run)
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
                 print(f"[{time.strftime('%H:%M:%S')}] start {run.key}", flush=True)
-                args = (run, preset_name, results, models_dir, seed, threads)
-                if pool is None:
-                    yield run, _worker(*args)
-                else:
-                    running[pool.submit(_worker, *args)] = run
-            if running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield running.pop(future), future.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+                running[pool.submit(_worker, run, preset_name, models_dir, threads)] = run
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield running.pop(future), future.result()
 
 
 READING = "## Reading these results"
 """Heading of the hand-written interpretation at the end of results.md, kept on regeneration."""
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
+    """Mean ± sample standard deviation (ddof 1), in %."""
     a = np.asarray(values, dtype=float) * 100
-    return f"{a.mean():.2f} ± {a.std():.2f}" if len(a) > 1 else f"{a.mean():.2f}"
+    return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else f"{a.mean():.2f}"
 
 
-def _weights(rs: list[dict], preset: Preset) -> str:
-    """Each fold's ensemble weights, initial → learned ("?" where the initial ones are unknown)."""
-    def fmt(ws: list[float] | None) -> str:
-        return "?" if ws is None else "(" + ", ".join(f"{w:.2f}" for w in ws) + ")"
+def paired_difference(a: dict[tuple, float], b: dict[tuple, float]) -> tuple[float, float, float, int] | None:
+    """Mean of a − b over the pairs both have (same fold and seed), with its 95% t interval, in
+    points of %; ``None`` with fewer than two pairs."""
+    pairs = sorted(set(a) & set(b))
+    if len(pairs) < 2:
+        return None
+    d = np.array([a[k] - b[k] for k in pairs]) * 100
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
 
-    if len(rs[0]["ensemble_weights"]) < 2:
-        return ""
-    rs = sorted(rs, key=lambda r: r["fold"])
-    return "; ".join(f"{fmt(initial_weights(r, preset))} → {fmt(r['ensemble_weights'])}" for r in rs)
+
+def _fmt_weights(ws: list[float]) -> str:
+    return "(" + ", ".join(f"{w:.2f}" for w in ws) + ")"
+
+
+def _late_best(rs: list[dict]) -> str:
+    """How many runs picked their best epoch in the last tenth of training."""
+    late = sum(1 for r in rs if r["best_epoch"] is not None and r["best_epoch"] > 0.9 * r["epochs"])
+    return f"{late}/{len(rs)}"
 
 
 def write_report(results: dict, preset_name: str, preset: Preset, out: Path, command: str) -> None:
-    """docs/results.md: the paper's tables (per-class IoU/Dice, mIoU, mDice, mean ± std over folds)."""
+    """docs/results.md: per cell, per-class IoU/Dice and mIoU (mean ± sample std over folds × seeds),
+    compute, branches and weights; then each method's paired difference to U-Net."""
     rows: dict[tuple[str, str, str], list[dict]] = {}
     for r in results.values():
         rows.setdefault((r["dataset"], r["condition"], r["method"]), []).append(r)
     lines = [
         "# Results: the paper's comparison on real data",
         "",
-        f"Generated by `{command}` (the paper's comparison; `--candidates` adds the candidate fixes) "
-        f"(preset `{preset_name}`: width {preset.width}, depth {preset.depth}, "
-        f"batch {preset.batch_size}, patch {preset.patch_size}², epochs {preset.epochs}, Adam 1e-3, seed 0, "
-        "min-max normalisation, no augmentation besides flips/90° rotations; 10% of each training fold held out "
-        "for choosing the best epoch by validation mIoU). Raw figures: `results.json`. "
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}; torch threads per "
-        "run are in `results.json` (`torch_threads`; runs without it used 2). `train s` is wall-clock time on "
-        "a machine shared with other work, so it is noisy.",
-        "",
-        f"**{sum(run.key in results for run in preset.runs)} of the paper's comparison's {len(preset.runs)} "
-        f"planned runs and {sum(run.key in results for run in preset.candidates)} of the "
-        f"{len(preset.candidates)} candidate runs have finished**; a table lists only what ran, and `n` says over "
-        "how many folds it averages. The train times of the paper's runs add up to "
-        f"{sum(results[r.key]['train_seconds'] for r in preset.runs if r.key in results) / 3600:.1f} h, "
-        f"{sum(results[r.key]['train_seconds'] for r in preset.candidates if r.key in results) / 3600:.1f} h for "
-        "the candidates (divide by `--jobs`). "
-        "Scores are % (mean ± std over those folds). Low-light conditions: "
-        + "; ".join(f"`{k}` = Poisson shot noise at a mean of {v.photons:g} photons/pixel plus Gaussian read "
-                    f"noise σ = {v.read_noise:g} e⁻ (seed 10000 + image index)" for k, v in CONDITIONS.items() if v)
-        + ".",
+        f"Generated by `{command}` (preset `{preset_name}`: width {preset.width}, depth {preset.depth}, batch "
+        f"{preset.batch_size}, patch {preset.patch_size}², epochs {preset.epochs}, Adam 1e-3 constant, min-max "
+        "normalisation, flips/90° rotations; 10% of each training fold held out for choosing the best epoch by "
+        "validation mIoU). Seeds are independent of the fold; `n` = folds × seeds. Budgets are optimiser steps: "
+        "equal epochs, and `unet@flops-of-X` trains U-Net for the training FLOPs of X. Raw figures: "
+        f"`results.json`. Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        "one torch thread per run; `train s` is wall-clock on a machine shared with other work (noisy). "
+        "Low-light conditions: "
+        + "; ".join(f"`{k}` = Poisson shot noise at {v.photons:g} photons/pixel plus Gaussian read noise "
+                    f"σ = {v.read_noise:g} e⁻ (seed 10000 + image index)" for k, v in CONDITIONS.items() if v)
+        + ". Scores are % (mean ± sample std). The first protocol's tables are in `archive/results-v1.md`.",
         "",
     ]
     for dataset in CLASS_NAMES:
@@ -426,35 +392,39 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
             if not keys:
                 continue
             lines += [f"## {dataset}, {condition}", ""]
-            head = "| method | n | " + " | ".join(f"IoU {n}" for n in names) + " | mIoU | " + " | ".join(
-                f"Dice {n}" for n in names) + " | mDice | epochs | train s | branch mIoU (net1, net2 on t1..tC) | ensemble weights: initial → learned |"
+            head = ("| method | n | " + " | ".join(f"IoU {n}" for n in names) + " | mIoU | mDice | epochs | "
+                    "best epoch in last tenth | GFLOP/step | train PFLOP | train s | branch mIoU (net1, net2 on "
+                    "t1..tC) | ensemble weights, learned (first run) |")
             lines += [head, "|" + "---|" * (head.count("|") - 1)]
             for key in keys:
-                rs = rows[key]
+                rs = sorted(rows[key], key=lambda r: (r["fold"], r["seed"]))
                 t = [r["test"] for r in rs]
-                iou = [_mean_std([x["iou"][k] for x in t]) for k in range(len(names))]
-                dice = [_mean_std([x["dice"][k] for x in t]) for k in range(len(names))]
-                branch = ", ".join(f"{np.mean([x['branch_miou'][b] for x in t]) * 100:.1f}" for b in range(len(t[0]["branch_miou"]))) if len(t[0]["branch_miou"]) > 1 else ""
-                weights = _weights(rs, preset)
+                iou = [mean_std([x["iou"][k] for x in t]) for k in range(len(names))]
+                n_branches = len(t[0]["branch_miou"])
+                branch = ", ".join(f"{np.mean([x['branch_miou'][b] for x in t]) * 100:.1f}"
+                                   for b in range(n_branches)) if n_branches > 1 else ""
+                weights = _fmt_weights(rs[0]["ensemble_weights"]) if len(rs[0]["ensemble_weights"]) > 1 else ""
                 lines.append(
-                    f"| {key[2]} | {len(rs)} | " + " | ".join(iou) + f" | **{_mean_std([x['miou'] for x in t])}** | "
-                    + " | ".join(dice) + f" | {_mean_std([x['mdice'] for x in t])} | "
-                    f"{np.mean([r['epochs_run'] for r in rs]):.0f} | {np.mean([r['train_seconds'] for r in rs]):.0f} | {branch} | {weights} |"
+                    f"| {key[2]} | {len(rs)} | " + " | ".join(iou) + f" | **{mean_std([x['miou'] for x in t])}** | "
+                    f"{mean_std([x['mdice'] for x in t])} | {np.mean([r['epochs'] for r in rs]):.0f} | "
+                    f"{_late_best(rs)} | {rs[0]['step_gflop']:.2f} | {np.mean([r['train_pflop'] for r in rs]):.2f} | "
+                    f"{np.mean([r['train_seconds'] for r in rs]):.0f} | {branch} | {weights} |"
                 )
             lines.append("")
-            unet = rows.get((dataset, condition, "unet"))
-            for method in ("cellprep", "cellprep-equal"):
-                cell = rows.get((dataset, condition, method))
-                folds = sorted({r["fold"] for r in unet or []} & {r["fold"] for r in cell or []})
-                if folds:
-                    u = np.mean([r["test"]["miou"] for r in unet if r["fold"] in folds])
-                    c = np.mean([r["test"]["miou"] for r in cell if r["fold"] in folds])
-                    share = (c - u) / (1 - u) * 100 if u < 1 else float("nan")
-                    lines += [
-                        f"`{method}` − `unet` at equal epochs, folds {folds}: {100 * (c - u):+.2f} mIoU points; "
-                        f"share of U-Net's error (1 − mIoU) removed: {share:+.1f}% (paper: about +4%).",
-                        "",
-                    ]
+            unet = {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, "unet"), [])}
+            diffs = []
+            for key in keys:
+                if key[2] == "unet":
+                    continue
+                other = {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows[key]}
+                d = paired_difference(other, unet)
+                if d is not None:
+                    mean, low, high, n = d
+                    verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
+                    diffs.append(f"| {key[2]} | {n} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |")
+            if diffs:
+                lines += ["Paired difference to `unet` (same fold and seed), mIoU points, 95% t interval:", "",
+                          "| method | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", *diffs, ""]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
@@ -465,21 +435,19 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--plan", default="screen", help="which list of runs: screen, headline, full (gpu for gpu-300)")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
-    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--candidates", action="store_true", help="also run the candidate fixes")
     parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: the preset's)")
-    parser.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else torch's choice)")
-    parser.add_argument("--merge", nargs="*", type=Path, default=[], help="results.json files of other runs to include")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
+    if args.plan not in preset.plans:
+        parser.error(f"preset {args.preset} has the plans {sorted(preset.plans)}, not {args.plan!r}")
     json_path = args.out / "results.json"
     results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
-    for other in args.merge:  # e.g. a second process that ran other keys with --only
-        results.update(json.loads(other.read_text())["runs"])
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
     args.models.mkdir(parents=True, exist_ok=True)
 
@@ -490,17 +458,13 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, json_path)
         write_report(results, args.preset, preset, args.out, command)
 
-    if args.merge:
-        save()
     if not args.report_only:
-        plan = preset.runs + (preset.candidates if args.candidates else [])
+        plan = preset.plans[args.plan]
         todo = [r for r in plan if r.key not in results and (not args.only or any(s in r.key for s in args.only))]
-        jobs = args.jobs or preset.jobs
-        threads = args.threads or (1 if jobs > 1 else None)
-        for run, result in run_all(todo, args.preset, results, args.models, args.seed, jobs, threads):
+        for run, result in run_all(todo, args.preset, args.models, args.jobs or preset.jobs, args.threads):
             results[run.key] = result
             print(f"[{time.strftime('%H:%M:%S')}] done {run.key}: test mIoU {result['test']['miou']:.4f} "
-                  f"({result['epochs_run']} epochs, {result['train_seconds']:.0f} s)", flush=True)
+                  f"({result['epochs']} epochs, {result['train_seconds']:.0f} s)", flush=True)
             save()
     write_report(results, args.preset, preset, args.out, command)
     return 0

@@ -1,15 +1,12 @@
-"""benchmarks/reproduce.py: the plan, the scheduler's dependency order, and the report."""
+"""benchmarks/reproduce.py: the plans, compute budgets, paired statistics and the report."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
-
-from napari_cellprep.engine.training import initial_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,80 +21,70 @@ def reproduce():
     del sys.modules["reproduce"]
 
 
-def fake_result(run, miou: float = 0.5, weights=(0.2, 0.3, 0.5)) -> dict:
+def fake_result(run, miou: float = 0.5, weights=(0.2, 0.3, 0.5), best_epoch: int = 5) -> dict:
     s = len(weights)
     return {
-        "run": run.key, "dataset": run.dataset, "condition": run.condition, "fold": run.fold,
-        "method": run.method + (f"@time-of-{run.time_of}" if run.time_of else ""),
+        "run": run.key, "dataset": run.dataset, "condition": run.condition, "fold": run.fold, "seed": run.seed,
+        "method": run.label,
         "test": {"iou": [miou, miou], "dice": [miou, miou], "miou": miou, "mdice": miou,
                  "branch_miou": [miou] * s},
-        "train_seconds": 1.0, "epochs_run": 1, "best_epoch": 1, "best_val_miou": miou,
-        "ensemble_weights": list(weights), "initial_ensemble_weights": [1 / s] * s,
+        "train_seconds": 1.0, "epochs": 20, "epochs_run": 20, "best_epoch": best_epoch, "best_val_miou": miou,
+        "step_gflop": 1.0, "train_pflop": 0.001, "ensemble_weights": list(weights),
+        "initial_ensemble_weights": [1 / s] * s,
     }
 
 
-def test_cpu_plan_repeats_equal_init_wherever_the_paper_cellprep_runs(reproduce):
-    preset = reproduce.PRESETS["cpu"]
-    keys = [r.key for r in preset.runs + preset.candidates]
-    assert len(keys) == len(set(keys))
-    assert {r.method for r in preset.runs} == set(reproduce.PAPER_METHODS)
-    paper = {(r.dataset, r.condition, r.fold) for r in preset.runs if r.method == "cellprep" and not r.time_of}
-    equal = {(r.dataset, r.condition, r.fold) for r in preset.candidates if r.method == "cellprep-equal"}
-    assert paper == equal and len(paper) == 14
-    assert preset.jobs == 2
+def test_headline_plan_is_three_cells_by_three_folds_by_three_seeds(reproduce):
+    plan = reproduce.PRESETS["cpu"].plans["headline"]
+    keys = [r.key for r in plan]
+    assert len(keys) == len(set(keys)) == 3 * 3 * 3 * 4
+    assert {(r.dataset, r.condition) for r in plan} == set(reproduce.HEADLINE_CELLS)
+    assert {(r.fold, r.seed) for r in plan} == {(f, s) for f in range(3) for s in range(3)}
+    assert {r.label for r in plan} == {"unet", "cellprep", "cellprep-product", "unet@flops-of-cellprep-product"}
+    screen = reproduce.PRESETS["cpu"].plans["screen"]
+    assert {r.method for r in screen} >= set(reproduce.SINGLE_CHANGES)
+    assert screen[0].seed == 0 and screen[-1].seed == 1  # seed 0 of every arm first
 
 
-def test_runs_wait_for_the_runs_they_depend_on(reproduce, monkeypatch):
-    Run = reproduce.Run
-    warm = Run("nist-phase", "clean", 0, "cellprep-warm")
-    timed = Run("nist-phase", "clean", 0, "unet", time_of="cellprep")
-    todo = [warm, timed, Run("nist-phase", "clean", 0, "cellprep"), Run("nist-phase", "clean", 0, "unet")]
-    order: list[str] = []
-
-    def worker(run, preset_name, results, models_dir, seed, threads):
-        assert all(k in results for k in reproduce.dependencies(run))
-        order.append(run.key)
-        return fake_result(run)
-
-    monkeypatch.setattr(reproduce, "_worker", worker)
-    results: dict = {}
-    for run, result in reproduce.run_all(todo, "smoke", results, Path("unused"), 0, jobs=1, threads=None):
-        results[run.key] = result
-    assert order == [todo[2].key, todo[1].key, todo[3].key, todo[0].key]
+def test_the_split_does_not_depend_on_the_seed_and_the_paper_method_is_the_paper(reproduce):
+    train, val, test = reproduce.split(100, 3, 1)
+    assert not set(train) & set(test) and not set(val) & set(test) and len(train) + len(val) + len(test) == 100
+    config = reproduce.model_config("nist-phase", "cellprep", reproduce.PRESETS["cpu"])
+    assert all(getattr(config, k) == v for k, v in reproduce.PAPER.items())
 
 
-def test_missing_dependency_is_named(reproduce, monkeypatch):
-    monkeypatch.setattr(reproduce, "_worker", lambda run, *a: fake_result(run))
-    warm = reproduce.Run("isbi2012-membrane", "clean", 1, "cellprep-warm")
-    with pytest.raises(SystemExit, match="isbi2012-membrane/clean/fold1/unet"):
-        list(reproduce.run_all([warm], "smoke", {}, Path("unused"), 0, jobs=1, threads=None))
+def test_equal_compute_counts_training_flops(reproduce):
+    preset = reproduce.PRESETS["smoke"]
+    unet = reproduce.train_step_flops(reproduce.model_config("nist-phase", "unet", preset), 2, 32)
+    cellprep = reproduce.train_step_flops(reproduce.model_config("nist-phase", "cellprep", preset), 2, 32)
+    assert 2.5 < cellprep / unet < 4  # network 1 + network 2 on C = 2 translated images
 
 
-def test_report_tables_and_gain_lines(reproduce, tmp_path):
+def test_paired_difference_and_its_interval(reproduce):
+    a = {(0, 0): 0.80, (1, 0): 0.82, (2, 0): 0.84}
+    b = {(0, 0): 0.78, (1, 0): 0.80, (2, 0): 0.82, (3, 0): 0.5}  # (3, 0) has no pair
+    mean, low, high, n = reproduce.paired_difference(a, b)
+    assert n == 3 and mean == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    mean, low, high, n = reproduce.paired_difference({(0, 0): 0.8, (1, 0): 0.7}, {(0, 0): 0.7, (1, 0): 0.8})
+    # differences +10 and −10 points: mean 0, half width t(0.975, 1) · 14.14 / √2 = 12.706 · 10
+    assert mean == pytest.approx(0) and high == pytest.approx(127.06, abs=0.01) and low == pytest.approx(-high)
+    assert reproduce.paired_difference({(0, 0): 0.8}, {(0, 0): 0.7}) is None
+
+
+def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     Run = reproduce.Run
     results = {}
-    for fold, (u, c, e) in enumerate([(0.90, 0.85, 0.92), (0.80, 0.70, 0.85)]):
-        for method, miou in (("unet", u), ("cellprep", c), ("cellprep-equal", e)):
-            run = Run("nist-phase", "clean", fold, method)
-            results[run.key] = fake_result(run, miou, (1.0,) if method == "unet" else (0.2, 0.3, 0.5))
+    for fold in range(3):
+        for method, miou in (("unet", 0.80 + fold / 100), ("cellprep", 0.78 + fold / 100 + (fold == 1) / 50),
+                             ("cellprep-product", 0.83 + fold / 100)):
+            run = Run("nist-phase", "low-light", fold, 0, method)
+            results[run.key] = fake_result(run, miou, (1.0,) if method == "unet" else (0.2, 0.3, 0.5),
+                                           best_epoch=20 if method == "unet" else 5)
     (tmp_path / "results.md").write_text("old tables\n## Reading these results\n\nkept by hand\n")
     reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "python benchmarks/reproduce.py")
     text = (tmp_path / "results.md").read_text()
     assert "old tables" not in text and text.endswith("## Reading these results\n\nkept by hand\n")
-    assert "| cellprep-equal | 2 | 88.50 ± 3.50 |" in text
-    assert "**77.50 ± 7.50**" in text  # cellprep mIoU over the two folds
-    # U-Net 0.85 on average: cellprep −7.5 points = −50% of its error, equal init +3.5 points = +23.3%
-    assert "`cellprep` − `unet` at equal epochs, folds [0, 1]: -7.50 mIoU points; share of U-Net's error (1 − mIoU) removed: -50.0%" in text
-    assert "`cellprep-equal` − `unet` at equal epochs, folds [0, 1]: +3.50 mIoU points; share of U-Net's error (1 − mIoU) removed: +23.3%" in text
-    assert "(0.33, 0.33, 0.33) → (0.20, 0.30, 0.50)" in text
-
-
-def test_initial_weights_of_old_runs_are_rebuilt_from_the_seed(reproduce):
-    preset = reproduce.PRESETS["cpu"]
-    old = {"dataset": "isbi2012-membrane", "method": "cellprep", "fold": 1}
-    expected = initial_model(reproduce.model_config("isbi2012-membrane", "cellprep", preset), 1)
-    assert reproduce.initial_weights(old, preset) == expected.ensemble_parameters()[0].tolist()
-    assert reproduce.initial_weights({**old, "method": "cellprep-warm"}, preset) is None
-    assert reproduce.initial_weights({**old, "initial_ensemble_weights": [1.0]}, preset) == [1.0]
-    assert reproduce.initial_weights({**old, "method": "unet"}, preset) == []
-    json.dumps(reproduce.initial_weights(old, preset))  # stored in results.json as plain floats
+    assert "| cellprep-product | 3 | 84.00 ± 1.00 | 84.00 ± 1.00 | **84.00 ± 1.00** |" in text
+    assert "| 20 | 3/3 |" in text  # U-Net's best epochs all in the last tenth
+    assert "| cellprep-product | 3 | +3.00 | [+3.00, +3.00] | better |" in text
+    assert "| cellprep | 3 | -1.33 |" in text and "not distinguishable |" in text

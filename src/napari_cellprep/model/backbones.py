@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .unet import UNet
+from .unet import GROUPS, UNet
 
 
 class UNetPlusPlus(nn.Module):
     """MONAI's ``BasicUNetPlusPlus`` (depth 4) with its heads removed: returns decoder features."""
 
-    def __init__(self, in_channels: int, width: int = 16) -> None:
+    def __init__(self, in_channels: int, width: int = 16, upsample: str = "transpose", norm: str = "batch") -> None:
         super().__init__()
         from monai.networks.nets import BasicUNetPlusPlus
 
         features = (width, 2 * width, 4 * width, 8 * width, 16 * width, width)
         net = BasicUNetPlusPlus(
-            spatial_dims=2, in_channels=in_channels, out_channels=1, features=features, norm="batch"
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=1,
+            features=features,
+            norm="batch" if norm == "batch" else ("group", {"num_groups": math.gcd(GROUPS, width)}),
+            upsample="deconv" if upsample == "transpose" else "nontrainable",
         )
         for name in ("final_conv_0_1", "final_conv_0_2", "final_conv_0_3", "final_conv_0_4"):
             setattr(net, name, nn.Identity())
@@ -28,12 +35,14 @@ class UNetPlusPlus(nn.Module):
         return self.net(x)[-1]
 
 
-def build_backbone(name: str, in_channels: int, width: int, depth: int) -> nn.Module:
+def build_backbone(
+    name: str, in_channels: int, width: int, depth: int, upsample: str = "transpose", norm: str = "batch"
+) -> nn.Module:
     """Return a module mapping (B, in_channels, H, W) to (B, width, H, W) features."""
     if name == "unet":
-        return UNet(in_channels, width, depth)
+        return UNet(in_channels, width, depth, upsample=upsample, norm=norm)
     if name == "attention-unet":
-        return UNet(in_channels, width, depth, attention=True)
+        return UNet(in_channels, width, depth, attention=True, upsample=upsample, norm=norm)
     if name == "unet++":
-        return UNetPlusPlus(in_channels, width)
+        return UNetPlusPlus(in_channels, width, upsample, norm)
     raise ValueError(f"unknown backbone {name!r}")

@@ -7,13 +7,22 @@ from typing import Any, Literal
 
 Architecture = Literal["cellprep", "unet"]
 Backbone = Literal["unet", "unet++", "attention-unet"]
-Ensemble = Literal["learned", "fixed", "none"]
+Ensemble = Literal["learned", "softmax", "fixed", "none"]
 EnsembleInit = Literal["random", "equal"]
+Upsample = Literal["transpose", "resize"]
+FilterActivation = Literal["relu", "softplus"]
+Norm = Literal["batch", "group"]
 
 ARCHITECTURES = ("cellprep", "unet")
 BACKBONES = ("unet", "unet++", "attention-unet")
-ENSEMBLES = ("learned", "fixed", "none")
+ENSEMBLES = ("learned", "softmax", "fixed", "none")
 ENSEMBLE_INITS = ("random", "equal")
+UPSAMPLES = ("transpose", "resize")
+FILTER_ACTIVATIONS = ("relu", "softplus")
+NORMS = ("batch", "group")
+
+LEGACY = {"upsample": "transpose", "filter_activation": "relu", "norm": "batch"}
+"""Values of settings added after format 1, for checkpoints written before they existed."""
 
 
 @dataclass(frozen=True)
@@ -25,9 +34,18 @@ class ModelConfig:
     penultimate maps; the first ``num_classes`` of them are the translation filters. The paper
     uses exactly ``num_classes`` (``None`` here); the default 16 is the authors' code's, chosen
     on evidence: with C channels, network 1's own output stayed at chance (docs/results.md).
-``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights, ``fixed`` (w = 1, the
-sum) or ``none`` (network 2's outputs alone, averaged). ``ensemble_init="equal"`` starts the
-learned weights at 1/S instead of PyTorch's random init.
+    ``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights (the paper's),
+    ``softmax`` (non-negative weights that sum to 1, a softmax over S learned scores starting
+    equal: no branch can be inverted or switched off by the init), ``fixed`` (w = 1, the sum) or
+    ``none`` (network 2's outputs alone, averaged). ``ensemble_init="equal"`` starts the
+    ``learned`` weights at 1/S instead of PyTorch's random init.
+
+    ``upsample``: ``transpose`` (stride-2 transposed convolution, the paper's U-Net; leaves a
+    period-2/4 grid in the filters) or ``resize`` (bilinear ×2 then a 3×3 convolution).
+    ``filter_activation``: ``relu`` (the paper's; a filter can be zero almost everywhere) or
+    ``softplus`` (smooth and positive everywhere: every filter stays a live image).
+    ``norm``: ``batch`` (BatchNorm, the paper's) or ``group`` (GroupNorm: statistics per image,
+    so each translated image is normalised on its own and tiny fine-tuning batches are safe).
     """
 
     num_classes: int = 2
@@ -39,6 +57,9 @@ learned weights at 1/S instead of PyTorch's random init.
     penultimate: int | None = 16
     ensemble: Ensemble = "learned"
     ensemble_init: EnsembleInit = "random"
+    upsample: Upsample = "transpose"
+    filter_activation: FilterActivation = "relu"
+    norm: Norm = "batch"
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -53,6 +74,9 @@ learned weights at 1/S instead of PyTorch's random init.
             raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {self.ensemble!r}")
         if self.ensemble_init not in ENSEMBLE_INITS:
             raise ValueError(f"ensemble_init must be one of {ENSEMBLE_INITS}, got {self.ensemble_init!r}")
+        for name, allowed in (("upsample", UPSAMPLES), ("filter_activation", FILTER_ACTIVATIONS), ("norm", NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.width < 1 or self.depth < 1:
             raise ValueError(f"width and depth must be positive, got {self.width}, {self.depth}")
         if self.backbone == "unet++" and self.depth != 4:
@@ -87,4 +111,28 @@ learned weights at 1/S instead of PyTorch's random init.
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model settings {sorted(unknown)}; is the checkpoint from a newer version?")
-        return cls(**data)
+        return cls(**{**LEGACY, **data})
+
+
+PAPER: dict[str, Any] = {
+    "penultimate": None,
+    "ensemble": "learned",
+    "ensemble_init": "random",
+    "upsample": "transpose",
+    "filter_activation": "relu",
+    "norm": "batch",
+}
+"""The settings of Kato & Hotta's method exactly (C-wide penultimate maps, randomly initialised
+Conv3d ensemble, transposed-convolution U-Net with BatchNorm, ReLU filters)."""
+
+NAMED_CONFIGS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER}
+"""Named architectures: ``default`` is the product's (``ModelConfig``'s defaults, chosen on
+evidence in docs/results.md), ``paper`` the published method."""
+
+
+def named_config(name: str, **settings: Any) -> ModelConfig:
+    """The architecture ``name`` (see ``NAMED_CONFIGS``), with ``settings`` (class count, width …)
+    on top."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
+    return ModelConfig(**{**NAMED_CONFIGS[name], **settings})

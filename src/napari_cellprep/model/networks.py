@@ -75,7 +75,7 @@ class PlainNet(SegmentationNet):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone, config.in_channels, config.width, config.depth)
+        self.backbone = _backbone(config)
         self.head = nn.Conv2d(self.backbone.out_channels, config.num_classes, 1)
 
     def _forward(self, x: torch.Tensor) -> ModelOutput:
@@ -92,15 +92,21 @@ class CellPrepNet(SegmentationNet):
         super().__init__()
         self.config = config
         c, width = config.num_classes, config.width
-        self.net1 = build_backbone(config.backbone, config.in_channels, width, config.depth)
-        self.penultimate = conv_bn_relu(self.net1.out_channels, config.penultimate_width)
+        self.net1 = _backbone(config)
+        self.penultimate = conv_bn_relu(
+            self.net1.out_channels, config.penultimate_width, norm=config.norm, activation=config.filter_activation
+        )
         self.head1 = nn.Conv2d(config.penultimate_width, c, 1)
-        self.net2 = build_backbone(config.backbone, config.in_channels, width, config.depth)
+        self.net2 = _backbone(config)
         self.head2 = nn.Conv2d(self.net2.out_channels, c, 1)
         self.ensemble = nn.Conv3d(config.num_outputs, 1, 1) if config.ensemble == "learned" else None
         if self.ensemble is not None and config.ensemble_init == "equal":
             nn.init.constant_(self.ensemble.weight, 1.0 / config.num_outputs)
             nn.init.zeros_(self.ensemble.bias)
+        # softmax ensemble: w = softmax(scores), equal at the start, never negative
+        self.ensemble_scores = (
+            nn.Parameter(torch.zeros(config.num_outputs)) if config.ensemble == "softmax" else None
+        )
 
     def _forward(self, x: torch.Tensor) -> ModelOutput:
         batch, c = x.shape[0], self.config.num_classes
@@ -123,12 +129,20 @@ class CellPrepNet(SegmentationNet):
         s = self.config.num_outputs
         if self.ensemble is not None:
             return self.ensemble.weight.flatten(), self.ensemble.bias.squeeze()
+        if self.ensemble_scores is not None:
+            return torch.softmax(self.ensemble_scores, 0), torch.zeros((), device=self.ensemble_scores.device)
         if self.config.ensemble == "fixed":
             weights = torch.ones(s, device=device)
         else:  # "none": network 2's outputs alone, averaged
             weights = torch.full((s,), 1.0 / (s - 1), device=device)
             weights[0] = 0.0
         return weights, torch.zeros((), device=device)
+
+
+def _backbone(config: ModelConfig) -> nn.Module:
+    return build_backbone(
+        config.backbone, config.in_channels, config.width, config.depth, config.upsample, config.norm
+    )
 
 
 def build_model(config: ModelConfig) -> SegmentationNet:

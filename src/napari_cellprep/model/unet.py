@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+GROUPS = 8
+"""GroupNorm groups (fewer when the channel count is not a multiple)."""
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
-    """Conv → BatchNorm → ReLU, 'same' padding."""
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """``batch``: BatchNorm2d; ``group``: GroupNorm with up to 8 groups (statistics per image)."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "group":
+        return nn.GroupNorm(math.gcd(GROUPS, channels), channels)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 3, norm: str = "batch", activation: str = "relu"
+) -> nn.Sequential:
+    """Conv → normalisation → ReLU (or softplus), 'same' padding."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        norm_layer(norm, out_channels),
+        nn.ReLU(inplace=True) if activation == "relu" else nn.Softplus(),
     )
 
 
-def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels))
+def double_conv(in_channels: int, out_channels: int, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(
+        conv_bn_relu(in_channels, out_channels, norm=norm), conv_bn_relu(out_channels, out_channels, norm=norm)
+    )
+
+
+def upsampler(in_channels: int, out_channels: int, mode: str) -> nn.Module:
+    """×2 upsampling: ``transpose`` (2×2 stride-2 transposed conv: each output sub-pixel position
+    has its own weights, a period-2 pattern) or ``resize`` (bilinear ×2, then a 3×3 conv: the
+    same weights everywhere)."""
+    if mode == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+    if mode == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        )
+    raise ValueError(f"unknown upsample mode {mode!r}")
 
 
 class AttentionGate(nn.Module):
@@ -36,18 +68,27 @@ class UNet(nn.Module):
     """U-Net returning the last decoder features (``out_channels == width``).
 
     ``depth`` pooling steps; widths ``width · 2^level``. Inputs must be divisible by
-    ``2**depth`` (the wrapping networks pad).
+    ``2**depth`` (the wrapping networks pad). ``upsample`` and ``norm``: see ``upsampler`` and
+    ``norm_layer``.
     """
 
-    def __init__(self, in_channels: int, width: int = 16, depth: int = 4, attention: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = 16,
+        depth: int = 4,
+        attention: bool = False,
+        upsample: str = "transpose",
+        norm: str = "batch",
+    ) -> None:
         super().__init__()
         widths = [width * 2**level for level in range(depth + 1)]
         self.out_channels = width
-        self.encoders = nn.ModuleList([double_conv(in_channels, widths[0])])
-        self.encoders.extend(double_conv(widths[i], widths[i + 1]) for i in range(depth))
+        self.encoders = nn.ModuleList([double_conv(in_channels, widths[0], norm)])
+        self.encoders.extend(double_conv(widths[i], widths[i + 1], norm) for i in range(depth))
         self.pool = nn.MaxPool2d(2)
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth))
-        self.decoders = nn.ModuleList(double_conv(2 * widths[i], widths[i]) for i in range(depth))
+        self.ups = nn.ModuleList(upsampler(widths[i + 1], widths[i], upsample) for i in range(depth))
+        self.decoders = nn.ModuleList(double_conv(2 * widths[i], widths[i], norm) for i in range(depth))
         self.gates = (
             nn.ModuleList(AttentionGate(widths[i], widths[i], max(widths[i] // 2, 1)) for i in range(depth))
             if attention

@@ -1,0 +1,117 @@
+"""The model options of issue #10: upsampling without a grid, live filters, an ensemble that cannot
+invert a branch, per-image normalisation; named configurations; the grid measure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from napari_cellprep.engine.normalize import Normalization
+from napari_cellprep.engine.periodicity import lattice_power_share, lattice_ratio
+from napari_cellprep.model import PAPER, ModelConfig, build_model, method_loss, named_config
+from napari_cellprep.model.unet import UNet
+
+PRODUCT_LIKE = dict(upsample="resize", filter_activation="softplus", ensemble="softmax", norm="group")
+
+
+def _interior_std(upsample: str) -> float:
+    """Largest spatial std of the U-Net's features in the middle of a constant image."""
+    torch.manual_seed(0)
+    net = UNet(1, width=4, depth=2, upsample=upsample).eval()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):  # statistics as after training: not all zero
+                module.running_mean.uniform_(-0.1, 0.1)
+        features = net(torch.full((1, 1, 128, 128), 0.5))
+    return float(features[0, :, 48:80, 48:80].std(dim=(1, 2)).max())
+
+
+def test_resize_upsampling_keeps_a_constant_image_constant_where_transposed_conv_makes_a_grid():
+    assert _interior_std("transpose") > 1e-4
+    assert _interior_std("resize") < 1e-6
+
+
+def test_softplus_filters_are_positive_everywhere_relu_filters_are_not():
+    x = torch.rand(2, 1, 32, 32)
+    torch.manual_seed(0)
+    relu = build_model(ModelConfig(width=4, depth=2)).eval()
+    torch.manual_seed(0)
+    softplus = build_model(ModelConfig(width=4, depth=2, filter_activation="softplus")).eval()
+    with torch.no_grad():
+        assert float((relu(x).filters == 0).float().mean()) > 0.1
+        assert float(softplus(x).filters.min()) > 0
+
+
+def test_softmax_ensemble_starts_equal_and_stays_a_convex_combination():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=4, depth=2, ensemble="softmax"))
+    weights, bias = model.ensemble_parameters()
+    assert torch.allclose(weights, torch.full((3,), 1 / 3)) and float(bias) == 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=10.0)
+    x, y = torch.rand(2, 1, 32, 32), torch.randint(0, 2, (2, 32, 32))
+    for _ in range(3):
+        optimizer.zero_grad()
+        method_loss(model(x), y)[0].backward()
+        optimizer.step()
+    out = model(x)
+    weights = out.ensemble_weights.detach()
+    assert float(weights.min()) >= 0 and abs(float(weights.sum()) - 1) < 1e-6
+    assert not torch.allclose(weights, torch.full((3,), 1 / 3))  # it learned
+    expected = torch.einsum("s,bschw->bchw", weights, out.branch_logits.detach())
+    assert torch.allclose(out.ensemble_logits.detach(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm, independent", [("group", True), ("batch", False)])
+def test_group_norm_normalises_each_image_on_its_own(norm, independent):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=8, depth=2, norm=norm)).train()
+    a, b = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32) * 5
+    with torch.no_grad():
+        alone = model(a).ensemble_logits
+        together = model(torch.cat([a, b])).ensemble_logits[:1]
+    assert torch.allclose(alone, together, atol=1e-5) == independent
+
+
+def test_checkpoints_before_the_options_load_as_the_paper_built_them():
+    old = ModelConfig(num_classes=2, width=4, depth=2).to_dict()
+    for key in ("upsample", "filter_activation", "norm"):
+        del old[key]
+    config = ModelConfig.from_dict(old)
+    assert (config.upsample, config.filter_activation, config.norm) == ("transpose", "relu", "batch")
+
+
+def test_named_configurations():
+    paper = named_config("paper", num_classes=3, width=4)
+    assert all(getattr(paper, k) == v for k, v in PAPER.items()) and paper.num_classes == 3
+    assert named_config("default", width=4) == ModelConfig(width=4)
+    with pytest.raises(ValueError, match="unknown configuration 'papr'"):
+        named_config("papr")
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        ModelConfig(upsample="nearest")
+
+
+def test_options_round_trip_through_a_checkpoint(tmp_path):
+    config = ModelConfig(width=4, depth=2, **PRODUCT_LIKE)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    path = save_checkpoint(tmp_path / "m.cellprep", model, ModelInfo(config, ["a", "b"], Normalization("minmax")))
+    loaded = load_checkpoint(path)
+    assert loaded.info.config == config
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x).ensemble_logits, model(x).ensemble_logits)
+
+
+def test_lattice_share_finds_a_dot_grid_and_not_a_smooth_image():
+    rows, cols = np.mgrid[:64, :64]
+    grid = ((rows % 4 == 1) & (cols % 4 == 2)).astype(float)
+    smooth = np.sin(rows / 9.0) + np.cos(cols / 7.0)
+    assert lattice_power_share(grid) == pytest.approx(1.0)
+    assert lattice_power_share(smooth) < 1e-2
+    assert lattice_ratio(grid + smooth, smooth) > 10
+    assert lattice_ratio(smooth * 2, smooth) == pytest.approx(1.0)
+    assert lattice_power_share(np.ones((8, 8))) == 0.0
+    with pytest.raises(ValueError, match="multiple of 4"):
+        lattice_power_share(np.zeros((10, 12)))
