@@ -388,6 +388,23 @@ def test_predict_and_evaluate_errors(synthetic, tiny_checkpoint, tmp_path, monke
         assert_one_line_error(run(*argv), "bundled default model is not installed", "--model")
 
 
+def test_only_user_errors_become_one_line_and_bugs_keep_their_traceback(
+    synthetic, tiny_checkpoint, tmp_path, monkeypatch
+):
+    images, _ = synthetic
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    result = run("predict", images, "--model", tiny_checkpoint, "--out", blocker / "labels")
+    assert_one_line_error(result, "cannot write", "labels")
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cli, "predict", broken)
+    with pytest.raises(ValueError, match="an internal bug"):  # not swallowed: Python prints the traceback
+        run("predict", images, "--model", tiny_checkpoint, "--out", tmp_path / "out")
+
+
 def test_help_and_usage_errors(capsys):
     for command in ("train", "predict", "evaluate", "demo"):
         assert cli.main([command, "--help"]) == 0

@@ -30,6 +30,7 @@ from .engine.checkpoint import (
 )
 from .engine.data import from_mask, split_validation
 from .engine.devices import describe_device, resolve_device
+from .engine.errors import CellprepError, SettingsError
 from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import OUTPUTS, Prediction, predict
 from .engine.io import find_pairs, list_images, read_image, read_mask, sample_paths, write_image
@@ -51,7 +52,7 @@ without cells), but across all training masks every class must occur. Binary 0/2
 be saved as 0/1."""
 
 
-class CommandError(ValueError):
+class CommandError(CellprepError):
     """A problem with the command's input; printed as one line."""
 
 
@@ -209,7 +210,10 @@ def _model_config(
     if chosen.get("penultimate") == 0:
         chosen["penultimate"] = None  # the paper's width: the class count
     if init is None:
-        return ModelConfig(num_classes=num_classes, in_channels=in_channels, **chosen)
+        try:
+            return ModelConfig(num_classes=num_classes, in_channels=in_channels, **chosen)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
     if chosen:
         raise CommandError(
             f"--{next(iter(chosen))} cannot be combined with --init: fine-tuning keeps the "
@@ -646,10 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cellprep: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except (
-        ValueError,
-        OSError,
-    ) as exc:  # CommandError, ImageReadError, CheckpointError, TrainingDataError, ...
+    except CellprepError as exc:  # the user can fix it; anything else is a bug: its traceback shows
         print(f"cellprep: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 

@@ -26,9 +26,10 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
-from ..engine.checkpoint import SUFFIX, CheckpointError, ModelInfo, save_checkpoint
-from ..engine.data import TrainingDataError, check_training_data, split_validation
+from ..engine.checkpoint import SUFFIX, ModelInfo, save_checkpoint
+from ..engine.data import check_training_data, split_validation
 from ..engine.devices import available_devices
+from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.training import TrainConfig, TrainingResult
 from ..model import ModelConfig
@@ -175,7 +176,7 @@ class TrainWidget(Container):
         if self._start.value == FINE_TUNE:
             entry = self._base.value
             if entry is None:
-                raise ValueError("choose a model to fine-tune, or start from a new model")
+                raise SettingsError("choose a model to fine-tune, or start from a new model")
             init = self._registry.load(entry)
             base = init.info
             name = f"{init.label} fine-tuned on {image_layer.name}"
@@ -185,7 +186,7 @@ class TrainWidget(Container):
             return info, init
         names = self._scratch_names()
         if len(names) != self._classes.value:
-            raise ValueError(
+            raise SettingsError(
                 f"{len(names)} class names given for {self._classes.value} classes; give one name per class"
             )
         in_channels = 3 if image_layer.rgb else 1
@@ -213,7 +214,7 @@ class TrainWidget(Container):
         """Everything ``training_job`` needs; raises with a clear message on bad input."""
         image_layer, labels_layer = self._image.value, self._labels.value
         if image_layer is None or labels_layer is None:
-            raise ValueError(
+            raise SettingsError(
                 "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
             )
         info, init = self._model_info(image_layer)
@@ -233,7 +234,7 @@ class TrainWidget(Container):
         elif self._validation.value == VAL_PAIR:
             val_image, val_labels = self._val_image.value, self._val_labels.value
             if val_image is None or val_labels is None:
-                raise ValueError(
+                raise SettingsError(
                     "choose a validation Image layer and its painted Labels layer, or another validation"
                 )
             val = self._items(val_image, val_labels, info)
@@ -303,7 +304,7 @@ class TrainWidget(Container):
             return
         try:
             job = self._prepare()
-        except (TrainingDataError, ValueError, CheckpointError) as exc:
+        except CellprepError as exc:
             self._fail(str(exc))
             return
         self._stop.clear()
@@ -416,8 +417,8 @@ class TrainWidget(Container):
                 return None
         try:
             save_checkpoint(path, entry.loaded.model, entry.loaded.info, overwrite=True)
-        except OSError as exc:
-            self._fail(f"could not save {path}: {exc}")
+        except CellprepError as exc:
+            self._fail(str(exc))
             return None
         self._registry.mark_saved(entry, path)
         self.status.value = f"Saved {entry.label!r} to {path}."

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..model import ModelConfig, SegmentationNet, build_model
+from .errors import CheckpointError, OutputExistsError, SettingsError
 from .io import atomic_write
 from .normalize import Normalization
 
@@ -26,10 +27,6 @@ SUFFIX = ".cellprep"
 _META_KEY = "napari_cellprep"
 
 DEFAULT_COLORS = ["#000000", "#ffd700", "#00bfff", "#ff4500", "#32cd32", "#da70d6", "#ff69b4", "#8b4513"]
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable napari-cellprep checkpoint."""
 
 
 @dataclass
@@ -45,13 +42,13 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         if len(self.class_names) != self.config.num_classes:
-            raise ValueError(
+            raise SettingsError(
                 f"{len(self.class_names)} class names given for {self.config.num_classes} classes"
             )
         if not self.class_colors:
             self.class_colors = default_colors(self.config.num_classes)
         if len(self.class_colors) != self.config.num_classes:
-            raise ValueError(
+            raise SettingsError(
                 f"{len(self.class_colors)} class colours given for {self.config.num_classes} classes"
             )
 
@@ -108,7 +105,7 @@ def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, info: Model
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or allow overwriting")
+        raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
     if model.config != info.config:
         raise ValueError("the model's config does not match the info's config")
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
@@ -130,6 +127,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
                 raise ValueError("bad header size")
             header = json.loads(fh.read(size))
         data = json.loads(header["__metadata__"][_META_KEY])
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc.strerror or exc}") from exc
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path} is not a napari-cellprep checkpoint (expected a safetensors file written by "

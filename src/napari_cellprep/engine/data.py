@@ -7,12 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import IGNORE_INDEX
+from .errors import SettingsError, TrainingDataError
 from .layout import to_planes
 from .normalize import Normalization, normalize_channels
-
-
-class TrainingDataError(ValueError):
-    """Training data that cannot train a model; the message says what to fix."""
 
 
 @dataclass
@@ -165,7 +162,7 @@ def split_validation(
     the last training pixels of a class. Items without labels on one side are left out of it.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction}")
+        raise SettingsError(f"the validation fraction must be between 0 and 1, got {fraction}")
     if block < 1:
         raise ValueError(f"the block size must be positive, got {block}")
     too_few = TrainingDataError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import SettingsError
+
 
 def available_devices() -> list[str]:
     """Names of the devices this machine can run on, best first (``cpu`` always last)."""
@@ -21,11 +23,11 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         return torch.device(available_devices()[0])
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+        raise SettingsError(f"device {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} does not exist; available: {', '.join(available_devices())}")
+        raise SettingsError(f"device {name!r} does not exist; available: {', '.join(available_devices())}")
     if device.type == "mps" and "mps" not in available_devices():
-        raise ValueError(f"device {name!r} was asked for but MPS is not available here; use 'auto' or 'cpu'")
+        raise SettingsError(f"device {name!r} was asked for but MPS is not available here; use 'auto' or 'cpu'")
     return device
 
 

@@ -41,6 +41,7 @@ from ..model import CellPrepNet, SegmentationNet, output_names
 from ..model.networks import pad_mode
 from .checkpoint import LoadedModel
 from .devices import describe_device, resolve_device
+from .errors import ImageLayoutError, SettingsError
 from .events import Progress, drive
 from .layout import to_planes
 from .normalize import channel_stats, normalize_channels
@@ -90,7 +91,7 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
 def _autocast_dtype(precision: str) -> torch.dtype | None:
     """The 16-bit type a ``precision`` choice autocasts to (``None``: float32), checked."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise SettingsError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]
 
 
@@ -172,11 +173,11 @@ class _Axis:
 def _effective_tiling(tile: int, overlap: int, multiple: int) -> tuple[int, int]:
     """Tile rounded up and stride rounded down to multiples of ``multiple``: (tile, overlap)."""
     if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be positive and overlap non-negative, got {tile} and {overlap}")
+        raise SettingsError(f"tile must be positive and overlap non-negative, got {tile} and {overlap}")
     tile = -(-tile // multiple) * multiple
     stride = (tile - overlap) // multiple * multiple
     if stride < multiple:
-        raise ValueError(
+        raise SettingsError(
             f"overlap {overlap} leaves no stride in a tile of {tile} (tiles and strides are multiples of "
             f"{multiple}, the model's size multiple); use a larger tile or a smaller overlap"
         )
@@ -261,11 +262,11 @@ def _ensemble_weights(model: SegmentationNet) -> np.ndarray:
 
 def _check_image(image: np.ndarray, in_channels: int, channel_axis: int | None) -> None:
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ValueError(f"images must hold integer or float intensities, got dtype {image.dtype}")
+        raise ImageLayoutError(f"images must hold integer or float intensities, got dtype {image.dtype}")
     if image.size == 0:
-        raise ValueError(f"the image is empty (shape {image.shape})")
+        raise ImageLayoutError(f"the image is empty (shape {image.shape})")
     if in_channels == 1 and channel_axis is None and image.ndim == 3 and image.shape[-1] in (3, 4):
-        raise ValueError(
+        raise ImageLayoutError(
             f"the image of shape {image.shape} looks like RGB(A) but the model expects one channel; "
             f"convert it to grayscale, or use a model trained on {image.shape[-1]}-channel images"
         )
@@ -292,7 +293,7 @@ def predict_iter(
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
     _autocast_dtype(precision)  # a bad choice fails before any work
     info = loaded.info
     config, normalization = info.config, info.normalization

@@ -10,7 +10,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 
@@ -18,12 +18,10 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
+from .errors import CellprepError, ImageReadError, OutputError, OutputExistsError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-class ImageReadError(ValueError):
-    """An image or mask file that cannot be used; the message names the file and the problem."""
 
 
 def _is_tiff(path: Path) -> bool:
@@ -82,21 +80,25 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     """Yield a temporary path beside ``path``; move it onto ``path`` once the block succeeds.
 
     The file appears complete or not at all; on failure the temporary file is removed. An
-    existing ``path`` is kept unless ``overwrite`` is true. The temporary name keeps the suffix.
+    existing ``path`` is kept unless ``overwrite`` is true (``OutputExistsError``); a file that
+    cannot be written raises ``OutputError``. The temporary name keeps the suffix.
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another place or allow overwriting")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise OutputExistsError(f"{path} already exists; choose another place or allow overwriting")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.touch(exist_ok=False)  # created with the user's usual permissions (umask) ...
         mode = stat.S_IMODE(tmp.stat().st_mode)
         yield tmp
         os.chmod(tmp, mode)  # ... which some writers narrow (safetensors makes files private)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):  # e.g. the folder could not be made: there is nothing to remove
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, CellprepError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
 
 

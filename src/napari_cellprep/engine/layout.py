@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ImageLayoutError
+
 
 def channel_axis_for(image_shape: tuple[int, ...], in_channels: int, channel_axis: int | None = None) -> int | None:
     """The channel axis of an image for a model with ``in_channels`` inputs.
@@ -14,22 +16,22 @@ def channel_axis_for(image_shape: tuple[int, ...], in_channels: int, channel_axi
     """
     ndim = len(image_shape)
     if ndim < 2:
-        raise ValueError(f"an image needs at least two axes (Y, X); got shape {image_shape}")
+        raise ImageLayoutError(f"an image needs at least two axes (Y, X); got shape {image_shape}")
     if channel_axis is not None:
         axis = channel_axis % ndim
         if image_shape[axis] != in_channels:
-            raise ValueError(
+            raise ImageLayoutError(
                 f"axis {channel_axis} of the image has {image_shape[axis]} entries but the model "
                 f"expects {in_channels} channels; choose the right channel axis or another model"
             )
         if ndim < 3:
-            raise ValueError("a channel axis needs an image with at least three axes")
+            raise ImageLayoutError("a channel axis needs an image with at least three axes")
         return axis
     if in_channels == 1:
         return None
     if ndim == 3 and image_shape[-1] == in_channels:
         return ndim - 1
-    raise ValueError(
+    raise ImageLayoutError(
         f"the model expects {in_channels} channels; image of shape {image_shape} needs its channel "
         f"axis given (e.g. channel_axis=0 for (C, Y, X))"
     )

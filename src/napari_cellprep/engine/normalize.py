@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import ImageLayoutError
+
 MAX_STAT_SAMPLES = 4_000_000
 
 
@@ -37,7 +39,7 @@ class Normalization:
         if not np.isfinite(values).all():
             values = values[np.isfinite(values)]
             if values.size == 0:
-                raise ValueError("the image has no finite pixel values (all NaN or inf)")
+                raise ImageLayoutError("the image has no finite pixel values (all NaN or inf)")
         if self.method == "minmax":
             return float(values.min()), float(values.max())
         lo, hi = np.percentile(values, [self.low, self.high])

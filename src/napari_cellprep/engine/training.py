@@ -26,6 +26,7 @@ from .data import (
     labeled_box_area,
 )
 from .devices import describe_device, resolve_device
+from .errors import OutputExistsError, SettingsError
 from .events import EpochEnd, StepEnd, drive
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
 
@@ -53,13 +54,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
+            raise SettingsError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+            raise SettingsError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
 @dataclass
@@ -98,7 +99,7 @@ def transfer_weights(model: SegmentationNet, init: LoadedModel) -> list[str]:
     old, new = init.info.config, model.config
     for name in ("architecture", "backbone"):
         if getattr(old, name) != getattr(new, name):
-            raise ValueError(
+            raise SettingsError(
                 f"cannot fine-tune a {getattr(old, name)} model into a {getattr(new, name)} one "
                 f"({name} differs); train from scratch instead"
             )
@@ -205,7 +206,7 @@ def train_iter(
         _check_validation(val, model_config)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{checkpoint_path} already exists; choose another checkpoint file or remove it first"
         )
 
