@@ -440,13 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "docs" / "scribbles"), help="writes OUT.json/.md/.png")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (kept in the .json)")
     args = parser.parse_args(argv)
     args.budgets = sorted(args.budgets)
 
     out = Path(args.out)
     json_path = out.with_suffix(".json")
     results = json.loads(json_path.read_text()) if json_path.exists() else {"commands": [], "cases": {}}
+    results.setdefault("notes", []).extend(n for n in args.note if n not in results["notes"])
     if not args.report_only:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO), *(argv or sys.argv[1:])])
         pythonpath = os.environ.get("PYTHONPATH")
         results["commands"].append({
@@ -457,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"{gui_torch_threads()})",
             "loadavg": os.getloadavg(),
             "convpaint": convpaint_class() if isinstance(convpaint_class(), str) else convpaint_class()[1],
-            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only")},
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only", "note")},
             "dock": DOCK,
             "bundled_model_sha256": hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()[:16],
             "git_head": _git_head(),
@@ -643,9 +646,8 @@ def write_report(results: dict, out: Path) -> None:
                                  f"{_fmt([h['new_strokes_disagreement'] for h in have])} | "
                                  f"{_fmt([h['new_strokes_error_rate'] for h in have])} |")
         lines += [""]
-    notes = out.with_name(out.name + ".notes.md")
-    if notes.exists():
-        lines += [notes.read_text()]
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in results["notes"]] + [""]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if groups:
         plot(groups, budgets, out.with_suffix(".png"))
