@@ -315,9 +315,12 @@ def test_training_data_errors(synthetic, tmp_path):
     cases = [
         (_train_args(images, tmp_path / "absent", out), ["no such mask folder"]),
         (_train_args(images, masks, tmp_path / "m.pt"), ["must end in .cellprep"]),
-        (_train_args(images, masks, out, "--classes", "3"), ["classes [2] never occur"]),
-        (_train_args(*_write_pair(tmp_path / "zero", image, 0 * mask), out), ["only class 0"]),
-        (_train_args(*_write_pair(tmp_path / "b255", image, 255 * mask), out), ["never occur", "0/255"]),
+        (_train_args(images, masks, out, "--classes", "3"), ["class 2 has no labeled pixel"]),
+        (_train_args(*_write_pair(tmp_path / "zero", image, 0 * mask), out), ["every label is class 0"]),
+        (
+            _train_args(*_write_pair(tmp_path / "b255", image, 255 * mask), out),
+            ["254 classes (class 1, ..., class 254) have no labeled pixel", "0/255"],
+        ),
         (_train_args(*_write_pair(tmp_path / "size", image, mask[:40]), out), ["x.tif", "(40, 64)"]),
         (_train_args(images, masks, out, "--class-names", "one"), ["1 names for 2 classes"]),
         (_train_args(images, masks, out, "--device", "cuda:7"), ["cuda:7"]),
@@ -373,7 +376,7 @@ def test_predict_and_evaluate_errors(synthetic, tiny_checkpoint, tmp_path, monke
         ),
         (
             ["evaluate", "--model", tiny_checkpoint, "--pair", images / "cell0.tif", wide / "cell0.png"],
-            ["holds value 5", "2 classes"],
+            ["mask value 5 is not a class", "2 classes (values 0..1)"],
         ),
         (
             ["evaluate", "--model", tiny_checkpoint, "--images", images],

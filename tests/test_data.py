@@ -12,14 +12,16 @@ from napari_cellprep.engine.data import (
     labeled_box_area,
     split_validation,
 )
+from napari_cellprep.engine.errors import LabelError
+from napari_cellprep.engine.labels import LabelKind
 from napari_cellprep.engine.normalize import Normalization
 
 MINMAX = Normalization()
 
 
-def item(target, name="x", channels=1):
+def item(target, name="x", channels=1, kind=LabelKind.CLASS_INDEX):
     target = np.asarray(target, dtype=np.int64)
-    return LabeledImage(np.zeros((channels,) + target.shape, np.float32), target, name)
+    return LabeledImage(np.zeros((channels,) + target.shape, np.float32), target, name, kind)
 
 
 def test_from_painted_maps_zero_to_unlabeled_and_v_to_class_v_minus_1():
@@ -35,10 +37,10 @@ def test_from_painted_maps_zero_to_unlabeled_and_v_to_class_v_minus_1():
 
 def test_from_mask_keeps_class_indices_and_reads_rgb_channels():
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 255, (8, 6, 3)).astype(np.uint8)
-    mask = rng.integers(0, 3, (8, 6)).astype(np.uint8)
+    rgb = rng.integers(0, 255, (40, 36, 3)).astype(np.uint8)
+    mask = rng.integers(0, 3, (40, 36)).astype(np.uint8)
     data = from_mask(rgb, mask, MINMAX, in_channels=3)
-    assert data.image.shape == (3, 8, 6)
+    assert data.image.shape == (3, 40, 36)
     np.testing.assert_array_equal(data.target, mask)
     for c in range(3):
         assert data.image[c].min() == 0.0 and data.image[c].max() == pytest.approx(1.0)
@@ -48,11 +50,11 @@ def test_from_mask_keeps_class_indices_and_reads_rgb_channels():
 
 def test_from_mask_and_from_painted_errors():
     image = np.zeros((8, 8), np.uint8)
-    with pytest.raises(TrainingDataError, match=r"shape \(8, 7\) but the image is 8×8"):
+    with pytest.raises(TrainingDataError, match=r"cells: the mask have shape \(8, 7\) but the image has \(8, 8\)"):
         from_mask(image, np.zeros((8, 7), np.uint8), MINMAX, name="cells")
     with pytest.raises(TrainingDataError, match="2D images; pass one plane"):
         from_painted(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), np.uint8), MINMAX)
-    with pytest.raises(TrainingDataError, match="negative value -2"):
+    with pytest.raises(TrainingDataError, match=r"negative value -2; use values 1..C \(0 = not annotated\)"):
         from_painted(image, np.full((8, 8), -2), MINMAX)
     with pytest.raises(TrainingDataError, match="non-integer"):
         from_mask(image, np.full((8, 8), 0.5), MINMAX)
@@ -70,16 +72,23 @@ def test_check_training_data_accepts_valid_data():
         ([], "no training images"),
         ([item(np.full((4, 4), -1))], "there are no labeled pixels"),
         (
-            [item([[0, 2], [1, -1]])],
-            r"painted value 3 is not a class: the model has 2 classes \(values 1..2\)",
+            [item([[0, 2], [1, -1]], kind=LabelKind.PAINTED)],
+            r"x: painted value 3 is not a class: the model has 2 classes \(values 1..2\)",
         ),
-        ([item([[0, -3], [1, -1]])], "the target holds -3"),
-        ([item([[0, 0], [0, -1]])], r"class 1 \(painted value 2\) has no labeled pixel"),
+        (
+            [item([[0, 2], [1, -1]])],
+            r"x: mask value 2 is not a class: the model has 2 classes \(values 0..1\)",
+        ),
+        (
+            [item([[0, 0], [0, -1]], kind=LabelKind.PAINTED)],
+            r"class 1 \(painted value 2\) has no labeled pixel: paint some pixels of every class",
+        ),
+        ([item([[0, 0], [0, -1]])], r"class 1 has no labeled pixel: masks hold class indices .* 0/255"),
         ([item([[0, 1], [1, 1]]), item(np.zeros((2, 2)), channels=3)], "different channel counts"),
     ],
 )
 def test_check_training_data_errors(items, message):
-    with pytest.raises(TrainingDataError, match=message):
+    with pytest.raises(LabelError, match=message):
         check_training_data(items, 2, 2)
 
 
@@ -97,7 +106,7 @@ def test_check_training_data_names_every_missing_class():
     with pytest.raises(
         TrainingDataError, match=r"class 0 \(painted value 1\), class 2 \(painted value 3\) have"
     ):
-        check_training_data([item([[1, 1]])], 3, 1)
+        check_training_data([item([[1, 1]], kind=LabelKind.PAINTED)], 3, 1)
 
 
 def test_split_validation_never_shares_a_pixel_and_holds_out_about_the_fraction():

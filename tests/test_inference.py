@@ -24,7 +24,8 @@ def tiny_model(architecture: str = "cellprep", in_channels: int = 1, seed: int =
     so that activations keep unit scale and outputs vary strongly across the image (with
     PyTorch's default running statistics a random network's output is nearly constant)."""
     torch.manual_seed(seed)
-    config = ModelConfig(architecture=architecture, in_channels=in_channels, width=4, depth=2)
+    # transposed-conv upsampling: the receptive radii in engine/inference.py's notes hold for it
+    config = ModelConfig(architecture=architecture, in_channels=in_channels, width=4, depth=2, upsample="transpose")
     model = build_model(config)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -201,12 +202,25 @@ def test_clear_errors_for_bad_input(cellprep):
         predict(rgb_model, textured((64, 64)))
     with pytest.raises(ValueError, match="expects 3 channels"):
         predict(rgb_model, textured((2, 64, 64)), channel_axis=0)
-    with pytest.raises(ValueError, match="looks like RGB"):
-        predict(cellprep, textured((64, 64, 3)))
     with pytest.raises(ValueError, match="smaller overlap"):
         predict(cellprep, textured((64, 64)), tile=64, overlap=64)
     with pytest.raises(ValueError, match="dtype"):
         predict(cellprep, np.zeros((64, 64), complex))
+
+
+def test_rgb_and_rgba_images_follow_the_layout_rule(cellprep):
+    """A one-channel model reads the mean of the colours (alpha dropped); RGBA is RGB."""
+    rgb = textured((64, 64, 3))
+    rgba = np.concatenate([rgb, np.full((64, 64, 1), 7.0, rgb.dtype)], axis=-1)
+    gray = predict(cellprep, rgb.mean(axis=-1, dtype=np.float32), outputs=("filters",))
+    for image in (rgb, rgba):
+        colour = predict(cellprep, image, outputs=("filters",))
+        np.testing.assert_array_equal(colour.labels, gray.labels)
+        np.testing.assert_allclose(colour.filters, gray.filters, atol=1e-6)
+    three = tiny_model("cellprep", in_channels=3)
+    np.testing.assert_array_equal(predict(three, rgba).labels, predict(three, rgb).labels)
+    stack = np.moveaxis(rgb, -1, 0)  # (3, Y, X): found as the channel axis of a 3-channel model
+    np.testing.assert_array_equal(predict(three, stack).labels, predict(three, rgb).labels)
 
 
 def test_the_model_itself_is_left_untouched_and_blocks_need_eval_mode():

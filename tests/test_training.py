@@ -7,9 +7,10 @@ import torch
 
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo, load_checkpoint
 from napari_cellprep.engine.data import LabeledImage, TrainingDataError
+from napari_cellprep.engine.errors import LabelError
 from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.training import TrainConfig, train, train_iter, transfer_weights
-from napari_cellprep.model import ModelConfig, build_model
+from napari_cellprep.model import ModelConfig, build_model, named_config
 
 TINY = ModelConfig(num_classes=2, width=4, depth=2, penultimate=None)  # the paper's C-wide layer
 FAST = dict(batch_size=4, patch_size=32, steps_per_epoch=4, learning_rate=1e-2, device="cpu")
@@ -48,7 +49,7 @@ def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_training_learns_bright_disks_well_above_chance(tmp_path):
     # equal initial ensemble weights: PyTorch's random init (possibly negative weights) needs more
     # than these 48 steps on some seeds; with it, best mIoU was 0.88-0.96 over seeds 0-7
-    model_info = info(ModelConfig(num_classes=2, width=4, depth=2, ensemble_init="equal"))
+    model_info = info(named_config("paper", num_classes=2, width=4, depth=2, penultimate=16, ensemble_init="equal"))
     result, events = run(
         TrainConfig(epochs=12, **FAST), model_info=model_info, checkpoint_path=tmp_path / "best.cellprep"
     )
@@ -245,7 +246,7 @@ def test_train_fine_tunes_from_init():
 
 
 def test_training_data_errors_come_before_any_work():
-    with pytest.raises(TrainingDataError, match="painted value 3 is not a class"):
+    with pytest.raises(LabelError, match="mask value 2 is not a class"):
         run(TrainConfig(epochs=1, **FAST), val=[LabeledImage(VAL[0].image, VAL[0].target + 1)])
     with pytest.raises(TrainingDataError, match="validation data has no labeled pixels"):
         run(TrainConfig(epochs=1, **FAST), val=[LabeledImage(VAL[0].image, VAL[0].target * 0 - 1)])

@@ -9,7 +9,7 @@ pytest.importorskip("napari")
 
 from napari_cellprep._widgets import _sample_data  # noqa: E402
 from napari_cellprep._widgets._reader import get_reader  # noqa: E402
-from napari_cellprep._widgets.image_input import model_input, output_geometry  # noqa: E402
+from napari_cellprep._widgets.image_input import output_geometry  # noqa: E402
 from napari_cellprep._widgets.layers import (  # noqa: E402
     MARKER,
     engine_outputs,
@@ -23,6 +23,7 @@ from napari_cellprep.engine import checkpoint, io  # noqa: E402
 from napari_cellprep.engine.checkpoint import CheckpointError, LoadedModel, ModelInfo  # noqa: E402
 from napari_cellprep.engine.data import TrainingDataError  # noqa: E402
 from napari_cellprep.engine.events import Progress  # noqa: E402
+from napari_cellprep.engine.layout import model_input  # noqa: E402
 from napari_cellprep.engine.normalize import Normalization  # noqa: E402
 from napari_cellprep.model import ModelConfig, build_model  # noqa: E402
 
@@ -84,13 +85,13 @@ def test_only_the_ticked_outputs_are_computed_and_shown():
 def test_model_input_and_geometry():
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 0] = 30
-    gray, axis = model_input(rgba, rgb=True, in_channels=1)
+    gray, axis = model_input(rgba, 1, rgb=True)
     assert axis is None and gray.shape == (4, 5) and np.allclose(gray, 10.0)  # alpha dropped
-    assert model_input(rgba, rgb=True, in_channels=3)[0].shape == (4, 5, 3)
+    assert model_input(rgba, 3, rgb=True)[0].shape == (4, 5, 3)
     stack = np.zeros((7, 2, 8, 8))
-    assert model_input(stack, rgb=False, in_channels=2)[1] == 1
+    assert model_input(stack, 2, rgb=False)[1] == 1
     with pytest.raises(ValueError, match="expects 3 channels"):
-        model_input(stack, rgb=False, in_channels=3)
+        model_input(stack, 3, rgb=False)
     assert output_geometry((1, 2, 3, 4), (0, 1, 2, 3), 1, rgb=False) == {
         "scale": (1, 3, 4),
         "translate": (0, 2, 3),
@@ -151,9 +152,9 @@ def test_painted_items_from_a_stack_and_errors():
     assert len(items) == 1 and items[0].name == "img plane (2,)"
     assert items[0].labeled_pixels == 800 and set(np.unique(items[0].target)) == {-1, 0, 1}
     assert items[0].image.shape == (1, 40, 40) and 0 <= items[0].image.min() and items[0].image.max() <= 1
-    with pytest.raises(TrainingDataError, match="no labels painted in 'labels'.*label 1 = bg, label 2 = fg"):
+    with pytest.raises(TrainingDataError, match=r"img: no labeled pixels.*\(label 1 = bg, label 2 = fg\)"):
         painted_items(image, np.zeros_like(labels), **common)
-    with pytest.raises(TrainingDataError, match=r"shape \(40, 40\) but the image 'img' has \(3, 40, 40\)"):
+    with pytest.raises(TrainingDataError, match=r"img: the labels have shape \(40, 40\) but the image has \(3, 40, 40\)"):
         painted_items(image, labels[0], **common)
     rgb = rng.integers(0, 255, (40, 40, 3)).astype(np.uint8)
     rgb_items = painted_items(rgb, labels[2], **{**common, "rgb": True, "in_channels": 3})

@@ -158,7 +158,7 @@ def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, re
         assert widget.status.value == f"Error: {errors[-1]}"
         return errors[-1]
 
-    assert attempt().startswith("no labels painted in 'scribbles'")
+    assert attempt().startswith("cells: no labeled pixels; paint some pixels of every class")
     assert "label 1 = background, label 2 = colony" in errors[-1]
     assert "must cover the same pixels" in attempt(np.ones((64, 64), np.uint8))
     three = painted(mask)

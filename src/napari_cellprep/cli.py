@@ -28,11 +28,13 @@ from .engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .engine.data import from_mask, split_validation
+from .engine.data import labeled_items, split_validation
 from .engine.devices import describe_device, resolve_device
 from .engine.errors import CellprepError, SettingsError
 from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import OUTPUTS, Prediction, predict
+from .engine.labels import LabelKind, check_values, class_count
+from .engine.layout import input_channels
 from .engine.io import find_pairs, list_images, read_image, read_mask, sample_paths, write_image
 from .engine.metrics import confusion_matrix, finite_or_none, scores
 from .engine.normalize import Normalization
@@ -100,47 +102,6 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
         raise CommandError(
             f"{existing[0]} already exists{more}; use --overwrite to replace, or choose another --out"
         )
-
-
-def _check_mask_values(masks: list[tuple[Path, np.ndarray]], num_classes: int, role: str) -> None:
-    for path, mask in masks:
-        top = int(mask.max())
-        if top >= num_classes:
-            raise CommandError(
-                f"{role} {path} holds value {top} but the model has {num_classes} classes "
-                f"(values 0..{num_classes - 1})"
-            )
-
-
-def _class_count(masks: list[tuple[Path, np.ndarray]], requested: int | None) -> int:
-    """The class count (``--classes`` or max mask value + 1), checked: every class must occur."""
-    if requested is not None and requested < 2:
-        raise CommandError(f"--classes must be at least 2, got {requested}")
-    present = sorted(set().union(*(np.unique(mask[mask >= 0]).tolist() for _, mask in masks)))
-    if not present:
-        raise CommandError("the training masks have no labeled pixel")
-    num_classes = requested if requested is not None else present[-1] + 1
-    if num_classes < 2:
-        raise CommandError(
-            "every training mask holds only class 0: a segmentation needs at least two classes "
-            "(masks hold class indices 0..C-1; is the foreground missing?)"
-        )
-    _check_mask_values(masks, num_classes, "mask")
-    missing = sorted(set(range(num_classes)) - set(present))
-    if missing:
-        raise CommandError(
-            f"classes {missing} never occur in the training masks (values present: {present}); masks hold "
-            f"class indices 0..C-1 with every class present somewhere (save binary 0/255 masks as 0/1)"
-        )
-    return num_classes
-
-
-def _in_channels(image: np.ndarray, channel_axis: int | None) -> int:
-    if channel_axis is not None:
-        if not -image.ndim <= channel_axis < image.ndim:
-            raise CommandError(f"--channel-axis {channel_axis}: the images have {image.ndim} axes")
-        return image.shape[channel_axis]
-    return image.shape[-1] if image.ndim == 3 and image.shape[-1] in (3, 4) else 1
 
 
 @contextmanager
@@ -255,8 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     init = load_checkpoint(args.init) if args.init else None
     pairs = _pairs(args.images, args.masks, args.pair, "training data")
     images, masks = _read_pairs(pairs)
-    num_classes = _class_count(masks, args.classes)
-    in_channels = _in_channels(images[0], args.channel_axis)
+    in_channels = input_channels(images[0].shape, channel_axis=args.channel_axis)
     normalization = (
         Normalization(args.normalization)
         if args.normalization
@@ -267,8 +227,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def to_items(images, masks, pairs):
         return [
-            from_mask(image, mask, normalization, in_channels, args.channel_axis, name=str(image_path))
+            item
             for image, (_, mask), (image_path, _) in zip(images, masks, pairs)
+            for item in labeled_items(
+                image, mask, normalization, in_channels, channel_axis=args.channel_axis, name=str(image_path)
+            )
         ]
 
     train_config = TrainConfig(
@@ -287,11 +250,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         ),
     )
     train = to_items(images, masks, pairs)
+    num_classes = class_count([item.labeled() for item in train], args.classes)
     if args.val_images is not None or args.val_masks is not None:
         val_pairs = _pairs(args.val_images, args.val_masks, None, "validation data")
         val_images, val_masks = _read_pairs(val_pairs)
-        _check_mask_values(val_masks, num_classes, "validation mask")
         val = to_items(val_images, val_masks, val_pairs)
+        check_values([item.labeled() for item in val], num_classes)
     else:
         fraction = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
         if not 0.0 <= fraction < 1.0:
@@ -429,7 +393,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     for image_path, mask_path in tqdm(pairs, unit="image", disable=None):
         mask = read_mask(mask_path)
-        _check_mask_values([(mask_path, mask)], num_classes, "mask")
+        check_values([(str(mask_path), mask, LabelKind.CLASS_INDEX)], num_classes)
         labels = predict(loaded, read_image(image_path), outputs=(), **options).labels
         if labels.shape != mask.shape:
             raise CommandError(

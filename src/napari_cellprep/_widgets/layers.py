@@ -16,7 +16,8 @@ from napari.utils.colormaps import DirectLabelColormap
 from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
 from ..engine.inference import Prediction, predict_iter
-from .image_input import model_input, output_geometry
+from ..engine.layout import find_channel_axis
+from .image_input import output_geometry
 
 MARKER = "napari_cellprep"
 """Metadata key that marks the layers this plugin made (value: what they show and from which image)."""
@@ -167,11 +168,11 @@ def segment_layers(
     ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
     so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device.
     """
-    array, channel_axis = model_input(image, rgb, loaded.info.config.in_channels)
+    channel_axis = find_channel_axis(image.shape, loaded.info.config.in_channels, rgb=rgb)
     prediction = yield from predict_iter(
         loaded,
-        array,
-        channel_axis=channel_axis,
+        image,
+        rgb=rgb,
         tile=tile,
         overlap=tile // 4,
         outputs=engine_outputs(show),

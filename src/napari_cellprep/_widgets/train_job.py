@@ -12,21 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.checkpoint import ModelInfo, load_checkpoint
-from ..engine.data import LabeledImage, TrainingDataError, from_painted
+from ..engine.data import LabeledImage, labeled_items
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.inference import predict
+from ..engine.labels import LabelKind
 from ..engine.normalize import Normalization
 from ..engine.training import TrainConfig, TrainingResult, train_iter
-from .image_input import model_input
 from .threads import torch_threads
 
 PREVIEW_SIZE = 512
 """The live preview segments at most this many pixels square of one plane, after every epoch."""
-
-
-def label_mapping(class_names: Sequence[str]) -> str:
-    """How painted values map to classes, e.g. ``label 1 = background, label 2 = cells``."""
-    return ", ".join(f"label {k + 1} = {name}" for k, name in enumerate(class_names))
 
 
 def painted_items(
@@ -37,39 +32,22 @@ def painted_items(
     in_channels: int,
     normalization: Normalization,
     class_names: Sequence[str],
+    channel_axis: int | None = None,
     name: str = "image",
-    labels_name: str = "labels",
 ) -> list[LabeledImage]:
-    """Training items from an image layer's data and a Labels layer painted over it.
-
-    Painted value v >= 1 is class v-1, 0 is not annotated. A stack (Z/T planes) gives one item
-    per plane that holds painted pixels. Raises ``TrainingDataError`` for different shapes or
-    no painted pixel.
-    """
-    array, channel_axis = model_input(image, rgb, in_channels)
-    if channel_axis is not None:  # planes below are (H, W, C)
-        array, channel_axis = np.moveaxis(array, channel_axis, -1), -1
-    spatial = array.shape[:-1] if channel_axis is not None else array.shape
-    labels = np.asarray(labels)
-    if labels.shape != spatial:
-        raise TrainingDataError(
-            f"the labels layer {labels_name!r} has shape {labels.shape} but the image {name!r} has "
-            f"{spatial}: they must cover the same pixels (select the image, then Layers ▸ New Labels Layer)"
-        )
-    if not labels.any():
-        raise TrainingDataError(
-            f"no labels painted in {labels_name!r}: paint some pixels of every class "
-            f"({label_mapping(class_names)})"
-        )
-    items = []
-    for index in np.ndindex(spatial[:-2]):
-        plane_labels = labels[index]
-        if plane_labels.any():
-            plane_name = f"{name} plane {index}" if index else name
-            items.append(
-                from_painted(array[index], plane_labels, normalization, in_channels, channel_axis, plane_name)
-            )
-    return items
+    """Training items from an Image layer's data and a Labels layer over it (painted values),
+    one per plane that holds labels, by the engine's layout and label rules."""
+    return labeled_items(
+        image,
+        labels,
+        normalization,
+        in_channels,
+        kind=LabelKind.PAINTED,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        name=name,
+        class_names=class_names,
+    )
 
 
 def preview_window(

@@ -33,12 +33,14 @@ from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.training import TrainConfig, TrainingResult
 from ..model import ModelConfig
-from .image_input import layer_array, model_input
+from ..engine.labels import label_mapping
+from ..engine.layout import input_channels, model_input
+from .image_input import layer_array
 from .layers import MARKER, class_colormap, layer_prefix
 from .loss_plot import LossPlot
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .threads import gui_torch_threads, warm_up_optimizer
-from .train_job import PreviewReady, label_mapping, painted_items, preview_window, training_job
+from .train_job import PreviewReady, painted_items, preview_window, training_job
 
 FINE_TUNE, SCRATCH = "fine-tune a model", "new model"
 STEP_DISPLAY_INTERVAL_S = 0.25
@@ -189,7 +191,7 @@ class TrainWidget(Container):
             raise SettingsError(
                 f"{len(names)} class names given for {self._classes.value} classes; give one name per class"
             )
-        in_channels = 3 if image_layer.rgb else 1
+        in_channels = input_channels(image_layer.data.shape, rgb=image_layer.rgb)
         config = ModelConfig(
             num_classes=self._classes.value,
             in_channels=in_channels,
@@ -207,7 +209,6 @@ class TrainWidget(Container):
             normalization=info.normalization,
             class_names=info.class_names,
             name=image_layer.name,
-            labels_name=labels_layer.name,
         )
 
     def _prepare(self) -> dict:
@@ -255,7 +256,7 @@ class TrainWidget(Container):
         """The current plane around the view centre, as the model takes it; the (empty) preview
         layer is made now, so that updates during training only replace its data."""
         array, axis = model_input(
-            layer_array(layer.data, layer.multiscale), layer.rgb, info.config.in_channels
+            layer_array(layer.data, layer.multiscale), info.config.in_channels, rgb=layer.rgb
         )
         point, scale, translate = list(self._view_centre(layer)), list(layer.scale), list(layer.translate)
         if axis is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..model import IGNORE_INDEX
-from .errors import SettingsError, TrainingDataError
+from .errors import ImageLayoutError, SettingsError, TrainingDataError
+from .labels import LabelKind, Labeled, check_classes, to_targets
 from .layout import to_planes
 from .normalize import Normalization, normalize_channels
 
@@ -19,45 +21,66 @@ class LabeledImage:
     image: np.ndarray  # (Cin, H, W) float32, already normalised
     target: np.ndarray  # (H, W) int64 class index, -1 = unlabeled
     name: str = ""
+    kind: LabelKind = LabelKind.CLASS_INDEX  # the convention the labels came in (for messages)
 
     @property
     def labeled_pixels(self) -> int:
         """How many pixels carry a class (not ``IGNORE_INDEX``)."""
         return int(np.count_nonzero(self.target != IGNORE_INDEX))
 
+    def labeled(self) -> Labeled:
+        """(name, target, kind), what the checks of ``engine.labels`` take."""
+        return self.name, self.target, self.kind
 
-def _plane(
-    image: np.ndarray, normalization: Normalization, in_channels: int, channel_axis: int | None, name: str
-):
+
+def labeled_items(
+    image: np.ndarray,
+    labels: np.ndarray,
+    normalization: Normalization,
+    in_channels: int = 1,
+    *,
+    kind: LabelKind = LabelKind.CLASS_INDEX,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    name: str = "",
+    class_names: Sequence[str] | None = None,
+) -> list[LabeledImage]:
+    """Training items from an image (2D, or a stack of planes) and labels of ``kind`` covering it.
+
+    The image is read by the layout rules of ``engine.layout`` and normalised plane by plane;
+    each plane whose labels hold a labeled pixel gives one item (named ``name plane (z,)`` in a
+    stack). Raises ``TrainingDataError`` for labels of another shape or with no labeled pixel
+    (``class_names`` make that message show which value paints which class).
+    """
+    planes, lead = _planes(image, in_channels, rgb, channel_axis, name)
+    targets = to_targets(labels, kind, lead + planes.shape[-2:], name)
+    items = []
+    for index, plane in zip(np.ndindex(lead), planes):
+        target = targets[index]
+        if (target != IGNORE_INDEX).any():
+            plane_name = f"{name} plane {index}" if index else name
+            items.append(LabeledImage(normalize_channels(plane, normalization), target, plane_name, kind))
+    if not items:
+        raise TrainingDataError(f"{name or 'the image'}: no labeled pixels; {kind.hint(class_names)}")
+    return items
+
+
+def _planes(image, in_channels, rgb, channel_axis, name) -> tuple[np.ndarray, tuple[int, ...]]:
     try:
-        planes, leading = to_planes(np.asarray(image), in_channels, channel_axis)
-    except ValueError as exc:
+        return to_planes(image, in_channels, rgb=rgb, channel_axis=channel_axis)
+    except ImageLayoutError as exc:
         raise TrainingDataError(f"{name or 'image'}: {exc}") from exc
-    if leading:
+
+
+def _one_plane(image, labels, normalization, in_channels, kind, channel_axis, name) -> LabeledImage:
+    planes, lead = _planes(image, in_channels, None, channel_axis, name)
+    if lead:
         raise TrainingDataError(
-            f"{name or 'image'} has plane axes {leading} besides the channels: training takes 2D "
+            f"{name or 'image'} has plane axes {lead} besides the channels: training takes 2D "
             f"images; pass one plane (Z or T slice) at a time"
         )
-    return normalize_channels(planes[0], normalization)
-
-
-def _integer_labels(labels: np.ndarray, image_hw: tuple[int, ...], what: str, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != image_hw:
-        raise TrainingDataError(
-            f"{name or 'image'}: the {what} has shape {labels.shape} but the image is {image_hw[0]}×"
-            f"{image_hw[1]} pixels; they must cover the same pixels"
-        )
-    if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.round(labels)):
-            raise TrainingDataError(
-                f"{name or 'image'}: the {what} holds non-integer values; it must hold class indices"
-            )
-    elif labels.dtype.kind not in "uib":
-        raise TrainingDataError(
-            f"{name or 'image'}: the {what} has dtype {labels.dtype}; it must hold integers"
-        )
-    return labels.astype(np.int64)
+    target = to_targets(labels, kind, planes.shape[-2:], name)
+    return LabeledImage(normalize_channels(planes[0], normalization), target, name, kind)
 
 
 def from_mask(
@@ -68,15 +91,8 @@ def from_mask(
     channel_axis: int | None = None,
     name: str = "",
 ) -> LabeledImage:
-    """A 2D image with a full mask of class indices 0..C-1 (``-1`` may mark unlabeled pixels)."""
-    plane = _plane(image, normalization, in_channels, channel_axis, name)
-    target = _integer_labels(mask, plane.shape[-2:], "mask", name)
-    if target.size and target.min() < IGNORE_INDEX:
-        raise TrainingDataError(
-            f"{name or 'image'}: the mask holds {int(target.min())}; class indices start at 0 "
-            f"(-1 = unlabeled)"
-        )
-    return LabeledImage(plane, target, name)
+    """A 2D image with a mask of class indices 0..C-1 (``-1`` may mark unlabeled pixels)."""
+    return _one_plane(image, mask, normalization, in_channels, LabelKind.CLASS_INDEX, channel_axis, name)
 
 
 def from_painted(
@@ -87,15 +103,8 @@ def from_painted(
     channel_axis: int | None = None,
     name: str = "",
 ) -> LabeledImage:
-    """A 2D image with napari-painted labels: value v >= 1 is class v - 1, 0 is not annotated."""
-    plane = _plane(image, normalization, in_channels, channel_axis, name)
-    target = _integer_labels(labels, plane.shape[-2:], "labels layer", name)
-    if target.size and target.min() < 0:
-        raise TrainingDataError(
-            f"{name or 'image'}: the labels hold the negative value {int(target.min())}; paint with "
-            f"values 1..C (0 = not annotated)"
-        )
-    return LabeledImage(plane, target - 1, name)
+    """A 2D image with painted labels: value v >= 1 is class v - 1, 0 is not annotated."""
+    return _one_plane(image, labels, normalization, in_channels, LabelKind.PAINTED, channel_axis, name)
 
 
 def check_training_data(items: list[LabeledImage], num_classes: int, patch_size: int) -> None:
@@ -105,40 +114,19 @@ def check_training_data(items: list[LabeledImage], num_classes: int, patch_size:
     channels = {item.image.shape[0] for item in items}
     if len(channels) > 1:
         raise TrainingDataError(f"the training images have different channel counts {sorted(channels)}")
-    present = np.zeros(num_classes, dtype=bool)
     for item in items:
-        label = item.name or "an image"
         if item.image.ndim != 3 or item.target.shape != item.image.shape[1:]:
             raise TrainingDataError(
-                f"{label}: image {item.image.shape} and target {item.target.shape} do not match"
+                f"{item.name or 'an image'}: image {item.image.shape} and target {item.target.shape} do not match"
             )
-        labeled = item.target[item.target != IGNORE_INDEX]
-        if labeled.size == 0:
-            continue
-        if labeled.min() < 0:
-            raise TrainingDataError(
-                f"{label}: the target holds {int(labeled.min())}; classes are 0..C-1 and -1 = unlabeled"
-            )
-        if labeled.max() >= num_classes:
-            value = int(labeled.max()) + 1
-            raise TrainingDataError(
-                f"{label}: painted value {value} is not a class: the model has {num_classes} classes "
-                f"(values 1..{num_classes})"
-            )
-        present |= np.bincount(labeled, minlength=num_classes) > 0
+    check_classes([item.labeled() for item in items], num_classes)
+    for item in items:
         height, width = item.target.shape
-        if min(height, width) < patch_size:
+        if item.labeled_pixels and min(height, width) < patch_size:
             raise TrainingDataError(
-                f"{label} is {height}×{width} pixels, smaller than the patch size {patch_size}: choose a "
-                f"patch size of at most {min(height, width)}"
+                f"{item.name or 'an image'} is {height}×{width} pixels, smaller than the patch size "
+                f"{patch_size}: choose a patch size of at most {min(height, width)}"
             )
-    if not present.any():
-        raise TrainingDataError("there are no labeled pixels: paint some pixels of every class first")
-    missing = [int(k) for k in np.flatnonzero(~present)]
-    if missing:
-        listed = ", ".join(f"class {k} (painted value {k + 1})" for k in missing)
-        verb = "has" if len(missing) == 1 else "have"
-        raise TrainingDataError(f"{listed} {verb} no labeled pixel: paint some pixels of every class")
 
 
 def _block_class_counts(target: np.ndarray, block: int, num_classes: int) -> np.ndarray:
@@ -196,7 +184,7 @@ def split_validation(
         for side, keep in ((train, ~mask), (val, mask)):
             target = np.where(keep, item.target, IGNORE_INDEX)
             if (target != IGNORE_INDEX).any():
-                side.append(LabeledImage(item.image, target, item.name))
+                side.append(replace(item, target=target))
     return train, val
 
 

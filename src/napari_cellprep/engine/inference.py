@@ -13,7 +13,8 @@ How a plane is tiled, and why the result equals one whole-image pass:
   the image border. Neighbouring windows sum to exactly 1 and a pixel is only taken from tiles
   where it has at least ``overlap/4`` pixels of context. Sums are divided by the weight total.
 - Hence, when ``overlap/4`` is at least the network's receptive-field radius (CellPrep: 46 px
-  at depth 2, 190 px at depth 4; U-Net: 22 and 94 px), tiled outputs equal a whole-image pass
+  at depth 2, 190 px at depth 4; U-Net: 22 and 94 px; with ``upsample="resize"`` each level's
+  3×3 convolution adds to it: 57 px for CellPrep and 29 px for U-Net at depth 2), tiled outputs equal a whole-image pass
   up to float rounding (tests/test_inference.py checks this). Smaller overlaps, such as the
   default 64, approximate it: a tile edge's zero padding then reaches pixels near the seams,
   which trained networks, whose effective receptive field is much smaller, mostly ignore.
@@ -41,8 +42,9 @@ from ..model import CellPrepNet, SegmentationNet, output_names
 from ..model.networks import pad_mode
 from .checkpoint import LoadedModel
 from .devices import describe_device, resolve_device
-from .errors import ImageLayoutError, SettingsError
+from .errors import SettingsError
 from .events import Progress, drive
+from .labels import labels_dtype
 from .layout import to_planes
 from .normalize import channel_stats, normalize_channels
 
@@ -260,22 +262,11 @@ def _ensemble_weights(model: SegmentationNet) -> np.ndarray:
     return np.ones(1, np.float32)
 
 
-def _check_image(image: np.ndarray, in_channels: int, channel_axis: int | None) -> None:
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise ImageLayoutError(f"images must hold integer or float intensities, got dtype {image.dtype}")
-    if image.size == 0:
-        raise ImageLayoutError(f"the image is empty (shape {image.shape})")
-    if in_channels == 1 and channel_axis is None and image.ndim == 3 and image.shape[-1] in (3, 4):
-        raise ImageLayoutError(
-            f"the image of shape {image.shape} looks like RGB(A) but the model expects one channel; "
-            f"convert it to grayscale, or use a model trained on {image.shape[-1]}-channel images"
-        )
-
-
 def predict_iter(
     loaded: LoadedModel,
     image: np.ndarray,
     *,
+    rgb: bool | None = None,
     channel_axis: int | None = None,
     tile: int = 256,
     overlap: int = 64,
@@ -286,8 +277,9 @@ def predict_iter(
 ) -> Generator[Progress, None, Prediction]:
     """Predict ``image`` tile by tile, yielding ``Progress`` after every batch of tiles.
 
-    ``image`` is 2D (Y, X), multi-channel (``channel_axis``, or RGB channel-last) or a stack of
-    such planes (Z, T, ...), processed plane by plane; uint8, uint16 or float. ``device`` None
+    ``image`` is 2D (Y, X), multi-channel (``channel_axis``) or RGB(A) (``rgb``: napari's flag,
+    ``None`` to guess), or a stack of such planes (Z, T, ...), processed plane by plane; uint8,
+    uint16 or float (the rules: ``engine.layout``). ``device`` None
     means the model's own device. The model itself is not changed: a ``prepare_model`` copy
     runs. ``precision`` "bfloat16" or "float16" runs under autocast (for CUDA).
     """
@@ -297,9 +289,7 @@ def predict_iter(
     _autocast_dtype(precision)  # a bad choice fails before any work
     info = loaded.info
     config, normalization = info.config, info.normalization
-    image = np.asarray(image)
-    _check_image(image, config.in_channels, channel_axis)
-    planes, lead = to_planes(image, config.in_channels, channel_axis)
+    planes, lead = to_planes(image, config.in_channels, rgb=rgb, channel_axis=channel_axis)
     multiple = config.size_multiple
     tile, overlap = _effective_tiling(tile, overlap, multiple)
     height, width = planes.shape[-2:]
@@ -315,7 +305,7 @@ def predict_iter(
         shapes["translated"] = (c, config.in_channels)
     if "branches" in wanted and s > 1:
         shapes["branch_probabilities"] = (s, c)
-    result = {"labels": np.empty((n, height, width), np.uint8 if c <= 255 else np.uint16)}
+    result = {"labels": np.empty((n, height, width), labels_dtype(c - 1))}
     for key, shape in shapes.items():
         if key != "probabilities" or key in wanted:
             result[key] = np.empty((n, *shape, height, width), np.float32)

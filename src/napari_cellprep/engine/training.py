@@ -27,6 +27,7 @@ from .data import (
 )
 from .devices import describe_device, resolve_device
 from .errors import OutputExistsError, SettingsError
+from .labels import check_values
 from .events import EpochEnd, StepEnd, drive
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
 
@@ -123,21 +124,14 @@ def initial_model(config: ModelConfig, seed: int) -> SegmentationNet:
 
 
 def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
-    labeled = 0
     for item in val:
         if item.image.shape[0] != config.in_channels:
             raise TrainingDataError(
                 f"validation image {item.name!r} has {item.image.shape[0]} channels; "
                 f"the model takes {config.in_channels}"
             )
-        values = item.target[item.target >= 0]
-        if values.size and values.max() >= config.num_classes:
-            raise TrainingDataError(
-                f"validation image {item.name!r}: painted value {int(values.max()) + 1} is not a class: the "
-                f"model has {config.num_classes} classes (values 1..{config.num_classes})"
-            )
-        labeled += values.size
-    if labeled == 0:
+    check_values([item.labeled() for item in val], config.num_classes)
+    if not any(item.labeled_pixels for item in val):
         raise TrainingDataError(
             "the validation data has no labeled pixels: paint some, or train without validation"
         )
@@ -161,10 +155,8 @@ def _evaluate(
                 if stop is not None and stop.is_set():
                     return None
                 x = torch.from_numpy(images[start : start + batch_size]).to(device)
-                pred = (
-                    model(x).ensemble_logits.argmax(1).to(torch.uint8 if num_classes <= 255 else torch.int32)
-                )
-                cm += confusion_matrix(pred.cpu().numpy(), targets[start : start + batch_size], num_classes)
+                pred = model(x).ensemble_logits.argmax(1).cpu().numpy()
+                cm += confusion_matrix(pred, targets[start : start + batch_size], num_classes)
     return scores(cm)
 
 
