@@ -89,7 +89,14 @@ DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_p
             device="auto", val_fraction=0.2, width=16, depth=4)
 """The Train dock's form defaults (src/napari_cellprep/_widgets/train_widget.py): epochs, lr,
 batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels; a new
-model is width 16, depth 4 with ModelConfig's other defaults."""
+model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as the dock sets
+them (``gui_torch_threads``)."""
+SETTINGS = dict(DOCK, threads=None)
+"""What this run trains with: ``DOCK``, with ``--set KEY=VALUE`` overrides (a variant, ``--tag``)."""
+
+
+def threads() -> int:
+    return SETTINGS["threads"] or gui_torch_threads()
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -200,7 +207,7 @@ def model_info(kind: str, base: LoadedModel, class_names: list[str]) -> tuple[Mo
     engine's fine-tuning rule (fresh heads and ensemble) is used, as ``cellprep train --init`` does."""
     num_classes = len(class_names)
     if kind == "scratch":
-        config = ModelConfig(num_classes=num_classes, in_channels=1, width=DOCK["width"], depth=DOCK["depth"])
+        config = ModelConfig(num_classes=num_classes, in_channels=1, width=SETTINGS["width"], depth=SETTINGS["depth"])
         return ModelInfo(config, list(class_names), name="new model"), None
     info = base.info
     if info.config.num_classes == num_classes:
@@ -239,12 +246,12 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     start = time.perf_counter()
     items = painted_items(image, labels, rgb=False, in_channels=info.config.in_channels,
                           normalization=info.normalization, class_names=info.class_names)
-    train, val = split_validation(items, DOCK["val_fraction"])
-    config = TrainConfig(epochs=epochs or DOCK["epochs"], batch_size=DOCK["batch_size"],
-                         learning_rate=DOCK["learning_rate"], patch_size=DOCK["patch_size"],
-                         steps_per_epoch=DOCK["steps_per_epoch"], device=DOCK["device"])
+    train, val = split_validation(items, SETTINGS["val_fraction"])
+    config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
+                         learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
+                         steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"])
     job = training_job(train, val, info, config, init=init, stop=stop,
-                       preview=image if preview else None, threads=gui_torch_threads())
+                       preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
     previews, epochs_log, step_times, last = [], [], [], {}
     pending = sorted(b for b in budgets if b <= seconds)
@@ -299,7 +306,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
         "last": last,
         "previews": previews,
         "epochs": epochs_log,
-        "torch_threads": gui_torch_threads(),
+        "torch_threads": threads(),
         "train_pixels": int(sum(item.labeled_pixels for item in train)),
         "val_pixels": int(sum(item.labeled_pixels for item in val)),
         "model": result.model,
@@ -323,7 +330,7 @@ def budget_case(dataset, condition, index, args, base) -> dict:
     num_classes = len(names)
     strokes = case_strokes(dataset, index, mask, args)
     labels = paint(strokes, mask.shape)
-    out = {"image": name, "index": index, "shape": list(mask.shape), "strokes": len(strokes),
+    out = {"image": name, "index": index, "shape": list(mask.shape), "strokes": len(strokes), "settings": dict(SETTINGS),
            **stroke_stats(labels, num_classes), "loadavg_start": os.getloadavg()}
     if "forest" in args.methods:
         out["forest"] = run_forest(image, labels, mask, num_classes)
@@ -357,7 +364,7 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
     strokes = case_strokes(dataset, index, mask, args)
     labels0 = paint(strokes, mask.shape)
     info, init = model_info("finetune", base, names)
-    out = {"image": name, "index": index, "round_seconds": args.round_seconds,
+    out = {"image": name, "index": index, "round_seconds": args.round_seconds, "settings": dict(SETTINGS),
            "round_strokes": args.round_strokes, "loadavg_start": os.getloadavg(), "strategies": {}}
     first = train_run(image, labels0, mask, info, init, seconds=args.round_seconds, preview=False)
     model0 = first.pop("model")
@@ -440,9 +447,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "docs" / "scribbles"), help="writes OUT.json/.md/.png")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help=f"a variant: change a training setting of the dock ({', '.join(SETTINGS)}); needs --tag")
+    parser.add_argument("--tag", default="", help="name of the variant (cases are stored apart as PART+TAG)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (kept in the .json)")
     args = parser.parse_args(argv)
     args.budgets = sorted(args.budgets)
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        if key not in SETTINGS:
+            parser.error(f"--set {item}: unknown setting {key!r}; choose from {list(SETTINGS)}")
+        if key == "device":
+            SETTINGS[key] = value
+        elif value.lower() in ("none", "auto"):
+            SETTINGS[key] = None
+        else:
+            SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction") else int(value)
+    if args.overrides and not args.tag:
+        parser.error("--set makes a variant: name it with --tag")
 
     out = Path(args.out)
     json_path = out.with_suffix(".json")
@@ -462,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             "convpaint": convpaint_class() if isinstance(convpaint_class(), str) else convpaint_class()[1],
             "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only", "note")},
             "dock": DOCK,
+            "tag": args.tag,
+            "variant": {k: v for k, v in SETTINGS.items() if k not in DOCK or DOCK[k] != v},
             "bundled_model_sha256": hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()[:16],
             "git_head": _git_head(),
         })
@@ -471,11 +495,13 @@ def main(argv: list[str] | None = None) -> int:
             for dataset in args.sets:
                 for index in held_out(dataset)[args.first_image : args.first_image + args.images]:
                     for condition in args.conditions:
-                        key = f"{part}/{dataset}/{condition}/{index}"
+                        key = f"{part}{'+' + args.tag if args.tag else ''}/{dataset}/{condition}/{index}"
                         if key in results["cases"]:
                             continue
                         log(f"{key}")
                         runner = budget_case if part == "budgets" else rounds_case
+                        if args.tag:
+                            log(f"  variant {args.tag}: {SETTINGS}")
                         results["cases"][key] = runner(dataset, condition, index, args, base)
                         save_json(results, json_path)
                         write_report(results, out)
@@ -518,6 +544,30 @@ def _anchor_at(case: dict, name: str, budget: float) -> float | None:
     if not anchor or "miou" not in anchor:
         return None
     return anchor["miou"] if anchor["seconds"] <= budget else None
+
+
+def _variant_table(part: str, groups: dict, budgets: list[float]) -> list[str]:
+    """A variant's results: ours with changed training settings, the forest on the same strokes."""
+    first = next(iter(groups.values()))[0]
+    changed = {k: v for k, v in first.get("settings", DOCK).items() if k not in DOCK or DOCK[k] != v}
+    lines = [f"## Variant `{part.split('+', 1)[1]}`: not the dock's defaults ({changed})", "",
+             "Same strokes and images as above; the forest is timed again in this run.", "",
+             "| case | n | method | first preview (s) | s/step | " + " | ".join(f"{b:g} s" for b in budgets) + " |",
+             "|---|---|---|---|---|" + "---|" * len(budgets)]
+    for (dataset, condition), cases in groups.items():
+        label = f"{dataset}, {condition}"
+        have = [c for c in cases if c.get("forest")]
+        if have:
+            lines.append(f"| {label} | {len(have)} | forest | {_fmt([c['forest']['seconds'] for c in have], 1)} | – | "
+                         + " | ".join(_fmt([_anchor_at(c, 'forest', b) for c in have]) for b in budgets) + " |")
+        for kind in ("finetune", "scratch"):
+            runs = [c[kind] for c in cases if kind in c]
+            if runs:
+                lines.append(f"| {label} | {len(runs)} | ours, {kind} | {_fmt([r['first_preview'] for r in runs], 1)} | "
+                             f"{_fmt([r['s_per_step_median'] for r in runs], 2)} | "
+                             + " | ".join(_fmt([(r['preview'].get(str(b)) or {}).get('miou') for r in runs])
+                                          for b in budgets) + " |")
+    return lines + [""]
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -611,6 +661,8 @@ def write_report(results: dict, out: Path) -> None:
                     f"{_fmt([(r['last'].get('30.0') or {}).get('miou') for r in have])} | "
                     f"{_fmt([(r['last'].get('120.0') or {}).get('miou') for r in have])} |")
         lines += [""]
+    for part in sorted({key.split("/")[0] for key in results["cases"] if key.startswith("budgets+")}):
+        lines += _variant_table(part, _groups(results, part), budgets)
     rounds = _groups(results, "rounds")
     if rounds:
         some = next(iter(rounds.values()))[0]
