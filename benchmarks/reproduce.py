@@ -38,9 +38,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from napari_cellprep.engine.data import from_mask
 from napari_cellprep.engine.degrade import LowLight
-from napari_cellprep.engine.inference import predict
+from napari_cellprep.engine.evaluation import evaluate as evaluate_pairs
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask
-from napari_cellprep.engine.metrics import confusion_matrix, kfold_splits, scores
+from napari_cellprep.engine.metrics import kfold_splits
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.training import TrainConfig, initial_model, train
 from napari_cellprep.model import PAPER, CellPrepNet, ModelConfig, build_model, method_loss, output_names
@@ -208,18 +208,10 @@ def split(n: int, folds: int, fold: int) -> tuple[list[int], list[int], list[int
 
 
 def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    s = loaded.info.config.num_outputs
-    branch_cms = np.zeros((s, num_classes, num_classes), np.int64)
-    for image, mask, _ in items:
-        pred = predict(loaded, image, outputs=("branches",))
-        cm += confusion_matrix(pred.labels, mask, num_classes)
-        branch_labels = pred.branch_labels if pred.branch_labels is not None else pred.labels[None]
-        for b in range(s):
-            branch_cms[b] += confusion_matrix(branch_labels[b], mask, num_classes)
-    result = scores(cm).to_dict()
-    result["branch_miou"] = [scores(c).miou for c in branch_cms]
-    result["confusion"] = cm.tolist()
+    evaluation = evaluate_pairs(loaded, [(image, mask) for image, mask, _ in items], branches=True)
+    result = evaluation.scores.to_dict()
+    result["branch_miou"] = [branch.miou for branch in evaluation.branch_scores]
+    result["confusion"] = evaluation.confusion.tolist()
     return result
 
 

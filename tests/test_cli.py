@@ -17,6 +17,10 @@ import torch
 from conftest import disks
 
 from napari_cellprep import cli, demo
+from napari_cellprep.cli import common
+from napari_cellprep.cli import demo as demo_verb
+from napari_cellprep.cli import predict as predict_verb
+from napari_cellprep.cli import train as train_verb
 from napari_cellprep.engine import checkpoint
 from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, read_info
 from napari_cellprep.engine.events import EpochEnd, StepEnd
@@ -192,7 +196,7 @@ def test_evaluate_table_matches_json(synthetic, tiny_checkpoint):
 def test_demo_writes_one_panel_per_sample(tiny_checkpoint, tmp_path, monkeypatch):
     sample = tmp_path / "sample.tif"
     tifffile.imwrite(sample, disks(11, (64, 64))[0])
-    monkeypatch.setattr(cli, "sample_paths", lambda: [sample])
+    monkeypatch.setattr(demo_verb, "sample_paths", lambda: [sample])
     out = tmp_path / "demo"
     code, stdout, _ = run("demo", "--model", tiny_checkpoint, "--out", out)
     panel = out / "sample_panel.png"
@@ -247,7 +251,7 @@ def test_train_overwrite_and_fine_tune(synthetic, tmp_path):
 
     tuned = tmp_path / "tuned.cellprep"
     assert_one_line_error(
-        run(*_train_args(images, masks, tuned, "--init", out)), "--width cannot be combined with --init"
+        run(*_train_args(images, masks, tuned, "--init", out)), "width cannot be set when fine-tuning"
     )
     options = (
         "--name tuned --batch-size 2 --patch-size 64 --epochs 1 --steps-per-epoch 1 --device cpu".split()
@@ -264,7 +268,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
     """One Ctrl-C ends training after the current step; a second one aborts at once. Either way
     the best model so far (here: epoch 1's) is in the checkpoint and there is no traceback."""
     images, masks = synthetic
-    real_train_iter = cli.train_iter
+    real_train_iter = train_verb.train_iter
     seen = []
 
     def train_iter(*args, **kwargs):
@@ -280,7 +284,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
                     signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends
             yield event
 
-    monkeypatch.setattr(cli, "train_iter", train_iter)
+    monkeypatch.setattr(train_verb, "train_iter", train_iter)
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as a background job
     out = tmp_path / "model.cellprep"
     code, stdout, err = run(*_train_args(images, masks, out, epochs=5, steps=2))
@@ -322,7 +326,7 @@ def test_training_data_errors(synthetic, tmp_path):
             ["254 classes (class 1, ..., class 254) have no labeled pixel", "0/255"],
         ),
         (_train_args(*_write_pair(tmp_path / "size", image, mask[:40]), out), ["x.tif", "(40, 64)"]),
-        (_train_args(images, masks, out, "--class-names", "one"), ["1 names for 2 classes"]),
+        (_train_args(images, masks, out, "--class-names", "one"), ["1 class names given for 2 classes"]),
         (_train_args(images, masks, out, "--device", "cuda:7"), ["cuda:7"]),
         (
             _train_args(images, masks, out, "--init", masks / "cell0.png"),
@@ -386,7 +390,7 @@ def test_predict_and_evaluate_errors(synthetic, tiny_checkpoint, tmp_path, monke
     for argv, fragments in cases:
         assert_one_line_error(run(*argv), *fragments)
     assert not (tmp_path / "o").exists()
-    monkeypatch.setattr(cli, "default_checkpoint_path", lambda: tmp_path / "models" / "default.cellprep")
+    monkeypatch.setattr(common, "default_checkpoint_path", lambda: tmp_path / "models" / "default.cellprep")
     for argv in (["predict", images, "--out", tmp_path / "o"], ["demo", "--out", tmp_path / "d"]):
         assert_one_line_error(run(*argv), "bundled default model is not installed", "--model")
 
@@ -403,7 +407,7 @@ def test_only_user_errors_become_one_line_and_bugs_keep_their_traceback(
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(cli, "predict", broken)
+    monkeypatch.setattr(predict_verb, "predict", broken)
     with pytest.raises(ValueError, match="an internal bug"):  # not swallowed: Python prints the traceback
         run("predict", images, "--model", tiny_checkpoint, "--out", tmp_path / "out")
 

@@ -3,15 +3,13 @@ generator with an optional live preview, run by the dock in a ``thread_worker``.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..engine.checkpoint import ModelInfo, load_checkpoint
+from ..engine.checkpoint import ModelInfo
 from ..engine.data import LabeledImage, labeled_items
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.inference import predict
@@ -85,30 +83,21 @@ def training_job(
 ) -> Generator[StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
     """``train_iter``, plus a ``PreviewReady`` after each epoch that improved when ``preview`` (one
     plane, as the model takes it) is given, on ``threads`` torch threads (``None``: unchanged).
-    The returned model lives in memory only (``path`` None)."""
+    The preview runs the improved epoch's model that ``train_iter`` hands out; the returned
+    model lives in memory only (``path`` None)."""
     with torch_threads(threads):
         return (yield from _training_job(train, val, info, config, init, stop, preview, preview_channel_axis))
 
 
 def _training_job(train, val, info, config, init, stop, preview, preview_channel_axis):
-    if preview is None:
-        result = yield from train_iter(train, val, info, config, init=init, stop=stop)
-        return result
-    with tempfile.TemporaryDirectory(prefix="cellprep-train-") as folder:
-        best = Path(folder) / "best.cellprep"
-        events = train_iter(train, val, info, config, init=init, stop=stop, checkpoint_path=best)
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as end:
-                result = end.value
-                break
-            yield event
-            if isinstance(event, EpochEnd) and event.improved and not (stop is not None and stop.is_set()):
-                loaded = load_checkpoint(best, "cpu")
-                labels = predict(
-                    loaded, preview, channel_axis=preview_channel_axis, outputs=(), device=config.device
-                ).labels
-                yield PreviewReady(labels, event.epoch)
-    result.model.path = None
-    return result
+    events = train_iter(train, val, info, config, init=init, stop=stop)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as end:
+            return end.value
+        yield event
+        improved = isinstance(event, EpochEnd) and event.best_model is not None
+        if preview is not None and improved and not (stop is not None and stop.is_set()):
+            labels = predict(event.best_model, preview, channel_axis=preview_channel_axis, outputs=()).labels
+            yield PreviewReady(labels, event.epoch)

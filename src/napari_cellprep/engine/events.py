@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .checkpoint import LoadedModel
 
 R = TypeVar("R")
 
@@ -33,7 +36,8 @@ class StepEnd:
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """One epoch finished, with validation scores when there is validation data."""
+    """One epoch finished, with validation scores when there is validation data; ``best_model``
+    is this epoch's model (a copy, eval mode) when it improved on the best so far."""
 
     epoch: int
     epochs: int
@@ -48,6 +52,7 @@ class EpochEnd:
     best_epoch: int | None = None
     improved: bool = False
     ensemble_weights: list[float] = field(default_factory=list)
+    best_model: LoadedModel | None = field(default=None, repr=False, compare=False)
 
 
 def drive(steps: Generator[Any, None, R], callback: Callable[[Any], None] | None = None) -> R:

@@ -26,42 +26,11 @@ from .data import (
     labeled_box_area,
 )
 from .devices import describe_device, resolve_device
-from .errors import OutputExistsError, SettingsError
-from .labels import check_values
+from .errors import OutputExistsError
 from .events import EpochEnd, StepEnd, drive
+from .labels import check_values
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings; the defaults are the paper's (Adam, betas (0.9, 0.999), lr 1e-3,
-    batch 16). ``steps_per_epoch=None`` is about one pass over the labeled area. ``amp`` (mixed
-    precision) applies on CUDA only."""
-
-    epochs: int = 50
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    patch_size: int = 256
-    steps_per_epoch: int | None = None
-    augment: bool = True
-    lr_schedule: str = "constant"  # or "cosine"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patch_size"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise SettingsError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
-        if not self.learning_rate > 0:
-            raise SettingsError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+from .plan import TrainConfig, transfer_weights
 
 
 @dataclass
@@ -80,40 +49,6 @@ class TrainingResult:
 def steps_for_one_pass(items: list[LabeledImage], patch_size: int, batch_size: int) -> int:
     """ceil(labeled bounding-box area / (patch² · batch)), at least 1."""
     return max(1, math.ceil(labeled_box_area(items) / (patch_size**2 * batch_size)))
-
-
-def _class_dependent(name: str, config: ModelConfig) -> bool:
-    heads = ("head.", "head1.", "head2.", "ensemble.")
-    if config.penultimate_width == config.num_classes:
-        heads += ("penultimate.",)
-    return name.startswith(heads)
-
-
-def transfer_weights(model: SegmentationNet, init: LoadedModel) -> list[str]:
-    """Copy ``init``'s weights into ``model`` by the fine-tuning rule; return the copied names.
-
-    Every tensor whose name and shape match is copied. When the class count differs, the
-    class-dependent tensors (the heads, the ensemble, and network 1's penultimate layer when its
-    width equals the class count) keep their fresh initialisation even where shapes happen to
-    match. Architecture and backbone must match.
-    """
-    old, new = init.info.config, model.config
-    for name in ("architecture", "backbone"):
-        if getattr(old, name) != getattr(new, name):
-            raise SettingsError(
-                f"cannot fine-tune a {getattr(old, name)} model into a {getattr(new, name)} one "
-                f"({name} differs); train from scratch instead"
-            )
-    state = model.state_dict()
-    classes_changed = old.num_classes != new.num_classes
-    copied = []
-    for name, tensor in init.model.state_dict().items():
-        if name in state and state[name].shape == tensor.shape:
-            if not (classes_changed and _class_dependent(name, new)):
-                state[name] = tensor.detach().clone()
-                copied.append(name)
-    model.load_state_dict(state)
-    return copied
 
 
 def initial_model(config: ModelConfig, seed: int) -> SegmentationNet:
@@ -173,9 +108,10 @@ def train_iter(
     """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch.
 
     Patches are sampled around labeled pixels (``PatchSampler``). With ``val`` the eval-mode model
-    is scored after each epoch on a fixed grid of crops, and the best state by validation mIoU is
+    is scored after each epoch on a fixed grid of crops, and the best model by validation mIoU is
     kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
-    it the last epoch counts as best. ``stop`` is checked before every step (and validation
+    it the last epoch counts as best. An epoch that improved hands out its model (a copy in eval
+    mode, ``EpochEnd.best_model``), e.g. for a live preview. ``stop`` is checked before every step (and validation
     batch): once set, training ends and the best model so far is returned with
     ``stopped=True`` (the current weights if no epoch was scored yet).
 
@@ -221,7 +157,7 @@ def train_iter(
     names = output_names(model_config, info.class_names) + ["ensemble"]
 
     history: list[EpochEnd] = []
-    best_state, best_miou, best_epoch, best_scores = None, None, None, None
+    best, best_miou, best_epoch, best_scores = None, None, None, None
     stopped, epochs_run = False, 0
     start = time.perf_counter()
 
@@ -293,13 +229,15 @@ def train_iter(
             improved = True
         else:
             improved = not math.isnan(result.miou) and (best_miou is None or result.miou > best_miou)
+        best_model = None
         if improved:
             best_miou, best_epoch, best_scores = (
                 (result.miou, epoch, result) if result else (None, epoch, None)
             )
-            best_state = copy.deepcopy(model.state_dict())
+            best = copy.deepcopy(model).eval()
+            best_model = LoadedModel(best, replace(info, training=summary()))
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, model, replace(info, training=summary()), overwrite=True)
+                save_checkpoint(checkpoint_path, best, best_model.info, overwrite=True)
         event = EpochEnd(
             epoch=epoch,
             epochs=config.epochs,
@@ -314,12 +252,13 @@ def train_iter(
             best_epoch=best_epoch,
             improved=improved,
             ensemble_weights=weights,
+            best_model=best_model,
         )
         history.append(event)
         yield event
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if best is not None:
+        model = best
     model.eval()
     final_info = replace(info, training=summary())
     path = None

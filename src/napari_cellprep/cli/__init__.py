@@ -1,0 +1,53 @@
+"""The ``cellprep`` command: train, predict, evaluate and demo without napari, one module per verb.
+
+A problem the user can fix (a ``CellprepError``) ends with one line ``cellprep: error: ...``
+and exit status 1 (2 for wrong usage); any other exception is a bug and shows its traceback.
+Ctrl-C during training stops after the current step, keeps the best model and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..engine.errors import CellprepError
+from . import demo, evaluate, predict, train
+from .common import INTERRUPTED
+
+VERBS = (train, predict, evaluate, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cellprep`` argument parser; each subcommand sets ``run`` to its verb's ``run``."""
+    parser = argparse.ArgumentParser(
+        prog="cellprep",
+        description="Learned preprocessing and ensemble segmentation of low-quality cell images "
+        "(Kato & Hotta).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    for verb in VERBS:
+        verb.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``cellprep`` with ``argv`` (default: the command line); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("cellprep: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except CellprepError as exc:  # the user can fix it; anything else is a bug: its traceback shows
+        print(f"cellprep: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""``cellprep train``: train (or fine-tune with ``--init``) and save the best model."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..engine.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from ..engine.data import LabeledImage, labeled_items, split_validation
+from ..engine.devices import describe_device, resolve_device
+from ..engine.events import EpochEnd, StepEnd, drive
+from ..engine.io import read_image, read_mask
+from ..engine.labels import LabelKind, check_values, class_count
+from ..engine.layout import input_channels
+from ..engine.normalize import Normalization
+from ..engine.plan import DEFAULT_VAL_FRACTION, LR_SCHEDULES, TrainConfig, model_to_train, normalization_for
+from ..engine.training import TrainingResult, train_iter
+from ..model import ModelConfig
+from ..model.config import ARCHITECTURES, BACKBONES, ENSEMBLE_INITS, ENSEMBLES
+from .common import (
+    INTERRUPTED,
+    CommandError,
+    add_channel_axis_option,
+    add_device_option,
+    add_pair_options,
+    options_given,
+    pair_paths,
+    score,
+)
+
+ARCHITECTURE_OPTIONS = ("architecture", "backbone", "width", "depth", "penultimate", "ensemble", "ensemble_init")
+SETTINGS_OPTIONS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "patch_size": "patch_size",
+    "steps_per_epoch": "steps_per_epoch",
+    "lr_schedule": "lr_schedule",
+    "seed": "seed",
+}
+"""``{option dest: TrainConfig field}``."""
+
+MASK_RULES = """\
+Masks: one 2D integer image per image, same height and width, matched by file name without
+extension; pixel value k = class k (0..C-1). A single mask may hold one class only (e.g. a tile
+without cells), but across all training masks every class must occur. Binary 0/255 masks must
+be saved as 0/1."""
+
+
+@contextmanager
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """While active, the first Ctrl-C sets ``stop``; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        tqdm.write(
+            "cellprep: stopping after the current step and keeping the best model (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _epoch_line(event: EpochEnd) -> str:
+    line = f"epoch {event.epoch}/{event.epochs}  loss {event.train_loss:.4f}"
+    if event.val_miou is not None:
+        line += f"  val mIoU {score(event.val_miou)}  (best {score(event.best_miou)} at epoch {event.best_epoch})"
+    return line + ("  *" if event.improved and event.val_miou is not None else "")
+
+
+def _run_with_progress(events) -> TrainingResult:
+    """Drive the training generator: a step bar on stderr, one line per epoch on stdout."""
+    bar = None
+
+    def show(event: StepEnd | EpochEnd) -> None:
+        nonlocal bar
+        if isinstance(event, EpochEnd):
+            tqdm.write(_epoch_line(event))
+            return
+        if bar is None:
+            bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", disable=None, dynamic_ncols=True)
+        bar.set_postfix_str(f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f}", refresh=False)
+        bar.update()
+
+    try:
+        return drive(events, show)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _read_items(
+    pairs: list[tuple[Path, Path]], normalization: Normalization, in_channels: int | None, args
+) -> list[LabeledImage]:
+    """The labeled items of every pair; ``in_channels`` None: that of the first image."""
+    items: list[LabeledImage] = []
+    for image_path, labels_path in pairs:
+        image = read_image(image_path)
+        if in_channels is None:
+            in_channels = input_channels(image.shape, channel_axis=args.channel_axis)
+        items += labeled_items(
+            image,
+            read_mask(labels_path),
+            normalization,
+            in_channels,
+            kind=LabelKind.CLASS_INDEX,
+            channel_axis=args.channel_axis,
+            name=str(image_path),
+        )
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or fine-tune with ``--init``) and save the best model to ``--out``."""
+    out = Path(args.out)
+    if out.suffix != SUFFIX:
+        raise CommandError(f"--out {out}: a checkpoint file name must end in {SUFFIX}")
+    if out.exists() and not args.overwrite:
+        raise CommandError(f"{out} already exists; use --overwrite to replace it, or choose another --out")
+    if args.val_fraction is not None and (args.val_images or args.val_masks):
+        raise CommandError("give either --val-fraction or --val-images/--val-masks, not both")
+    device = resolve_device(args.device)
+    init = load_checkpoint(args.init) if args.init else None
+    normalization = normalization_for(init, args.normalization)
+    in_channels = init.info.config.in_channels if init is not None else None
+    train = _read_items(pair_paths(args.images, args.masks, args.pair, "training data"), normalization, in_channels, args)
+    in_channels = train[0].image.shape[0]
+    num_classes = class_count([item.labeled() for item in train], args.classes)
+    architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
+    if architecture.get("penultimate") == 0:
+        architecture["penultimate"] = None  # the paper's width: the class count
+    info = model_to_train(
+        num_classes,
+        in_channels,
+        init=init,
+        class_names=args.class_names,
+        architecture=architecture,
+        normalization=normalization,
+        name=args.name or "",
+    )
+    settings = TrainConfig(device=str(device), **options_given(args, SETTINGS_OPTIONS))
+    if args.val_images is not None or args.val_masks is not None:
+        val_pairs = pair_paths(args.val_images, args.val_masks, None, "validation data")
+        val = _read_items(val_pairs, normalization, in_channels, args)
+        check_values([item.labeled() for item in val], num_classes)
+    else:
+        fraction = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
+        if not 0.0 <= fraction < 1.0:
+            raise CommandError(f"--val-fraction must be in [0, 1), got {fraction}")
+        train, val = split_validation(train, fraction, settings.seed) if fraction > 0 else (train, None)
+
+    # A new file is written by the engine at each improvement (survives a crash); an existing
+    # one (--overwrite) is replaced only once training has ended.
+    checkpoint_path = None if out.exists() else out
+    config = info.config
+    print(
+        f"training a {config.architecture} model ({config.backbone}, width {config.width}, "
+        f"{num_classes} classes: {', '.join(info.class_names)}) on "
+        f"{sum(item.labeled_pixels for item in train)} labeled pixels, validating on "
+        f"{sum(item.labeled_pixels for item in val or [])}, on {describe_device(device)}"
+    )
+    stop = threading.Event()
+    try:
+        with stop_on_ctrl_c(stop):
+            events = train_iter(train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path)
+            result = _run_with_progress(events)
+    except KeyboardInterrupt:  # the second Ctrl-C
+        if checkpoint_path is not None and out.exists():
+            print(f"cellprep: aborted; {out} holds the best model so far", file=sys.stderr)
+            return INTERRUPTED
+        raise
+    if checkpoint_path is None:
+        save_checkpoint(out, result.model.model, result.model.info, overwrite=True)
+    best = (
+        f"best val mIoU {score(result.best_miou)} at epoch {result.best_epoch}"
+        if result.best_miou is not None
+        else f"model of epoch {result.epochs_run}"
+    )
+    if result.stopped:
+        print(f"stopped after {result.epochs_run} of {settings.epochs} epoch(s); saved {out} ({best})")
+        return INTERRUPTED
+    print(f"saved {out} ({best})")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``train`` subcommand and its options."""
+    parser = commands.add_parser(
+        "train",
+        help="train a model from images and masks",
+        epilog=MASK_RULES,
+        description="Train a model from images and class-index masks and save it as a checkpoint. "
+        "Ctrl-C stops after the current step and keeps the best model so far.",
+    )
+    add_pair_options(parser)
+    parser.add_argument("--out", required=True, metavar=f"FILE{SUFFIX}", help="checkpoint to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--name", help="model name shown in menus (default: the file name)")
+    parser.add_argument(
+        "--classes", type=int, metavar="N", help="number of classes (default: largest mask value + 1)"
+    )
+    parser.add_argument(
+        "--class-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per class, in index order (default: the --init model's when the count is the same)",
+    )
+    model = parser.add_argument_group("model (taken from the checkpoint with --init)")
+    model.add_argument("--architecture", choices=ARCHITECTURES, help=f"default: {ModelConfig.architecture}")
+    model.add_argument("--backbone", choices=BACKBONES, help=f"default: {ModelConfig.backbone}")
+    model.add_argument(
+        "--width", type=int, help=f"channels of the first U-Net level (default: {ModelConfig.width})"
+    )
+    model.add_argument("--depth", type=int, help=f"pooling steps of the U-Net (default: {ModelConfig.depth})")
+    model.add_argument(
+        "--penultimate",
+        type=int,
+        help="width of network 1's penultimate maps, at least the class count "
+        f"(default: {ModelConfig.penultimate}; 0 = the class count, as in the paper)",
+    )
+    model.add_argument("--ensemble", choices=ENSEMBLES, help=f"default: {ModelConfig.ensemble}")
+    model.add_argument(
+        "--ensemble-init",
+        choices=ENSEMBLE_INITS,
+        help=f"start of the learned ensemble weights: PyTorch's random init or 1/S each "
+        f"(default: {ModelConfig.ensemble_init})",
+    )
+    model.add_argument(
+        "--init",
+        metavar=f"FILE{SUFFIX}",
+        help="fine-tune this checkpoint instead of starting afresh (the class count may change: "
+        "the heads then start afresh)",
+    )
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, help=f"default: {TrainConfig.epochs}")
+    opt.add_argument("--batch-size", type=int, help=f"default: {TrainConfig.batch_size}")
+    opt.add_argument("--lr", type=float, help=f"Adam learning rate (default: {TrainConfig.learning_rate})")
+    opt.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"default: {TrainConfig.lr_schedule}")
+    opt.add_argument(
+        "--patch-size", type=int, help=f"square training patch (default: {TrainConfig.patch_size})"
+    )
+    opt.add_argument("--steps-per-epoch", type=int, help="default: about one pass over the labeled area")
+    opt.add_argument("--seed", type=int, help=f"default: {TrainConfig.seed}")
+    add_device_option(opt)
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--normalization",
+        choices=("minmax", "percentile"),
+        help="intensity scaling (default: the --init model's, else minmax)",
+    )
+    add_channel_axis_option(data)
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of labeled pixels held out for validation, "
+        f"in blocks (default: {DEFAULT_VAL_FRACTION}; 0 = no validation, the last epoch is kept)",
+    )
+    data.add_argument(
+        "--val-images", metavar="DIR", help="validation image folder (instead of --val-fraction)"
+    )
+    data.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
+    parser.set_defaults(run=run)

@@ -1,0 +1,148 @@
+"""What a training run trains, for every face: the settings it starts from, the model it trains
+(new, or fine-tuned by the fine-tune rule) and how the fine-tuned weights are carried over."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import ModelConfig, SegmentationNet
+from .checkpoint import LoadedModel, ModelInfo
+from .errors import SettingsError
+from .normalize import Normalization
+
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_VAL_FRACTION = 0.2
+"""Share of the labeled pixels held out for validation (in blocks) when no validation set is given."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings, the same defaults in the library, the CLI and the Train dock.
+
+    Adam with the paper's betas (0.9, 0.999) and learning rate 1e-3 on 256² patches; batch 8,
+    not the paper's 16: the product trains mostly on CPUs, where a step of 8 patches takes half
+    the time and memory, and the bundled model was trained with 8 (``benchmarks/reproduce.py``
+    sets the paper's values itself). ``steps_per_epoch=None`` is about one pass over the labeled
+    area. ``amp`` (mixed precision) applies on CUDA only.
+    """
+
+    epochs: int = 50
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    patch_size: int = 256
+    steps_per_epoch: int | None = None
+    augment: bool = True
+    lr_schedule: str = "constant"  # or "cosine"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patch_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise SettingsError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
+        if not self.learning_rate > 0:
+            raise SettingsError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+def normalization_for(init: LoadedModel | None, method: str | None = None) -> Normalization:
+    """The normalisation a run trains with: ``method`` when given, else the model being
+    fine-tuned keeps its own, else min-max (the paper's)."""
+    if method is not None:
+        return Normalization(method)
+    return init.info.normalization if init is not None else Normalization()
+
+
+def model_to_train(
+    num_classes: int,
+    in_channels: int,
+    *,
+    init: LoadedModel | None = None,
+    class_names: Sequence[str] | None = None,
+    architecture: Mapping[str, Any] | None = None,
+    normalization: Normalization | None = None,
+    name: str = "",
+) -> ModelInfo:
+    """The description of the model a run trains.
+
+    A new model (``init`` None) is ``ModelConfig(num_classes, in_channels, **architecture)``.
+    Fine-tuning ``init`` (the fine-tune rule) keeps its architecture and (unless given,
+    ``normalization_for``) its normalisation; the
+    class count may change: a penultimate layer narrower than the new count becomes C wide,
+    the class-dependent weights start afresh (``transfer_weights``), and names and colours are
+    new; with the same count they are kept. ``class_names`` (one per class) rename the classes;
+    without them a new class k is ``class k``.
+    """
+    if init is None:
+        try:
+            config = ModelConfig(num_classes=num_classes, in_channels=in_channels, **(architecture or {}))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        colors: list[str] = []
+    else:
+        if architecture:
+            raise SettingsError(
+                f"{next(iter(architecture))} cannot be set when fine-tuning: a fine-tuned model keeps the "
+                f"architecture of the model it starts from"
+            )
+        base = init.info.config
+        if in_channels != base.in_channels:
+            raise SettingsError(
+                f"the images have {in_channels} channel(s) but {init.label!r} takes {base.in_channels}"
+            )
+        wide_enough = base.penultimate is None or base.penultimate >= num_classes
+        try:
+            config = ModelConfig(
+                **{**base.to_dict(), "num_classes": num_classes, "penultimate": base.penultimate if wide_enough else None}
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+        same_classes = num_classes == base.num_classes
+        colors = list(init.info.class_colors) if same_classes else []
+        if class_names is None and same_classes:
+            class_names = init.info.class_names
+    names = list(class_names) if class_names is not None else [f"class {k}" for k in range(num_classes)]
+    if len(names) != num_classes:
+        raise SettingsError(f"{len(names)} class names given for {num_classes} classes; give one name per class")
+    return ModelInfo(config, names, normalization or normalization_for(init), colors, name=name)
+
+
+def _class_dependent(name: str, config: ModelConfig) -> bool:
+    heads = ("head.", "head1.", "head2.", "ensemble")
+    if config.penultimate_width == config.num_classes:
+        heads += ("penultimate.",)
+    return name.startswith(heads)
+
+
+def transfer_weights(model: SegmentationNet, init: LoadedModel) -> list[str]:
+    """Copy ``init``'s weights into ``model`` by the fine-tune rule; return the copied names.
+
+    Every tensor whose name and shape match is copied. When the class count differs, the
+    class-dependent tensors (the heads, the ensemble, and network 1's penultimate layer when its
+    width equals the class count) keep their fresh initialisation even where shapes happen to
+    match. Architecture and backbone must match.
+    """
+    old, new = init.info.config, model.config
+    for name in ("architecture", "backbone"):
+        if getattr(old, name) != getattr(new, name):
+            raise SettingsError(
+                f"cannot fine-tune a {getattr(old, name)} model into a {getattr(new, name)} one "
+                f"({name} differs); train from scratch instead"
+            )
+    state = model.state_dict()
+    classes_changed = old.num_classes != new.num_classes
+    copied = []
+    for name, tensor in init.model.state_dict().items():
+        if name in state and state[name].shape == tensor.shape:
+            if not (classes_changed and _class_dependent(name, new)):
+                state[name] = tensor.detach().clone()
+                copied.append(name)
+    model.load_state_dict(state)
+    return copied
