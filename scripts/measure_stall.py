@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     warm_up = threads.warm_up_optimizer()
     opening.run_until(lambda: not warm_up.is_alive())
     opening = opening.summary()
-    widget._start.value = train_widget.SCRATCH
+    widget._start.value = train_widget.Start.NEW
     widget._width.value, widget._depth.value = args.width, args.depth
     widget._epochs.value, widget._steps.value = 100_000, args.steps
     widget._batch.value, widget._patch.value = args.batch, args.patch
@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     widget.train()
     click = time.perf_counter() - started
-    if widget.worker is None:
-        raise SystemExit(f"training did not start: {widget.status.value}")
+    if widget.controls.worker is None:
+        raise SystemExit(f"training did not start: {widget.controls.status.value}")
     probe = GapProbe()
     probe.run_for(args.seconds)
     widget.stop()
-    probe.run_until(lambda: widget.worker is None)
+    probe.run_until(lambda: widget.controls.worker is None)
     elapsed = time.perf_counter() - started
 
     print(

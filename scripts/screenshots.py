@@ -66,14 +66,14 @@ def segment_png(model: Path, image, name: str, out: Path, tile: int) -> None:
     widget.select_model(get_registry().add_file(model))
     widget._tile.value = tile
     widget.run()
-    wait(lambda: widget.worker is None, 600, "the segmentation")
+    wait(lambda: widget.controls.worker is None, 600, "the segmentation")
     if not widget.output_layers():
-        raise RuntimeError(f"segmentation failed: {widget.status.value}")
+        raise RuntimeError(f"segmentation failed: {widget.controls.status.value}")
     QApplication.processEvents()
     viewer.reset_view()
     QApplication.processEvents()
     viewer.screenshot(str(out), canvas_only=False, flash=False)
-    print(f"wrote {out} ({widget.status.value})")
+    print(f"wrote {out} ({widget.controls.status.value})")
     viewer.close()
 
 
@@ -88,20 +88,20 @@ def train_png(model: Path, image, mask, name: str, out: Path, epochs_shown: int,
     viewer.add_labels(scribbles(mask), name="scribbles")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     entry = get_registry().add_file(model)
-    widget._start.value = train_widget.FINE_TUNE
+    widget._start.value = train_widget.Start.FINE_TUNE
     widget._base.value = entry
     widget._epochs.value, widget._steps.value = max(3 * epochs_shown, 10), 4
     widget._batch.value, widget._patch.value = 4, patch
-    widget._validation.value = train_widget.VAL_FRACTION
+    widget._validation.value = train_widget.Validation.FRACTION
     widget.train()
-    if widget.worker is None:
-        raise RuntimeError(f"training did not start: {widget.status.value}")
+    if widget.controls.worker is None:
+        raise RuntimeError(f"training did not start: {widget.controls.status.value}")
     wait(lambda: len(widget.plot.epochs) >= epochs_shown, 1200, f"{epochs_shown} epochs")
     QApplication.processEvents()
     viewer.screenshot(str(out), canvas_only=False, flash=False)
-    print(f"wrote {out} (after {len(widget.plot.epochs)} epochs: {widget.status.value})")
+    print(f"wrote {out} (after {len(widget.plot.epochs)} epochs: {widget.controls.status.value})")
     widget.stop()
-    wait(lambda: widget.worker is None, 600, "training to stop")
+    wait(lambda: widget.controls.worker is None, 600, "training to stop")
     viewer.close()
 
 

@@ -7,6 +7,7 @@ import torch
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from napari_cellprep._widgets import run_controls  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER, SHOWABLE  # noqa: E402
 from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
 
@@ -35,8 +36,8 @@ def open_segment(viewer, registry, checkpoint):
 
 def run_and_wait(qtbot, widget):
     widget.run()
-    assert widget.worker is not None and not widget._run_button.enabled
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.controls.worker is not None and not widget.controls.run_button.enabled
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
 
 
 def test_both_widgets_open_from_the_manifest(make_napari_viewer, registry):
@@ -45,7 +46,7 @@ def test_both_widgets_open_from_the_manifest(make_napari_viewer, registry):
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     assert type(segment).__name__ == "SegmentWidget" and type(train).__name__ == "TrainWidget"
     assert segment.model_labels == []  # nothing bundled in this registry: no crash, a hint instead
-    assert "open a .cellprep file" in segment.status.value
+    assert "open a .cellprep file" in segment.controls.status.value
 
 
 def test_manifest_puts_both_widgets_in_the_layers_segment_menu():
@@ -115,14 +116,15 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
     renamed = viewer.layers["cells | filter 1 (background)"]
     renamed.name = "my favourite filter"
     corrected = viewer.layers["cells | ensemble"]
-    corrected.paint((10, 10), 1)  # the user corrects our labels: the layer is theirs now
+    painted = int(corrected.data[10, 10] == 0)  # another class than predicted
+    corrected.paint((10, 10), painted)  # the user corrects our labels: the layer is theirs now
     assert MARKER not in corrected.metadata
     run_and_wait(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     # input + renamed filter + corrected ensemble + 7 fresh outputs (no translated images)
     assert len(viewer.layers) == 10 and names.count("cells | filter 1 (background)") == 1
     assert "my favourite filter" in names and renamed in viewer.layers and corrected in viewer.layers
-    assert corrected.data[10, 10] == 1 and len(widget.output_layers()) == 7
+    assert corrected.data[10, 10] == painted and len(widget.output_layers()) == 7
     assert not (first & set(map(id, viewer.layers))) - {
         id(viewer.layers["cells"]),
         id(renamed),
@@ -137,10 +139,10 @@ def test_cancel_adds_no_layers(make_napari_viewer, qtbot, registry, tiny_checkpo
     widget._tile.value = 64
     widget.run()
     widget.cancel()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
     assert [layer.name for layer in viewer.layers] == ["cells"]
-    assert widget.status.value == "Cancelled: no layers were added."
-    assert widget._run_button.enabled and not widget._cancel_button.enabled
+    assert widget.controls.status.value == "Cancelled: no layers were added."
+    assert widget.controls.run_button.enabled and not widget.controls.stop_button.enabled
 
 
 def test_stack_gives_stacked_outputs(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
@@ -228,7 +230,7 @@ def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, t
     from napari_cellprep.engine.devices import available_devices
 
     errors = []
-    monkeypatch.setattr(segment_widget, "show_error", errors.append)
+    monkeypatch.setattr(run_controls, "show_error", errors.append)
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     assert list(widget._device.choices) == ["auto", *available_devices()]
@@ -236,7 +238,7 @@ def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, t
     foreign.write_bytes(b"\x80\x04pickled")
     widget._open.value = foreign
     assert (
-        "is not a napari-cellprep checkpoint" in errors[-1] and widget.status.value == f"Error: {errors[-1]}"
+        "is not a napari-cellprep checkpoint" in errors[-1] and widget.controls.status.value == f"Error: {errors[-1]}"
     )
     assert widget.model_labels == []
 

@@ -10,6 +10,7 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
+from napari_cellprep._widgets import run_controls  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 
@@ -26,7 +27,7 @@ def painted(mask: np.ndarray, every: int = 3) -> np.ndarray:
 
 
 def small_settings(widget, epochs=1000, steps=2):
-    widget._start.value = train_module.SCRATCH
+    widget._start.value = train_module.Start.NEW
     widget._width.value, widget._depth.value = 4, 2
     widget._names.value = "background, colony"
     widget._epochs.value, widget._steps.value = epochs, steps
@@ -43,23 +44,23 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     small_settings(widget)
     assert widget.mapping.value == "label 1 = background, label 2 = colony"
-    widget._validation.value = train_module.VAL_FRACTION
+    widget._validation.value = train_module.Validation.FRACTION
     widget._preview.value = True
 
     widget.train()
-    assert widget.worker is not None and not widget._train_button.enabled and widget._stop_button.enabled
+    assert widget.controls.worker is not None and not widget.controls.run_button.enabled and widget.controls.stop_button.enabled
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=60_000)
-    assert widget._progress.value >= 4 and widget._progress.max == 1000 * 2
+    assert widget.controls.progress.value >= 4 and widget.controls.progress.max == 1000 * 2
     widget.stop()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
 
     plot = widget.plot
     assert plot.epochs[:2] == [1, 2] and len(plot.epoch_loss) == len(plot.val_miou) == len(plot.epochs)
     assert all(math.isfinite(v) and v > 0 for v in plot.epoch_loss)
     assert all(0.0 <= v <= 1.0 for v in plot.val_miou)
     assert len(plot.step_loss) >= 2 * len(plot.epochs) and plot.steps[1] == 1.0
-    assert widget.status.value.startswith("Stopped after")
-    assert widget._train_button.enabled and not widget._stop_button.enabled and widget._save_button.enabled
+    assert widget.controls.status.value.startswith("Stopped after")
+    assert widget.controls.run_button.enabled and not widget.controls.stop_button.enabled and widget._save_button.enabled
 
     # the model is registered at once and selectable in the Segment widget
     label = widget.trained.label
@@ -69,7 +70,7 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     # the live preview shows the best epoch so far over the image
     preview = viewer.layers["cells | training preview"]
     assert preview.data.shape == (96, 96) and preview.metadata[MARKER]["output"] == "preview"
-    assert set(np.unique(preview.data)) <= {0, 1} and widget.preview_epoch >= 1
+    assert set(np.unique(preview.data)) <= {0, 1} and widget.preview.epoch >= 1
     assert viewer.layers.selection.active.name == "scribbles"  # painting stays on the user's layer
 
     # saving: new file written; an existing file is replaced only after the user says yes
@@ -116,37 +117,37 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     registry.add_file(tiny_checkpoint)
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
-    assert widget._start.value == train_module.FINE_TUNE  # a model exists: fine-tuning is offered first
+    assert widget._start.value == train_module.Start.FINE_TUNE  # a model exists: fine-tuning is offered first
     widget._base.value = registry.entries[0]
     widget._epochs.value, widget._steps.value, widget._batch.value, widget._patch.value = 2, 2, 2, 32
     widget._image.value, widget._labels.value = viewer.layers["cells"], viewer.layers["scribbles"]
-    widget._validation.value = train_module.VAL_PAIR
+    widget._validation.value = train_module.Validation.PAIR
     widget._val_image.value, widget._val_labels.value = (
         viewer.layers["other cells"],
         viewer.layers["other labels"],
     )
     widget.train()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert widget.status.value.startswith("Finished after 2 epochs"), widget.status.value
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=60_000)
+    assert widget.controls.status.value.startswith("Finished after 2 epochs"), widget.controls.status.value
     assert widget.plot.epochs == [1, 2] and all(0 <= v <= 1 for v in widget.plot.val_miou)
     trained = widget.trained
     assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
 
     segment.select_model(trained)
     segment.run()
-    qtbot.waitUntil(lambda: segment.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: segment.controls.worker is None, timeout=30_000)
     assert segment.output_layers()[-2].data.shape == (3, 64, 64)  # the ensemble
 
 
 def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, registry, cells, monkeypatch):
     errors = []
-    monkeypatch.setattr(train_module, "show_error", errors.append)
+    monkeypatch.setattr(run_controls, "show_error", errors.append)
     viewer = make_napari_viewer()
     image = viewer.add_image(cells(), name="cells")
     labels = viewer.add_labels(np.zeros((96, 96), np.uint8), name="scribbles")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     small_settings(widget)
-    widget._validation.value = train_module.VAL_NONE
+    widget._validation.value = train_module.Validation.NONE
     mask = (image.data > 2000).astype(np.uint8)
 
     def attempt(data=None, patch=32):
@@ -154,8 +155,8 @@ def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, re
             labels.data = data
         widget._patch.value = patch
         widget.train()
-        assert widget.worker is None  # nothing started
-        assert widget.status.value == f"Error: {errors[-1]}"
+        assert widget.controls.worker is None  # nothing started
+        assert widget.controls.status.value == f"Error: {errors[-1]}"
         return errors[-1]
 
     assert attempt().startswith("cells: no labeled pixels; paint some pixels of every class")

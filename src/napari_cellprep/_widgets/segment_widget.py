@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Generator
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, SpinBox
 from napari.layers import Image, Layer
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
 
-from ..engine.checkpoint import CheckpointError
+from ..engine.errors import CellprepError
 from ..engine.devices import available_devices
 from ..engine.events import Progress
 from .image_input import layer_array
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
 from .registry import ModelEntry, ModelRegistry, get_registry
+from .run_controls import RunControls
 from .threads import gui_torch_threads, torch_threads
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
@@ -44,7 +43,6 @@ class SegmentWidget(Container):
         super().__init__()
         self._viewer = viewer
         self._registry = registry or get_registry()
-        self.worker = None
         self._input: Layer | None = None
 
         self._image = ComboBox(label="image", choices=self._image_choices)
@@ -54,18 +52,11 @@ class SegmentWidget(Container):
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
         self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
         self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
-        self._run_button = PushButton(text="Run")
-        self._cancel_button = PushButton(text="Cancel", enabled=False)
-        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
+        self.controls = RunControls("Run", "Cancel", abort=True)
         self.device_used = Label(label="device used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
         outputs = Container(
             widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs"
-        )
-        buttons = Container(
-            widgets=[self._run_button, self._cancel_button], layout="horizontal", labels=False
         )
         self.extend(
             [
@@ -76,9 +67,7 @@ class SegmentWidget(Container):
                 self._tile,
                 outputs,
                 self._grid,
-                buttons,
-                self._progress,
-                self.status,
+                self.controls,
                 self.device_used,
                 self.weights,
             ]
@@ -86,8 +75,7 @@ class SegmentWidget(Container):
 
         self._registry.changed.connect(self._refresh_models)
         self._open.changed.connect(self._open_file)
-        self._run_button.changed.connect(self.run)
-        self._cancel_button.changed.connect(self.cancel)
+        self.controls.run_button.changed.connect(self.run)
         self._grid.changed.connect(self._apply_layout)
         self._model.changed.connect(self._update_hint)
         self._refresh_models()
@@ -119,87 +107,61 @@ class SegmentWidget(Container):
             return
         try:
             entry = self._registry.add_file(path)
-        except CheckpointError as exc:
-            self._fail(str(exc))
+        except CellprepError as exc:
+            self.controls.fail(str(exc))
             return
         self.select_model(entry)
 
     def _update_hint(self, *_args) -> None:
         if self._model.value is None:
-            self.status.value = NO_MODEL
-        elif self.status.value == NO_MODEL:
-            self.status.value = ""
-
-    def _fail(self, message: str) -> None:
-        self.status.value = f"Error: {message}"
-        show_error(message)
+            self.controls.status.value = NO_MODEL
+        elif self.controls.status.value == NO_MODEL:
+            self.controls.status.value = ""
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
         """Start segmenting the chosen image in a background thread."""
-        if self.worker is not None:
-            return
         layer, entry = self._image.value, self._model.value
         if layer is None:
-            self._fail("choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)")
+            self.controls.fail("choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)")
             return
         if entry is None:
-            self._fail(NO_MODEL)
+            self.controls.fail(NO_MODEL)
+            return
+        if self.controls.running:
             return
         self._input = layer
-        show = [name for name, box in self._show.items() if box.value]
-        self.worker = create_worker(
+        self.controls.start(
             segment_job,
-            self._registry,
-            entry,
-            layer.data,
-            layer.multiscale,
-            gui_torch_threads(),
+            busy=f"Segmenting {layer.name!r} with {entry.label}…",
+            on_event=self._on_progress,
+            on_result=self._on_done,
+            on_aborted=self._on_aborted,
+            registry=self._registry,
+            entry=entry,
+            data=layer.data,
+            multiscale=layer.multiscale,
+            threads=gui_torch_threads(),
             source=layer.name,
             rgb=layer.rgb,
-            show=show,
+            show=[name for name, box in self._show.items() if box.value],
             tile=self._tile.value,
             device=self._device.value,
             scale=tuple(layer.scale),
             translate=tuple(layer.translate),
-            _start_thread=False,
         )
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self._set_running(True)
-        self.status.value = f"Segmenting {layer.name!r} with {entry.label}…"
-        self.worker.start()
 
     def cancel(self) -> None:
         """Stop after the current tile batch; no layer is added."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "Cancelling…"
-
-    def _set_running(self, running: bool) -> None:
-        self._run_button.enabled = not running
-        self._cancel_button.enabled = running
-        if running:
-            self._progress.value = 0
+        self.controls.stop("Cancelling…")
 
     def _on_progress(self, event: Progress) -> None:
-        self._progress.max = max(event.total, 1)
-        self._progress.value = min(event.done, event.total)
+        self.controls.show_progress(event.done, event.total)
         if event.message:
-            self.status.value = event.message
-
-    def _on_error(self, exc: Exception) -> None:
-        self._fail(str(exc))
+            self.controls.status.value = event.message
 
     def _on_aborted(self) -> None:
-        self.status.value = "Cancelled: no layers were added."
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self._set_running(False)
+        self.controls.status.value = "Cancelled: no layers were added."
 
     def _on_done(self, layers: list[LayerData]) -> None:
         source = self._input
@@ -214,7 +176,7 @@ class SegmentWidget(Container):
                 zip(marker["output_names"], marker["ensemble_weights"], strict=True)
             )
         )
-        self.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        self.controls.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
         self._apply_layout()
 
     # -- layers --------------------------------------------------------------------------------

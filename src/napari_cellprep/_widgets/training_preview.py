@@ -1,0 +1,80 @@
+"""The Train dock's live preview: a Labels layer over the current view, refreshed with the best
+epoch's segmentation while training runs."""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from napari.layers import Image, Labels
+
+from ..engine.checkpoint import ModelInfo
+from ..engine.labels import labels_dtype
+from ..engine.layout import model_input
+from .image_input import layer_array
+from .layers import MARKER, class_colormap, layer_prefix
+from .train_job import PreviewReady, preview_window
+
+
+class TrainingPreview:
+    """The preview layer of one Train dock (made when training starts, updated per improvement)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        self.layer: Labels | None = None
+        self.epoch: int | None = None
+
+    def prepare(self, layer: Image, info: ModelInfo, channel_axis: int | None) -> dict:
+        """The current plane around the view centre, as the model takes it (``training_job``'s
+        ``preview`` options); the (empty) preview layer is made now, so that updates during
+        training only replace its data."""
+        array, axis = model_input(
+            layer_array(layer.data, layer.multiscale),
+            info.config.in_channels,
+            rgb=layer.rgb,
+            channel_axis=channel_axis,
+        )
+        point, scale, translate = list(self._view_centre(layer)), list(layer.scale), list(layer.translate)
+        if axis is not None:
+            if not layer.rgb:  # the channel axis is a layer axis too
+                del point[axis], scale[axis], translate[axis]
+            array, axis = np.moveaxis(array, axis, -1), -1
+        lead = len(point) - 2
+        plane = tuple(
+            int(np.clip(round(c), 0, n - 1)) for c, n in zip(point[:lead], array.shape[:lead], strict=True)
+        )
+        rows, cols = preview_window(array.shape[lead : lead + 2], point[-2:])
+        offset = np.array([*plane, rows.start, cols.start], dtype=float)
+        self._make_layer(
+            layer.name,
+            shape=(1,) * lead + (rows.stop - rows.start, cols.stop - cols.start),
+            dtype=labels_dtype(info.config.num_classes),
+            colormap=class_colormap(info.class_colors),
+            scale=tuple(scale),
+            translate=tuple(np.asarray(translate) + offset * np.asarray(scale)),
+        )
+        return dict(preview=np.ascontiguousarray(array[plane][rows, cols]), preview_channel_axis=axis)
+
+    def show(self, event: PreviewReady) -> None:
+        """Show a preview (if the user has not removed the layer meanwhile)."""
+        if self.layer in self._viewer.layers:
+            self.layer.data = event.labels.reshape(self.layer.data.shape)
+            self.epoch = event.epoch
+
+    def _make_layer(self, source: str, shape: tuple[int, ...], dtype: np.dtype, **style) -> None:
+        """Make (or reset) the preview Labels layer over ``source``; the active layer stays."""
+        name = layer_prefix(source) + "training preview"
+        old = [layer for layer in self._viewer.layers if layer.name == name and MARKER in layer.metadata]
+        for layer in old:
+            self._viewer.layers.remove(layer)
+        marker = {MARKER: {"source": source, "output": "preview"}}
+        active = self._viewer.layers.selection.active
+        self.layer = self._viewer.add_labels(np.zeros(shape, dtype), name=name, metadata=marker, **style)
+        if active is not None:
+            self._viewer.layers.selection.active = active  # painting goes on where the user was
+
+    def _view_centre(self, layer: Image) -> np.ndarray:
+        """The centre of the current view (on the current plane) in the layer's data coordinates."""
+        world = np.asarray(self._viewer.dims.point, dtype=float)
+        displayed = list(self._viewer.dims.displayed)
+        world[displayed] = np.asarray(self._viewer.camera.center)[-len(displayed) :]
+        return np.asarray(layer.world_to_data(world[-layer.ndim :]))
