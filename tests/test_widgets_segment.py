@@ -282,3 +282,29 @@ def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_
     truth = np.stack([read_mask(mask) for mask in masks])
     miou = scores(confusion_matrix(ensemble.data, truth, 2)).miou
     assert miou > 0.85, miou  # README: mIoU 0.930 on the 20 held-out tiles, these three among them
+
+
+def test_a_bug_in_a_job_is_reported_with_its_traceback(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells, monkeypatch
+):
+    """A CellprepError is a message for the user; anything else is a bug: napari's notification
+    carries the exception and its traceback."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_cellprep._widgets import segment_widget
+
+    def broken(*args, **kwargs):
+        yield from ()
+        raise ZeroDivisionError("an internal bug")
+
+    received = []
+    monkeypatch.setattr(segment_widget, "segment_job", broken)
+    monkeypatch.setattr(notification_manager, "receive_error", lambda *info: received.append(info))
+    viewer = make_napari_viewer()
+    viewer.add_image(cells(), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    run_and_wait(qtbot, widget)
+    assert widget.controls.status.value.startswith("Error (a bug, details in napari's notifications)")
+    [(kind, exc, traceback)] = received
+    assert kind is ZeroDivisionError and str(exc) == "an internal bug" and traceback is not None
+    assert widget.controls.run_button.enabled and not viewer.layers[1:]

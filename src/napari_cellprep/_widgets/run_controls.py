@@ -62,10 +62,10 @@ class RunControls(Container):
         if self.running:
             return
         self.stop_event.clear()
-        self.worker = create_worker(job, _start_thread=False, **kwargs)
+        # our own error handler replaces create_worker's, which would re-raise every error
+        self.worker = create_worker(job, _start_thread=False, _connect={"errored": self._on_error}, **kwargs)
         self.worker.yielded.connect(on_event)
         self.worker.returned.connect(on_result)
-        self.worker.errored.connect(self._on_error)
         if on_aborted is not None:
             self.worker.aborted.connect(on_aborted)
         self.worker.finished.connect(self._on_finished)

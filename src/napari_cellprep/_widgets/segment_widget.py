@@ -9,9 +9,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Spi
 from napari.layers import Image, Layer
 
 from ..engine.errors import CellprepError
-from ..engine.devices import available_devices
 from ..engine.events import Progress
-from .image_input import layer_array
+from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -45,10 +44,10 @@ class SegmentWidget(Container):
         self._registry = registry or get_registry()
         self._input: Layer | None = None
 
-        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._image = ComboBox(label="image", choices=layer_choices(viewer, Image))
         self._model = ComboBox(label="model", choices=self._registry.choices, nullable=True)
         self._open = FileEdit(label="open model", mode="r", filter="*.cellprep")
-        self._device = ComboBox(label="device", choices=["auto", *available_devices()], value="auto")
+        self._device = ComboBox(label="device", choices=device_choices(), value="auto")
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
         self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
         self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
@@ -81,9 +80,6 @@ class SegmentWidget(Container):
         self._refresh_models()
 
     # -- choices -------------------------------------------------------------------------------
-    def _image_choices(self, _widget=None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
     @property
     def model_labels(self) -> list[str]:
         """The names listed in the model dropdown."""

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
 from ..engine.data import check_training_data, split_validation
-from ..engine.devices import available_devices
 from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.labels import label_mapping
@@ -32,7 +31,7 @@ from ..engine.layout import input_channels
 from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, model_to_train
 from ..engine.training import TrainingResult
 from ..model import ModelConfig
-from .image_input import layer_array
+from .image_input import device_choices, layer_array, layer_choices
 from .loss_plot import LossPlot
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -74,8 +73,8 @@ class TrainWidget(Container):
         self.preview = TrainingPreview(viewer)
         defaults = TrainConfig()
 
-        self._image = ComboBox(label="image", choices=self._layer_choices(Image))
-        self._labels = ComboBox(label="painted labels", choices=self._layer_choices(Labels))
+        self._image = ComboBox(label="image", choices=layer_choices(viewer, Image))
+        self._labels = ComboBox(label="painted labels", choices=layer_choices(viewer, Labels))
         self._start = RadioButtons(label="start from", choices=_enum_choices(Start), orientation="horizontal")
         self._base = ComboBox(label="model", choices=self._registry.choices, nullable=True)
         self._classes = SpinBox(label="classes", min=2, max=255, value=2)
@@ -91,13 +90,13 @@ class TrainWidget(Container):
         self._patch = SpinBox(label="patch size", min=16, max=4096, step=16, value=defaults.patch_size)
         self._steps = SpinBox(label="steps per epoch", min=0, max=1_000_000, value=0)
         self._steps.native.setSpecialValueText("auto")
-        self._device = ComboBox(label="device", choices=["auto", *available_devices()], value=defaults.device)
+        self._device = ComboBox(label="device", choices=device_choices(), value=defaults.device)
         self._validation = ComboBox(label="validation", choices=_enum_choices(Validation), value=Validation.FRACTION)
         self._fraction = FloatSpinBox(
             label="held-out fraction", min=0.05, max=0.5, step=0.05, value=DEFAULT_VAL_FRACTION
         )
-        self._val_image = ComboBox(label="validation image", choices=self._layer_choices(Image))
-        self._val_labels = ComboBox(label="validation labels", choices=self._layer_choices(Labels))
+        self._val_image = ComboBox(label="validation image", choices=layer_choices(viewer, Image))
+        self._val_labels = ComboBox(label="validation labels", choices=layer_choices(viewer, Labels))
         self._preview = CheckBox(text="live preview (best epoch so far, on the current view)", value=False)
         self._save_button = PushButton(text="Save model…", enabled=False)
         self.controls = RunControls("Train", "Stop", abort=False, extra_buttons=(self._save_button,))
@@ -148,12 +147,6 @@ class TrainWidget(Container):
         self._update_form()
 
     # -- form ----------------------------------------------------------------------------------
-    def _layer_choices(self, kind: type):
-        def choices(_widget=None):
-            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
-
-        return choices
-
     def _channel_axes(self, _widget=None) -> list[tuple[str, int | None]]:
         """``none`` (grayscale, or the colours of an RGB layer), or an axis before Y, X."""
         layer = self._image.value
