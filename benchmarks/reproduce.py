@@ -208,7 +208,7 @@ def split(n: int, folds: int, fold: int) -> tuple[list[int], list[int], list[int
 
 
 def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
-    evaluation = evaluate_pairs(loaded, [(image, mask) for image, mask, _ in items], branches=True)
+    evaluation = evaluate_pairs(loaded, [(image, mask) for image, mask, _ in items], outputs=("branches",))
     result = evaluation.scores.to_dict()
     result["branch_miou"] = [branch.miou for branch in evaluation.branch_scores]
     result["confusion"] = evaluation.confusion.tolist()

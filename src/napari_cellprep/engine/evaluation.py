@@ -13,7 +13,7 @@ import numpy as np
 from .checkpoint import LoadedModel
 from .errors import LabelError
 from .events import Progress, drive
-from .inference import predict
+from .inference import Prediction, predict
 from .labels import LabelKind, check_values, to_targets
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
 
@@ -58,16 +58,24 @@ class Evaluation:
         }
 
 
+@dataclass(frozen=True)
+class PairScored(Progress):
+    """One pair predicted and counted; ``prediction`` holds the outputs asked for."""
+
+    prediction: Prediction | None = None
+
+
 def evaluate_iter(
     loaded: LoadedModel,
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
     names: Sequence[str] | None = None,
     kind: LabelKind = LabelKind.CLASS_INDEX,
-    branches: bool = False,
+    outputs: Iterable[str] = (),
     **predict_options: Any,
-) -> Generator[Progress, None, Evaluation]:
-    """Predict each (image, labels) pair and add its pixels to the counts; yield ``Progress`` per pair.
+) -> Generator[PairScored, None, Evaluation]:
+    """Predict each (image, labels) pair and add its pixels to the counts; yield ``PairScored``
+    per pair. With ``branches`` among ``outputs`` each branch is counted too.
 
     ``pairs`` may be a generator (files read one at a time). Labels are of ``kind`` and cover
     the image's planes and pixels; unlabeled pixels (painted value 0) are not scored.
@@ -75,7 +83,8 @@ def evaluate_iter(
     ``predict_options`` go to ``predict`` (tile, overlap, batch_size, channel_axis, rgb, device).
     """
     num_classes = loaded.info.config.num_classes
-    outputs = ("branches",) if branches else ()
+    outputs = tuple(outputs)
+    branches = "branches" in outputs
     cm = np.zeros((num_classes, num_classes), np.int64)
     branch_cm = np.zeros((loaded.info.config.num_outputs, num_classes, num_classes), np.int64) if branches else None
     total = len(names) if names is not None else 0
@@ -96,7 +105,7 @@ def evaluate_iter(
                 per_branch = prediction.labels[..., None, :, :]
             for s in range(branch_cm.shape[0]):
                 branch_cm[s] += confusion_matrix(per_branch[..., s, :, :], target, num_classes)
-        yield Progress(index + 1, total, name)
+        yield PairScored(index + 1, total, name, prediction)
     return Evaluation(cm, branch_cm)
 
 
