@@ -88,7 +88,7 @@ STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_per_epoch=None,
             device="auto", val_fraction=0.2, width=16, depth=4)
 """The Train dock's form defaults (src/napari_cellprep/_widgets/train_widget.py): epochs, lr,
-batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels; a new
+batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels (0: none); a new
 model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as the dock sets
 them (``gui_torch_threads``)."""
 SETTINGS = dict(DOCK, threads=None)
@@ -246,7 +246,10 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     start = time.perf_counter()
     items = painted_items(image, labels, rgb=False, in_channels=info.config.in_channels,
                           normalization=info.normalization, class_names=info.class_names)
-    train, val = split_validation(items, SETTINGS["val_fraction"])
+    if SETTINGS["val_fraction"]:
+        train, val = split_validation(items, SETTINGS["val_fraction"])
+    else:  # the dock's validation "none": every epoch counts as best, so each one is previewed
+        train, val = items, None
     config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
                          learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
                          steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"])
@@ -308,7 +311,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
         "epochs": epochs_log,
         "torch_threads": threads(),
         "train_pixels": int(sum(item.labeled_pixels for item in train)),
-        "val_pixels": int(sum(item.labeled_pixels for item in val)),
+        "val_pixels": int(sum(item.labeled_pixels for item in val or [])),
         "model": result.model,
     }
 
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out.with_suffix(".json")
     results = json.loads(json_path.read_text()) if json_path.exists() else {"commands": [], "cases": {}}
     results.setdefault("notes", []).extend(n for n in args.note if n not in results["notes"])
+    if args.note and args.report_only and json_path.exists():
+        save_json(results, json_path)
     if not args.report_only:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO), *(argv or sys.argv[1:])])
