@@ -168,7 +168,8 @@ def test_patch_sampler_finds_a_small_painted_region_on_a_large_image():
     target[100:108, 50:60] = 0  # near the top-left corner
     position = np.arange(height * width, dtype=np.float32).reshape(1, height, width)  # exact in float32
     sampler = PatchSampler([LabeledImage(position, target)], 64, np.random.default_rng(1), augment=False)
-    images, targets = sampler.sample(32)
+    images, targets, weights = sampler.sample(32)
+    assert weights is None  # no item has weights
     assert images.shape == (32, 1, 64, 64) and targets.shape == (32, 64, 64)
     assert images.dtype == np.float32 and targets.dtype == np.int64
     labels_seen = set()
@@ -188,7 +189,7 @@ def test_patch_sampler_augments_image_and_target_together_in_all_eight_orientati
     target = index % 3 - 1  # some unlabeled pixels
     data = LabeledImage(index[None].astype(np.float32), target)
     sampler = PatchSampler([data], 8, np.random.default_rng(0), augment=True)
-    images, targets = sampler.sample(64)
+    images, targets, _ = sampler.sample(64)
     orientations = set()
     for patch, t in zip(images, targets):
         idx = patch[0].astype(np.int64)

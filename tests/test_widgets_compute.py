@@ -55,12 +55,13 @@ def test_segment_layers_on_rgb_with_a_three_channel_model():
     assert kinds == [("filter", "image")] * 2 + [("translated", "image")] * 2 + [("branch", "labels")] * 3 + [
         ("ensemble", "labels"),
         ("disagreement", "image"),
+        ("cue", "shapes"),
     ]
     for _, meta, _ in layers:
         assert meta["scale"] == (2, 2) and meta["translate"] == (5, 0) and meta["name"].startswith("rgb | ")
     translated = layers[2]
     assert translated[0].shape == (64, 80, 3) and translated[1]["rgb"] is True
-    assert all(data.shape == (64, 80) for data, meta, _ in layers if not meta.get("rgb"))
+    assert all(data.shape == (64, 80) for data, meta, kind in layers if not meta.get("rgb") and kind != "shapes")
 
 
 def test_plain_unet_gives_only_the_ensemble():
@@ -75,7 +76,11 @@ def test_plain_unet_gives_only_the_ensemble():
 def test_only_the_ticked_outputs_are_computed_and_shown():
     image = np.random.default_rng(2).random((48, 48)).astype(np.float32)
     _, layers = run(segment_layers(image, tiny(), source="img", show=("disagreement",)))
-    assert [meta["name"] for _, meta, _ in layers] == ["img | ensemble", "img | branch disagreement"]
+    assert [meta["name"] for _, meta, _ in layers] == [
+        "img | ensemble",
+        "img | branch disagreement",
+        "img | paint here next",
+    ]
     assert engine_outputs(["filters"]) == ("filters",)
     assert engine_outputs(["disagreement", "translated"]) == ("branches", "translated")
     with pytest.raises(ValueError, match="unknown outputs"):

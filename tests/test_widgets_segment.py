@@ -8,7 +8,7 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_cellprep._widgets import run_controls  # noqa: E402
-from napari_cellprep._widgets.layers import MARKER, SHOWABLE  # noqa: E402
+from napari_cellprep._widgets.layers import MARKER, PREDICTION, SHOWABLE  # noqa: E402
 from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
 
 pytestmark = pytest.mark.napari
@@ -25,6 +25,7 @@ EXPECTED_2D = [
     "cells | branch 3: network 2 on t2 (colony)",
     "cells | ensemble",
     "cells | branch disagreement",
+    "cells | paint here next",
 ]
 
 
@@ -74,7 +75,7 @@ def test_segment_adds_expected_layers_in_reading_order(
     run_and_wait(qtbot, widget)
 
     assert [layer.name for layer in viewer.layers] == EXPECTED_2D + ["my labels"]
-    for layer in viewer.layers[1:-1]:
+    for layer in viewer.layers[1:-2]:
         assert layer.data.shape == (96, 96)
         assert tuple(layer.scale) == (0.5, 0.5)
         kind = layer.metadata[MARKER]["output"]
@@ -85,8 +86,17 @@ def test_segment_adds_expected_layers_in_reading_order(
     ensemble = viewer.layers["cells | ensemble"]
     assert isinstance(ensemble, napari.layers.Labels)
     assert list(ensemble.features["class"]) == ["background", "colony"]
-    assert np.allclose(ensemble.colormap.map(np.array([0]))[0], 0)  # background transparent
-    assert np.allclose(ensemble.colormap.map(np.array([1]))[0], [1.0, 0.843, 0.0, 1.0], atol=1e-3)  # #ffd700
+    assert set(np.unique(ensemble.data)) <= {1, 2}  # painted values: class + 1, nothing unlabelled
+    np.testing.assert_array_equal(ensemble.metadata[PREDICTION], ensemble.data)  # kept apart
+    assert ensemble.metadata[PREDICTION] is not ensemble.data
+    assert np.allclose(ensemble.colormap.map(np.array([0]))[0], 0)  # unlabelled: transparent
+    assert np.allclose(ensemble.colormap.map(np.array([1]))[0], [0, 0, 0, 0.25])  # background: faint
+    assert np.allclose(ensemble.colormap.map(np.array([2]))[0], [1.0, 0.843, 0.0, 1.0], atol=1e-3)  # #ffd700
+    cue = viewer.layers["cells | paint here next"]
+    assert isinstance(cue, napari.layers.Shapes) and not cue.visible  # shown over the ensemble in overlay
+    regions = cue.metadata[MARKER]["regions"]
+    assert len(cue.data) == len(regions) == 5 and list(cue.features["rank"]) == [1, 2, 3, 4, 5]
+    assert [r["score"] for r in regions] == sorted((r["score"] for r in regions), reverse=True)
     assert viewer.layers["cells | filter 1 (background)"].colormap.name == "magma"
     assert viewer.layers["cells | translated t1 (background)"].colormap.name == "gray"
     assert viewer.canvas.grid.enabled and viewer.layers.selection.active is ensemble
@@ -101,7 +111,7 @@ def test_segment_adds_expected_layers_in_reading_order(
     widget._grid.value = False
     assert not viewer.canvas.grid.enabled
     visible = [layer.name for layer in viewer.layers if layer.visible]
-    assert visible == ["cells", "cells | ensemble", "my labels"]
+    assert visible == ["cells", "cells | ensemble", "cells | paint here next", "my labels"]
 
 
 def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
@@ -116,15 +126,16 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
     renamed = viewer.layers["cells | filter 1 (background)"]
     renamed.name = "my favourite filter"
     corrected = viewer.layers["cells | ensemble"]
-    painted = int(corrected.data[10, 10] == 0)  # another class than predicted
+    painted = 3 - int(corrected.data[10, 10])  # the other class than predicted
     corrected.paint((10, 10), painted)  # the user corrects our labels: the layer is theirs now
     assert MARKER not in corrected.metadata
     run_and_wait(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
-    # input + renamed filter + corrected ensemble + 7 fresh outputs (no translated images)
-    assert len(viewer.layers) == 10 and names.count("cells | filter 1 (background)") == 1
+    # input + renamed filter + corrected ensemble + 8 fresh outputs (no translated images)
+    assert len(viewer.layers) == 11 and names.count("cells | filter 1 (background)") == 1
     assert "my favourite filter" in names and renamed in viewer.layers and corrected in viewer.layers
-    assert corrected.data[10, 10] == painted and len(widget.output_layers()) == 7
+    assert corrected.data[10, 10] == painted and len(widget.output_layers()) == 8
+    assert corrected.metadata[PREDICTION][10, 10] == 3 - painted  # what was predicted stays known
     assert not (first & set(map(id, viewer.layers))) - {
         id(viewer.layers["cells"]),
         id(renamed),
@@ -150,11 +161,13 @@ def test_stack_gives_stacked_outputs(make_napari_viewer, qtbot, registry, tiny_c
     viewer.add_image(cells((3, 64, 80)), name="cells")
     widget = open_segment(viewer, registry, tiny_checkpoint)
     run_and_wait(qtbot, widget)
-    outputs = widget.output_layers()
+    outputs = widget.output_layers()[:-1]  # the cue outlines squares of the planes
     assert len(outputs) == 9
     assert all(layer.data.shape == (3, 64, 80) for layer in outputs)
     viewer.dims.set_current_step(0, 2)  # the slider moves through the planes of every output
     assert all(layer._slice_input.world_slice.point[0] == 2 for layer in outputs)
+    cue = widget.output_layers()[-1]
+    assert cue.ndim == 3 and all(shape.shape == (4, 3) for shape in cue.data)
 
 
 def test_rgb_image_with_a_grayscale_model(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
@@ -163,7 +176,7 @@ def test_rgb_image_with_a_grayscale_model(make_napari_viewer, qtbot, registry, t
     viewer.add_image(rgb, name="cells", rgb=True)
     widget = open_segment(viewer, registry, tiny_checkpoint)
     run_and_wait(qtbot, widget)
-    outputs = widget.output_layers()
+    outputs = widget.output_layers()[:-1]
     assert len(outputs) == 9 and all(layer.data.shape == (96, 96) for layer in outputs)
 
 
@@ -280,7 +293,7 @@ def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_
         for name in layer.metadata["files"]
     ]
     truth = np.stack([read_mask(mask) for mask in masks])
-    miou = scores(confusion_matrix(ensemble.data, truth, 2)).miou
+    miou = scores(confusion_matrix(ensemble.data - 1, truth, 2)).miou  # the layer holds class + 1
     assert miou > 0.85, miou  # README: mIoU 0.930 on the 20 held-out tiles, these three among them
 
 

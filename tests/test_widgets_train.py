@@ -70,7 +70,7 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     # the live preview shows the best epoch so far over the image
     preview = viewer.layers["cells | training preview"]
     assert preview.data.shape == (96, 96) and preview.metadata[MARKER]["output"] == "preview"
-    assert set(np.unique(preview.data)) <= {0, 1} and widget.preview.epoch >= 1
+    assert set(np.unique(preview.data)) <= {1, 2} and widget.preview.epoch >= 1  # class + 1, as every layer
     assert viewer.layers.selection.active.name == "scribbles"  # painting stays on the user's layer
 
     # saving: new file written; an existing file is replaced only after the user says yes

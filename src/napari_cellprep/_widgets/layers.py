@@ -2,25 +2,38 @@
 
 ``segment_layers`` is a generator (progress events, then the layers) that the widget runs in a
 ``thread_worker`` and tests run headless. Layers come in reading order, which is the grid
-order: translation filters, translated images, branch outputs, ensemble, disagreement.
+order: translation filters, translated images, branch outputs, ensemble, disagreement, and the
+"paint here next" squares (shown over the ensemble in overlay mode).
+
+Every Labels layer holds painted values (``engine.labels``: 0 = unlabelled, class k is k + 1),
+so the ensemble layer can be corrected with the brush and trained on as it is; it keeps its
+predicted values under ``PREDICTION`` so that training can weigh the corrections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Generator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps.standardize_color import transform_color
 
 from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
 from ..engine.inference import Prediction, predict_iter
+from ..engine.labels import to_painted
 from ..engine.layout import find_channel_axis
+from ..engine.uncertainty import uncertain_regions
 from .image_input import output_geometry
 
 MARKER = "napari_cellprep"
 """Metadata key that marks the layers this plugin made (value: what they show and from which image)."""
+
+PREDICTION = "napari_cellprep_prediction"
+"""Metadata key of the ensemble layer's values as predicted (painted values; kept when the user
+paints on the layer, to tell corrections from accepted pixels)."""
 
 SHOWABLE = ("filters", "translated", "branches", "disagreement")
 """The optional outputs a user can tick; the ensemble labels are always shown."""
@@ -45,10 +58,19 @@ def is_output_of(name: str, metadata: dict, source: str) -> bool:
     )
 
 
+BACKGROUND_ALPHA = 0.25
+"""Opacity of class 0 (the background) in label layers: faint, so the image shows through."""
+
+
 def class_colormap(class_colors: Sequence[str]) -> DirectLabelColormap:
-    """Label value k = class k in the checkpoint's colour; class 0 and unknown values transparent."""
+    """Painted value k + 1 = class k in the checkpoint's colour, class 0 faint; 0 (unlabelled)
+    and unknown values transparent."""
     colors: dict[int | None, Any] = {None: "transparent", 0: "transparent"}
-    colors.update({k: color for k, color in enumerate(class_colors) if k > 0})
+    for k, color in enumerate(class_colors):
+        rgba = np.array(transform_color(color)[0])
+        if k == 0:
+            rgba[3] = BACKGROUND_ALPHA
+        colors[k + 1] = rgba
     return DirectLabelColormap(color_dict=colors)
 
 
@@ -81,8 +103,9 @@ def prediction_layers(
 
     ``class_colors`` are the model's (``ModelInfo.class_colors``). ``show`` picks the optional
     outputs (``SHOWABLE``). Filters are Image layers with a perceptual colormap, translated
-    images gray, branch outputs and the ensemble Labels layers (label value = class index, the
-    model's colours), disagreement an Image in 0..1.
+    images gray, branch outputs and the ensemble Labels layers (painted values: class k is
+    k + 1, in the model's colours), disagreement an Image in 0..1 and, with it, the squares
+    where the branches disagree most (a Shapes layer, ``cue_layer``).
     """
     unknown = set(show) - set(SHOWABLE)
     if unknown:
@@ -93,7 +116,8 @@ def prediction_layers(
 
     def meta(name: str, output: str, **kwargs: Any) -> dict[str, Any]:
         marker = {"source": source, "output": output, **kwargs.pop("marker", {})}
-        return {"name": prefix + name, "metadata": {MARKER: marker}, **geometry, **kwargs}
+        metadata = {MARKER: marker, **kwargs.pop("metadata", {})}
+        return {"name": prefix + name, "metadata": metadata, **geometry, **kwargs}
 
     layers: list[LayerData] = []
     if "filters" in show and prediction.filters is not None:
@@ -115,22 +139,20 @@ def prediction_layers(
     multi_branch = prediction.branch_labels is not None and prediction.branch_labels.shape[-3] > 1
     if "branches" in show and multi_branch:
         for s, name in enumerate(prediction.output_names):
-            data = prediction.branch_labels[..., s, :, :]
+            data = to_painted(prediction.branch_labels[..., s, :, :], len(classes))
             layers.append((data, meta(f"branch {s + 1}: {name}", "branch", colormap=colormap), "labels"))
-    features = {"index": np.arange(len(classes)), "class": list(classes)}
+    features = {"index": np.arange(len(classes)) + 1, "class": list(classes)}
     provenance = {
         "class_names": list(classes),
         "output_names": list(prediction.output_names),
         "ensemble_weights": [float(w) for w in prediction.ensemble_weights],
         "device": prediction.device,
     }
-    layers.append(
-        (
-            prediction.labels,
-            meta("ensemble", "ensemble", colormap=colormap, features=features, marker=provenance),
-            "labels",
-        )
+    painted = to_painted(prediction.labels, len(classes))
+    ensemble = meta(
+        "ensemble", "ensemble", colormap=colormap, features=features, marker=provenance, metadata={PREDICTION: painted.copy()}
     )
+    layers.append((painted, ensemble, "labels"))
     if "disagreement" in show and multi_branch and prediction.disagreement is not None:
         data = prediction.disagreement
         layers.append(
@@ -140,7 +162,31 @@ def prediction_layers(
                 "image",
             )
         )
+        layers.append(cue_layer(data, meta("paint here next", "cue")))
     return layers
+
+
+def cue_layer(disagreement: np.ndarray, meta: dict[str, Any]) -> LayerData:
+    """The "paint here next" cue: a numbered outline around each of the squares where the branches
+    disagree most (``engine.uncertainty``), listed most uncertain first in the marker."""
+    regions = uncertain_regions(disagreement)
+    shapes = [
+        np.array([[*r.plane, y, x] for y, x in corners], dtype=float)
+        for r in regions
+        for corners in [[(r.top, r.left), (r.top, r.right), (r.bottom, r.right), (r.bottom, r.left)]]
+    ]
+    shapes = [shape - np.r_[np.zeros(shape.shape[1] - 2), 0.5, 0.5] for shape in shapes]  # pixel edges
+    meta["metadata"][MARKER]["regions"] = [asdict(r) for r in regions]
+    style = dict(
+        shape_type="rectangle",
+        edge_color="#00e5ff",
+        face_color="transparent",
+        edge_width=2,
+        features={"rank": np.arange(1, len(regions) + 1), "disagreement": [r.score for r in regions]},
+        text={"string": "paint here next: {rank}", "color": "#00e5ff", "anchor": "upper_left", "size": 8},
+        ndim=disagreement.ndim,
+    )
+    return shapes, {**meta, **style}, "shapes"
 
 
 def engine_outputs(show: Collection[str]) -> tuple[str, ...]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Generator
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, SpinBox
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.layers import Image, Layer
 
 from ..engine.errors import CellprepError
 from ..engine.events import Progress
+from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
 from .registry import ModelEntry, ModelRegistry, get_registry
@@ -43,6 +45,9 @@ class SegmentWidget(Container):
         self._viewer = viewer
         self._registry = registry or get_registry()
         self._input: Layer | None = None
+        self._ensemble: Layer | None = None  # the last run's, also once the user has painted on it
+        self._cue: Layer | None = None
+        self._next_index = 0
 
         self._image = ComboBox(label="image", choices=layer_choices(viewer, Image))
         self._model = ComboBox(label="model", choices=self._registry.choices, nullable=True)
@@ -52,6 +57,8 @@ class SegmentWidget(Container):
         self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
         self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
         self.controls = RunControls("Run", "Cancel", abort=True)
+        self._next = PushButton(text="Next uncertain region ›", enabled=False)
+        self._next.tooltip = "Show the next region where the branches disagree most: paint there next"
         self.device_used = Label(label="device used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
         outputs = Container(
@@ -67,6 +74,7 @@ class SegmentWidget(Container):
                 outputs,
                 self._grid,
                 self.controls,
+                self._next,
                 self.device_used,
                 self.weights,
             ]
@@ -76,6 +84,7 @@ class SegmentWidget(Container):
         self._open.changed.connect(self._open_file)
         self.controls.run_button.changed.connect(self.run)
         self._grid.changed.connect(self._apply_layout)
+        self._next.changed.connect(self.next_region)
         self._model.changed.connect(self._update_hint)
         self._refresh_models()
 
@@ -173,6 +182,9 @@ class SegmentWidget(Container):
             )
         )
         self.controls.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        outputs = {layer.metadata[MARKER]["output"]: layer for layer in added}
+        self._ensemble, self._cue, self._next_index = outputs["ensemble"], outputs.get("cue"), 0
+        self._next.enabled = self._cue is not None
         self._apply_layout()
 
     # -- layers --------------------------------------------------------------------------------
@@ -212,9 +224,40 @@ class SegmentWidget(Container):
         ]
 
     def _apply_layout(self, *_args) -> None:
-        """Grid: every output in its own cell. Overlay: the ensemble labels over the image."""
+        """Grid: every output in its own cell. Overlay: the ensemble labels and the "paint here
+        next" cue over the image."""
         grid = self._grid.value
         self._viewer.canvas.grid.enabled = grid
         for layer in self.output_layers():
-            layer.visible = grid or layer.metadata[MARKER]["output"] == "ensemble"
+            output = layer.metadata[MARKER]["output"]
+            layer.visible = output != "cue" if grid else output in ("ensemble", "cue")
         self._viewer.reset_view()
+
+    def next_region(self) -> Region | None:
+        """Switch to overlay and centre the view on the next most uncertain region (cycling),
+        with the ensemble layer active for painting; returns the region shown."""
+        layers = self._viewer.layers
+        if self._cue not in layers or self._ensemble not in layers:
+            self.controls.fail("run the segmentation with 'disagreement' ticked first")
+            return None
+        found = self._cue.metadata[MARKER]["regions"]
+        index = self._next_index % len(found)
+        self._next_index = index + 1
+        region = Region(**{**found[index], "plane": tuple(found[index]["plane"])})
+        self._grid.value = False
+        ensemble, viewer = self._ensemble, self._viewer
+        centre = np.asarray(ensemble.data_to_world([*region.plane, *region.center]))
+        offset = viewer.dims.ndim - len(centre)
+        for axis, value in enumerate(centre[:-2]):
+            viewer.dims.set_point(offset + axis, value)
+        viewer.camera.center = tuple(centre[-2:])
+        side = max(region.bottom - region.top, region.right - region.left) * float(np.max(np.abs(ensemble.scale[-2:])))
+        viewer.camera.zoom = 0.5 * min(viewer.canvas.size) / side
+        self._cue.visible, ensemble.visible = True, True
+        self._cue.selected_data = {index}
+        layers.selection.active = ensemble
+        self.controls.status.value = (
+            f"Paint here next: region {index + 1} of {len(found)} (outlined), mean branch disagreement "
+            f"{region.score:.2f}. Correct the labels with the brush, then Train on this layer."
+        )
+        return region

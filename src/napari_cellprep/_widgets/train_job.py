@@ -13,7 +13,7 @@ from ..engine.checkpoint import ModelInfo
 from ..engine.data import LabeledImage, labeled_items
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.inference import predict
-from ..engine.labels import LabelKind
+from ..engine.labels import LabelKind, correction_weights
 from ..engine.normalize import Normalization
 from ..engine.training import TrainConfig, TrainingResult, train_iter
 from .threads import torch_threads
@@ -32,9 +32,13 @@ def painted_items(
     class_names: Sequence[str],
     channel_axis: int | None = None,
     name: str = "image",
+    predicted: np.ndarray | None = None,
 ) -> list[LabeledImage]:
     """Training items from an Image layer's data and a Labels layer over it (painted values),
-    one per plane that holds labels, by the engine's layout and label rules."""
+    one per plane that holds labels, by the engine's layout and label rules. ``predicted``: the
+    values a segmentation layer had as predicted; the pixels painted differently since are
+    corrections, weighted by ``engine.labels.correction_weights``."""
+    weights = None if predicted is None else correction_weights(labels, predicted)
     return labeled_items(
         image,
         labels,
@@ -45,6 +49,7 @@ def painted_items(
         channel_axis=channel_axis,
         name=name,
         class_names=class_names,
+        weights=weights,
     )
 
 

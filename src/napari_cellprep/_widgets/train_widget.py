@@ -26,12 +26,13 @@ from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
 from ..engine.data import check_training_data, split_validation
 from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, StepEnd
-from ..engine.labels import label_mapping
+from ..engine.labels import CORRECTION_WEIGHT, label_mapping
 from ..engine.layout import input_channels
 from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, model_to_train
 from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
+from .layers import PREDICTION
 from .loss_plot import LossPlot
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -208,15 +209,18 @@ class TrainWidget(Container):
         return info, None, axis
 
     def _items(self, image_layer: Image, labels_layer: Labels, info: ModelInfo, channel_axis: int | None):
+        labels = layer_array(labels_layer.data, labels_layer.multiscale)
+        predicted = labels_layer.metadata.get(PREDICTION)  # a segmentation layer: corrections weigh more
         return painted_items(
             layer_array(image_layer.data, image_layer.multiscale),
-            layer_array(labels_layer.data, labels_layer.multiscale),
+            labels,
             rgb=image_layer.rgb,
             in_channels=info.config.in_channels,
             normalization=info.normalization,
             class_names=info.class_names,
             channel_axis=channel_axis,
             name=image_layer.name,
+            predicted=predicted if predicted is not None and predicted.shape == labels.shape else None,
         )
 
     def _prepare(self) -> dict:
@@ -266,9 +270,11 @@ class TrainWidget(Container):
         self.plot.clear()
         self._save_button.enabled = False
         pixels = sum(item.labeled_pixels for item in job["train"])
+        corrected = sum(int((item.weight > 1).sum()) for item in job["train"] if item.weight is not None)
+        corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
         self.controls.start(
             training_job,
-            busy=f"Training {job['info'].name!r} on {pixels} painted pixels…",
+            busy=f"Training {job['info'].name!r} on {pixels} painted pixels{corrections}…",
             on_event=self._on_event,
             on_result=self._on_result,
             stop=self.controls.stop_event,

@@ -1,5 +1,5 @@
-"""The Train dock's live preview: a Labels layer over the current view, refreshed with the best
-epoch's segmentation while training runs."""
+"""The Train dock's live preview: a Labels layer (painted values, like every layer we make) over
+the current view, refreshed with the best epoch's segmentation while training runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from ..engine.checkpoint import ModelInfo
-from ..engine.labels import labels_dtype
+from ..engine.labels import labels_dtype, to_painted
 from ..engine.layout import model_input
 from .image_input import layer_array
 from .layers import MARKER, class_colormap, layer_prefix
@@ -22,6 +22,7 @@ class TrainingPreview:
         self._viewer = viewer
         self.layer: Labels | None = None
         self.epoch: int | None = None
+        self.num_classes = 2
 
     def prepare(self, layer: Image, info: ModelInfo, channel_axis: int | None) -> dict:
         """The current plane around the view centre, as the model takes it (``training_job``'s
@@ -43,6 +44,7 @@ class TrainingPreview:
             int(np.clip(round(c), 0, n - 1)) for c, n in zip(point[:lead], array.shape[:lead], strict=True)
         )
         rows, cols = preview_window(array.shape[lead : lead + 2], point[-2:])
+        self.num_classes = info.config.num_classes
         offset = np.array([*plane, rows.start, cols.start], dtype=float)
         self._make_layer(
             layer.name,
@@ -57,7 +59,7 @@ class TrainingPreview:
     def show(self, event: PreviewReady) -> None:
         """Show a preview (if the user has not removed the layer meanwhile)."""
         if self.layer in self._viewer.layers:
-            self.layer.data = event.labels.reshape(self.layer.data.shape)
+            self.layer.data = to_painted(event.labels, self.num_classes).reshape(self.layer.data.shape)
             self.epoch = event.epoch
 
     def _make_layer(self, source: str, shape: tuple[int, ...], dtype: np.dtype, **style) -> None:

@@ -22,6 +22,7 @@ class LabeledImage:
     target: np.ndarray  # (H, W) int64 class index, -1 = unlabeled
     name: str = ""
     kind: LabelKind = LabelKind.CLASS_INDEX  # the convention the labels came in (for messages)
+    weight: np.ndarray | None = None  # (H, W) float32 loss weight per pixel; None = 1 everywhere
 
     @property
     def labeled_pixels(self) -> int:
@@ -44,22 +45,27 @@ def labeled_items(
     channel_axis: int | None = None,
     name: str = "",
     class_names: Sequence[str] | None = None,
+    weights: np.ndarray | None = None,
 ) -> list[LabeledImage]:
     """Training items from an image (2D, or a stack of planes) and labels of ``kind`` covering it.
 
     The image is read by the layout rules of ``engine.layout`` and normalised plane by plane;
     each plane whose labels hold a labeled pixel gives one item (named ``name plane (z,)`` in a
     stack). Raises ``TrainingDataError`` for labels of another shape or with no labeled pixel
-    (``class_names`` make that message show which value paints which class).
+    (``class_names`` make that message show which value paints which class). ``weights``
+    (shaped like ``labels``) are per-pixel loss weights, e.g. ``labels.correction_weights``.
     """
     planes, lead = _planes(image, in_channels, rgb, channel_axis, name)
     targets = to_targets(labels, kind, lead + planes.shape[-2:], name)
+    if weights is not None and np.shape(weights) != targets.shape:
+        raise TrainingDataError(f"{name or 'the image'}: the weights do not cover the labels")
     items = []
     for index, plane in zip(np.ndindex(lead), planes):
         target = targets[index]
         if (target != IGNORE_INDEX).any():
             plane_name = f"{name} plane {index}" if index else name
-            items.append(LabeledImage(normalize_channels(plane, normalization), target, plane_name, kind))
+            weight = None if weights is None else np.asarray(weights[index], np.float32)
+            items.append(LabeledImage(normalize_channels(plane, normalization), target, plane_name, kind, weight))
     if not items:
         raise TrainingDataError(f"{name or 'the image'}: no labeled pixels; {kind.hint(class_names)}")
     return items
@@ -147,7 +153,8 @@ def split_validation(
     Each item's labels go either to its training copy or to its validation copy (unlabeled in
     the other), so the two never share a labeled pixel; whole blocks keep validation pixels
     away from most training pixels. Blocks are drawn at random, skipping any that would take
-    the last training pixels of a class. Items without labels on one side are left out of it.
+    the last training pixels of a class or an up-weighted pixel (a correction). Items without
+    labels on one side are left out of it.
     """
     if not 0.0 < fraction < 1.0:
         raise SettingsError(f"the validation fraction must be between 0 and 1, got {fraction}")
@@ -162,7 +169,10 @@ def split_validation(
     candidates = []  # (item index, block row, block column, labeled pixels per class)
     for index, item in enumerate(items):
         counts = _block_class_counts(item.target, block, num_classes)
-        candidates.extend((index, r, c, counts[r, c]) for r, c in zip(*np.nonzero(counts.sum(axis=-1))))
+        holdable = counts.sum(axis=-1) > 0
+        if item.weight is not None:  # blocks holding an up-weighted pixel (a correction) stay in training
+            holdable &= _block_class_counts(np.where(item.weight > 1, 0, IGNORE_INDEX), block, 1)[..., 0] == 0
+        candidates.extend((index, r, c, counts[r, c]) for r, c in zip(*np.nonzero(holdable)))
     remaining = sum((counts for *_, counts in candidates), np.zeros(num_classes, dtype=np.int64))
     wanted, held, chosen = fraction * remaining.sum(), 0, []
     for i in np.random.default_rng(seed).permutation(len(candidates)):
@@ -227,11 +237,14 @@ class PatchSampler:
         item = self.items[index]
         return item, row, int(np.flatnonzero(item.target[row] != IGNORE_INDEX)[n])
 
-    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """A batch: images (B, Cin, P, P) float32 and targets (B, P, P) int64."""
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A batch: images (B, Cin, P, P) float32, targets (B, P, P) int64 and the per-pixel loss
+        weights (B, P, P) float32, ``None`` when no item has weights."""
         size, rng = self.patch_size, self.rng
         images = np.empty((batch_size, self.items[0].image.shape[0], size, size), dtype=np.float32)
         targets = np.empty((batch_size, size, size), dtype=np.int64)
+        weighted = any(item.weight is not None for item in self.items)
+        weights = np.ones((batch_size, size, size), dtype=np.float32) if weighted else None
         for b in range(batch_size):
             item, row, col = self._nth_labeled_pixel(int(rng.integers(self.item_ends[-1])))
             height, width = item.target.shape
@@ -239,13 +252,18 @@ class PatchSampler:
             left = min(max(col - int(rng.integers(size)), 0), width - size)
             image = item.image[:, top : top + size, left : left + size]
             target = item.target[top : top + size, left : left + size]
+            weight = None if item.weight is None else item.weight[top : top + size, left : left + size]
             if self.augment:
                 turns = int(rng.integers(4))
                 image, target = np.rot90(image, turns, axes=(1, 2)), np.rot90(target, turns)
+                weight = None if weight is None else np.rot90(weight, turns)
                 if rng.random() < 0.5:
                     image, target = image[..., ::-1], target[..., ::-1]
+                    weight = None if weight is None else weight[..., ::-1]
             images[b], targets[b] = image, target
-        return images, targets
+            if weight is not None:
+                weights[b] = weight
+        return images, targets, weights
 
 
 def grid_crops(items: list[LabeledImage], size: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -7,6 +7,10 @@
   and trained on directly), and so do label files given to ``cellprep train --painted``.
 
 Training targets are class indices with ``IGNORE_INDEX`` (-1) where a pixel has no label.
+
+Corrections count for more: on a Labels layer that holds a segmentation (its predicted values
+kept beside it), a pixel the user painted to another class has loss weight
+``CORRECTION_WEIGHT``, a pixel left as predicted weight 1 (``correction_weights``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,21 @@ def labels_dtype(max_value: int) -> np.dtype:
 def to_painted(class_labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Class indices as painted values (class + 1), the convention of every Labels layer."""
     return np.asarray(class_labels).astype(labels_dtype(num_classes)) + 1
+
+
+CORRECTION_WEIGHT = 10.0
+"""Loss weight of a pixel the user corrected, against 1 for a pixel accepted as predicted: a
+correction is usually a few strokes among a whole image of accepted pixels."""
+
+
+def correction_weights(painted: np.ndarray, predicted: np.ndarray, weight: float = CORRECTION_WEIGHT) -> np.ndarray:
+    """Per-pixel loss weights of a corrected segmentation (both in painted values): ``weight``
+    where the user painted another class than predicted, 1 elsewhere (0 = erased, unlabeled)."""
+    if np.shape(painted) != np.shape(predicted):
+        raise LabelError(f"labels of shape {np.shape(painted)} cannot be compared with a prediction of {np.shape(predicted)}")
+    if weight < 1:
+        raise SettingsError(f"a correction weighs at least as much as a predicted pixel, got {weight}")
+    return np.where(np.asarray(painted) != np.asarray(predicted), np.float32(weight), np.float32(1.0))
 
 
 def label_mapping(class_names: Sequence[str]) -> str:

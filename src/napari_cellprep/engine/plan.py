@@ -25,7 +25,9 @@ class TrainConfig:
     not the paper's 16: the product trains mostly on CPUs, where a step of 8 patches takes half
     the time and memory, and the bundled model was trained with 8 (``benchmarks/reproduce.py``
     sets the paper's values itself). ``steps_per_epoch=None`` is about one pass over the labeled
-    area. ``amp`` (mixed precision) applies on CUDA only.
+    area. ``amp`` (mixed precision) applies on CUDA only. ``seconds`` is a wall-clock budget
+    counted from the first step: once spent, the epoch under way ends early (and is scored)
+    and training ends normally, keeping the best model (``None``: no budget).
     """
 
     epochs: int = 50
@@ -39,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # CUDA only
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
@@ -48,6 +51,8 @@ class TrainConfig:
             raise SettingsError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
         if not self.learning_rate > 0:
             raise SettingsError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise SettingsError(f"the time budget must be positive, got {self.seconds} s")
         if self.lr_schedule not in LR_SCHEDULES:
             raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 

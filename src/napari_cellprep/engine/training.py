@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model import ModelConfig, SegmentationNet, build_model, method_loss, output_names
+from ..model import IGNORE_INDEX, ModelConfig, ModelOutput, SegmentationNet, build_model, method_loss, output_names
 from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from .data import (
     LabeledImage,
@@ -36,7 +36,8 @@ from .plan import TrainConfig, transfer_weights
 @dataclass
 class TrainingResult:
     """The outcome of a training run; ``model`` is the best by validation mIoU (the last epoch's
-    without validation), in eval mode."""
+    without validation), in eval mode. ``stopped``: ended by ``stop``; ``out_of_time``: ended
+    by the time budget (``TrainConfig.seconds``), a normal end."""
 
     model: LoadedModel
     stopped: bool
@@ -44,6 +45,29 @@ class TrainingResult:
     best_miou: float | None
     best_epoch: int | None
     history: list[EpochEnd] = field(default_factory=list)
+    out_of_time: bool = False
+
+
+def weighted_loss(
+    output: ModelOutput, target: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, list[float]]:
+    """Eq. 1 (``method_loss``) with per-pixel weights: each output's cross-entropy becomes the
+    weighted mean over the labeled pixels.
+
+    The pixels of each weight level form a group; ``method_loss`` on a group gives that group's
+    mean cross-entropies, and Σ_g w_g·n_g·mean_g / Σ_g w_g·n_g is the weighted mean.
+    """
+    labeled = target != IGNORE_INDEX
+    levels = torch.unique(weight[labeled]) if weight is not None else None
+    if levels is None or len(levels) < 2:
+        return method_loss(output, target)
+    total, parts, mass = 0.0, np.zeros(output.branch_logits.shape[1] + 1), 0.0
+    for level in levels:
+        group = torch.where(labeled & (weight == level), target, IGNORE_INDEX)
+        share = float(level) * int((group != IGNORE_INDEX).sum())
+        loss, group_parts = method_loss(output, group)
+        total, parts, mass = total + share * loss, parts + share * np.asarray(group_parts), mass + share
+    return total / mass, (parts / mass).tolist()
 
 
 def steps_for_one_pass(items: list[LabeledImage], patch_size: int, batch_size: int) -> int:
@@ -113,7 +137,10 @@ def train_iter(
     it the last epoch counts as best. An epoch that improved hands out its model (a copy in eval
     mode, ``EpochEnd.best_model``), e.g. for a live preview. ``stop`` is checked before every step (and validation
     batch): once set, training ends and the best model so far is returned with
-    ``stopped=True`` (the current weights if no epoch was scored yet).
+    ``stopped=True`` (the current weights if no epoch was scored yet). ``config.seconds`` ends
+    training by the clock instead: the epoch under way is cut short, scored and counted, and
+    the result has ``out_of_time=True``. Items with per-pixel ``weight`` train with
+    ``weighted_loss``.
 
     Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when
     the class count changes, the heads, the ensemble and network 1's penultimate layer when its
@@ -158,8 +185,9 @@ def train_iter(
 
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None
-    stopped, epochs_run = False, 0
+    stopped, out_of_time, epochs_run = False, False, 0
     start = time.perf_counter()
+    first_step: float | None = None  # when the time budget starts
 
     def summary() -> dict:
         return {
@@ -174,6 +202,8 @@ def train_iter(
             if best_scores is None
             else dict(zip(info.class_names, map(finite_or_none, best_scores.dice))),
             "stopped": stopped,
+            "out_of_time": out_of_time,
+            "time_budget_s": config.seconds,
             "seed": config.seed,
             "learning_rate": config.learning_rate,
             "betas": list(config.betas),
@@ -194,18 +224,24 @@ def train_iter(
 
     for epoch in range(1, config.epochs + 1):
         model.train()
-        loss_sums, total_sum = np.zeros(len(names)), 0.0
+        loss_sums, total_sum, steps_done = np.zeros(len(names)), 0.0, 0
         for step in range(1, steps + 1):
             if stop is not None and stop.is_set():
                 stopped = True
                 break
-            images, targets = sampler.sample(config.batch_size)
+            now = time.perf_counter()
+            first_step = now if first_step is None else first_step
+            if config.seconds is not None and now - first_step >= config.seconds:
+                out_of_time = True
+                break
+            images, targets, pixel_weights = sampler.sample(config.batch_size)
             x = torch.from_numpy(images).to(device, non_blocking=True)
             y = torch.from_numpy(targets).to(device, non_blocking=True)
+            w = None if pixel_weights is None else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 output = model(x)
-                loss, parts = method_loss(output, y)
+                loss, parts = weighted_loss(output, y, w)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -214,10 +250,11 @@ def train_iter(
             total = float(loss.detach())
             total_sum += total
             loss_sums += parts
+            steps_done += 1
             yield StepEnd(
                 epoch, config.epochs, step, steps, total, dict(zip(names, parts)), time.perf_counter() - start
             )
-        if stopped:
+        if stopped or steps_done == 0:  # stopped, or the budget ran out at an epoch's start
             break
         weights = output.ensemble_weights.detach().float().cpu().tolist()
         result = _evaluate(model, val_crops, config.batch_size, device, amp, stop) if val_crops else None
@@ -241,8 +278,8 @@ def train_iter(
         event = EpochEnd(
             epoch=epoch,
             epochs=config.epochs,
-            train_loss=total_sum / steps,
-            losses=dict(zip(names, (loss_sums / steps).tolist())),
+            train_loss=total_sum / steps_done,
+            losses=dict(zip(names, (loss_sums / steps_done).tolist())),
             elapsed=time.perf_counter() - start,
             val_iou=result.iou if result else None,
             val_dice=result.dice if result else None,
@@ -256,6 +293,8 @@ def train_iter(
         )
         history.append(event)
         yield event
+        if out_of_time:
+            break
 
     if best is not None:
         model = best
@@ -265,7 +304,7 @@ def train_iter(
     if checkpoint_path is not None:
         path = save_checkpoint(checkpoint_path, model, final_info, overwrite=True)
     return TrainingResult(
-        LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history
+        LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history, out_of_time
     )
 
 
