@@ -1,9 +1,12 @@
-"""Train the bundled default model on NIST phase-contrast tiles and report its held-out mIoU.
+"""Train the bundled default model on NIST phase-contrast tiles and report its held-out mIoU,
+network 1's own mIoU and how much of a grid its filters show (engine.periodicity).
 
 Split (fixed): the sorted tile list, every fifth tile held out for testing (20 tiles, the shipped
 samples among them); of the other 80, every tenth for validation (best epoch), 72 for training.
+``--inverted`` adds each training tile with inverted intensities (bright objects on a dark
+background, as in fluorescence), so that the starting point for fine-tuning knows both polarities.
 
-    python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep
+    python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep --inverted
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
-from napari_cellprep.engine.data import from_mask
+from napari_cellprep.engine.data import LabeledImage, from_mask
 from napari_cellprep.engine.events import EpochEnd
 from napari_cellprep.engine.inference import predict
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask
 from napari_cellprep.engine.metrics import confusion_matrix, scores
 from napari_cellprep.engine.normalize import Normalization
+from napari_cellprep.engine.periodicity import lattice_ratio
 from napari_cellprep.engine.training import TrainConfig, train
-from napari_cellprep.model import ModelConfig
+from napari_cellprep.model import NAMED_CONFIGS, named_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
@@ -34,9 +38,10 @@ DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", choices=sorted(NAMED_CONFIGS), default="default")
     parser.add_argument("--width", type=int, default=8)
-    parser.add_argument("--penultimate", type=int, default=None)
-    parser.add_argument("--ensemble-init", choices=("random", "equal"), default="equal")
+    parser.add_argument("--inverted", action="store_true", help="also train on inverted copies of the tiles")
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=128)
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = [p for i, p in enumerate(pairs) if i % 5]
     val, training = rest[::10], [p for i, p in enumerate(rest) if i % 10]
     normalization = Normalization("minmax")
-    config = ModelConfig(num_classes=2, width=args.width, penultimate=args.penultimate, ensemble_init=args.ensemble_init)
+    config = named_config(args.config, num_classes=2, width=args.width)
     info = ModelInfo(
         config, ["background", "colony"], normalization, class_colors=["#000000", "#ffd700"],
         name="NIST phase-contrast colonies (default)",
@@ -58,16 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     def load(ps):
         return [from_mask(read_image(i), read_mask(m), normalization, name=i.stem) for i, m in ps]
 
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size, seed=args.seed)
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size, seed=args.seed,
+                     steps_per_epoch=args.steps_per_epoch)
+    training_items = load(training)
+    if args.inverted:
+        training_items += [LabeledImage(1.0 - t.image, t.target, t.name + " inverted") for t in training_items]
     start = time.perf_counter()
     def report(event) -> None:
         if isinstance(event, EpochEnd):
             print(f"epoch {event.epoch}: loss {event.train_loss:.4f}, val mIoU {event.val_miou:.4f}", flush=True)
 
-    result = train(load(training), load(val), info, tc, callback=report)
+    result = train(training_items, load(val), info, tc, callback=report)
     cm = np.zeros((2, 2), np.int64)
+    net1_cm = np.zeros((2, 2), np.int64)
+    grid: dict[str, list[float]] = {}
     for image_path, mask_path in test:
-        cm += confusion_matrix(predict(result.model, read_image(image_path), outputs=()).labels, read_mask(mask_path), 2)
+        image, mask = read_image(image_path), read_mask(mask_path)
+        prediction = predict(result.model, image, outputs=("branches", "filters"))
+        cm += confusion_matrix(prediction.labels, mask, 2)
+        net1_cm += confusion_matrix(prediction.branch_labels[0], mask, 2)
+        grid[image_path.stem] = [lattice_ratio(f, image.astype(np.float64)) for f in prediction.filters]
     test_scores = scores(cm)
     loaded = result.model
     loaded.info.training.update(
@@ -76,11 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         test_miou=test_scores.miou,
         test_iou=test_scores.iou,
         test_dice=test_scores.dice,
+        test_network1_miou=scores(net1_cm).miou,
+        filter_lattice_ratio={name: grid[name] for name in sorted(grid)},
+        filter_lattice_ratio_max=max(max(v) for v in grid.values()),
+        inverted_copies=args.inverted,
         command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
         wall_seconds=time.perf_counter() - start,
     )
     save_checkpoint(args.out, loaded.model, loaded.info, overwrite=args.overwrite)
-    print(json.dumps({"test": test_scores.to_dict(), "best_epoch": result.best_epoch, "best_val_miou": result.best_miou}, indent=1))
+    print(json.dumps({"test": test_scores.to_dict(), "network1_miou": scores(net1_cm).miou,
+                      "filter_lattice_ratio_max": max(max(v) for v in grid.values()),
+                      "best_epoch": result.best_epoch, "best_val_miou": result.best_miou}, indent=1))
     return 0
 
 

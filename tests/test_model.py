@@ -56,7 +56,7 @@ def test_learned_ensemble_is_a_pointwise_conv3d_with_bias():
 
 
 def test_equal_ensemble_init_starts_at_one_over_s():
-    model = model_for(num_classes=2, ensemble_init="equal")
+    model = model_for(num_classes=2, ensemble="learned", ensemble_init="equal")
     torch.testing.assert_close(model.ensemble.weight.flatten(), torch.full((3,), 1 / 3))
     assert float(model.ensemble.bias.detach()) == 0.0
 

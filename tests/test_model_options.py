@@ -36,7 +36,7 @@ def test_resize_upsampling_keeps_a_constant_image_constant_where_transposed_conv
 def test_softplus_filters_are_positive_everywhere_relu_filters_are_not():
     x = torch.rand(2, 1, 32, 32)
     torch.manual_seed(0)
-    relu = build_model(ModelConfig(width=4, depth=2)).eval()
+    relu = build_model(ModelConfig(width=4, depth=2, filter_activation="relu")).eval()
     torch.manual_seed(0)
     softplus = build_model(ModelConfig(width=4, depth=2, filter_activation="softplus")).eval()
     with torch.no_grad():

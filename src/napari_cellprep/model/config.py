@@ -33,7 +33,10 @@ class ModelConfig:
     baseline (the backbone with a 1×1 head). ``penultimate`` is the width of network 1's
     penultimate maps; the first ``num_classes`` of them are the translation filters. The paper
     uses exactly ``num_classes`` (``None`` here); the default 16 is the authors' code's, chosen
-    on evidence: with C channels, network 1's own output stayed at chance (docs/results.md).
+    on evidence: with C channels, network 1's own output stayed at chance (docs/archive/results-v1.md).
+    The defaults are the product's (``named_config("paper")`` is the published method): a softmax
+    ensemble (the paper's random Conv3d init killed branches), resize upsampling and softplus
+    filters (the transposed convolutions left a dot grid in the filters; docs/results.md).
     ``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights (the paper's),
     ``softmax`` (non-negative weights that sum to 1, a softmax over S learned scores starting
     equal: no branch can be inverted or switched off by the init), ``fixed`` (w = 1, the sum) or
@@ -55,10 +58,10 @@ class ModelConfig:
     width: int = 16
     depth: int = 4
     penultimate: int | None = 16
-    ensemble: Ensemble = "learned"
+    ensemble: Ensemble = "softmax"
     ensemble_init: EnsembleInit = "random"
-    upsample: Upsample = "transpose"
-    filter_activation: FilterActivation = "relu"
+    upsample: Upsample = "resize"
+    filter_activation: FilterActivation = "softplus"
     norm: Norm = "batch"
 
     def __post_init__(self) -> None:
