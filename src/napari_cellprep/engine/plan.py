@@ -27,7 +27,10 @@ class TrainConfig:
     sets the paper's values itself). ``steps_per_epoch=None`` is about one pass over the labeled
     area. ``amp`` (mixed precision) applies on CUDA only. ``seconds`` is a wall-clock budget
     counted from the first step: once spent, the epoch under way ends early (and is scored)
-    and training ends normally, keeping the best model (``None``: no budget).
+    and training ends normally, keeping the best model (``None``: no budget). ``freeze_norm``
+    keeps every BatchNorm layer in eval mode while training (its running statistics fixed, its
+    scale and shift still learned): fine-tuning on a few strokes then neither drifts the
+    statistics the eval-mode preview uses nor depends on tiny batches.
     """
 
     epochs: int = 50
@@ -42,6 +45,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # CUDA only
     seconds: float | None = None
+    freeze_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):

@@ -70,6 +70,14 @@ def weighted_loss(
     return total / mass, (parts / mass).tolist()
 
 
+def freeze_batch_norm(model: torch.nn.Module) -> None:
+    """Put every BatchNorm layer of a training model in eval mode (running statistics used, not
+    updated); its affine weights still learn."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def steps_for_one_pass(items: list[LabeledImage], patch_size: int, batch_size: int) -> int:
     """ceil(labeled bounding-box area / (patch² · batch)), at least 1."""
     return max(1, math.ceil(labeled_box_area(items) / (patch_size**2 * batch_size)))
@@ -224,6 +232,8 @@ def train_iter(
 
     for epoch in range(1, config.epochs + 1):
         model.train()
+        if config.freeze_norm:
+            freeze_batch_norm(model)
         loss_sums, total_sum, steps_done = np.zeros(len(names)), 0.0, 0
         for step in range(1, steps + 1):
             if stop is not None and stop.is_set():
