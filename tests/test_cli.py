@@ -17,7 +17,6 @@ import torch
 from conftest import disks
 
 from napari_cellprep import cli, demo
-from napari_cellprep.cli import common
 from napari_cellprep.cli import demo as demo_verb
 from napari_cellprep.cli import predict as predict_verb
 from napari_cellprep.cli import train as train_verb
@@ -390,9 +389,9 @@ def test_predict_and_evaluate_errors(synthetic, tiny_checkpoint, tmp_path, monke
     for argv, fragments in cases:
         assert_one_line_error(run(*argv), *fragments)
     assert not (tmp_path / "o").exists()
-    monkeypatch.setattr(common, "default_checkpoint_path", lambda: tmp_path / "models" / "default.cellprep")
+    monkeypatch.setattr(checkpoint, "default_checkpoint_path", lambda: tmp_path / "models" / "default.cellprep")
     for argv in (["predict", images, "--out", tmp_path / "o"], ["demo", "--out", tmp_path / "d"]):
-        assert_one_line_error(run(*argv), "bundled default model is not installed", "--model")
+        assert_one_line_error(run(*argv), "bundled default model is not installed", "give a model file")
 
 
 def test_only_user_errors_become_one_line_and_bugs_keep_their_traceback(

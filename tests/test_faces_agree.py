@@ -167,3 +167,10 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     model = train_in_dock(qtbot, train, viewer.layers["cells"], viewer.layers["scribbles"], new=False, classes=3, names="background, colony, debris")
     assert model.info.config.num_classes == 3 and model.info.class_names == ["background", "colony", "debris"]
     assert model.info.training["fine_tuned_from"] == "tiny trained" and model.info.training["weights_copied"] > 0
+    defaults = TrainConfig()  # the same fine-tuning settings as cellprep train --init: the engine's
+    training = model.info.training
+    assert (training["learning_rate"], training["batch_size"], training["lr_schedule"]) == (
+        defaults.learning_rate,
+        defaults.batch_size,
+        defaults.lr_schedule,
+    )

@@ -47,7 +47,3 @@ def main(argv: list[str] | None = None) -> int:
     except CellprepError as exc:  # the user can fix it; anything else is a bug: its traceback shows
         print(f"cellprep: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,11 +11,12 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from ..engine.checkpoint import SUFFIX, LoadedModel, default_checkpoint_path, load_checkpoint
+from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, LoadedModel, load_model
 from ..engine.devices import resolve_device
 from ..engine.errors import CellprepError
 from ..engine.events import Progress, drive
 from ..engine.io import find_pairs
+from ..engine.labels import LabelKind
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT)."""
@@ -42,21 +43,13 @@ def pair_paths(
     found = find_pairs(images, masks) if images is not None else []
     found += [(Path(image), Path(mask)) for image, mask in pairs or []]
     if not found:
-        raise CommandError(f"{what}: no images given (use --images DIR --masks DIR or --pair IMAGE MASK)")
+        raise CommandError(f"{what}: no images given (use --images DIR --masks DIR or --pair IMAGE LABELS)")
     return found
 
 
-def load_model(path: str | None, device_name: str) -> LoadedModel:
-    """The model of ``--model`` (the bundled default when not given) on ``--device``."""
-    device = resolve_device(device_name)
-    if path is None:
-        path = default_checkpoint_path()
-        if not path.is_file():
-            raise CommandError(
-                f"the bundled default model is not installed (expected at {path}); train one with "
-                f"'cellprep train' and pass it with --model FILE{SUFFIX}"
-            )
-    return load_checkpoint(path, device)
+def load_model_option(name: str | None, device_name: str) -> LoadedModel:
+    """The model of ``--model`` (``default`` or left out: the bundled one) on ``--device``."""
+    return load_model(name, resolve_device(device_name))
 
 
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
@@ -71,6 +64,11 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
         raise CommandError(
             f"{existing[0]} already exists{more}; use --overwrite to replace, or choose another --out"
         )
+
+
+def label_kind(args: argparse.Namespace) -> LabelKind:
+    """The convention of the run's label files: painted values with ``--painted``."""
+    return LabelKind.PAINTED if args.painted else LabelKind.CLASS_INDEX
 
 
 def score(value: float | None) -> str:
@@ -95,7 +93,10 @@ def with_progress_bar(events: Generator[Progress, None, R], unit: str) -> R:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and ``--device``."""
     parser.add_argument(
-        "--model", metavar=f"FILE{SUFFIX}", help="the model checkpoint (default: the bundled default model)"
+        "--model",
+        metavar=f"FILE{SUFFIX}",
+        help=f"the model checkpoint; '{DEFAULT_MODEL}' (also when left out) is the bundled model "
+        f"(a file named {DEFAULT_MODEL} is ./{DEFAULT_MODEL})",
     )
     add_device_option(parser)
 
@@ -140,6 +141,12 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
         "--pair",
         nargs=2,
         action="append",
-        metavar=("IMAGE", "MASK"),
+        metavar=("IMAGE", "LABELS"),
         help="one image and its mask (repeatable)",
+    )
+    parser.add_argument(
+        "--painted",
+        action="store_true",
+        help="every label file of the run holds painted values, as a napari Labels layer does "
+        "(0 = not annotated, v >= 1 = class v - 1) instead of class indices",
     )

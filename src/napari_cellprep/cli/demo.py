@@ -8,7 +8,7 @@ from pathlib import Path
 from ..engine.devices import describe_device
 from ..engine.inference import OUTPUTS, predict
 from ..engine.io import read_image, sample_paths
-from .common import CommandError, add_model_options, load_model, refuse_existing
+from .common import CommandError, add_model_options, load_model_option, refuse_existing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     samples = sample_paths()
     if not samples:
         raise CommandError("no sample images are installed (napari_cellprep/samples/*.tif)")
-    loaded = load_model(args.model, args.device)
+    loaded = load_model_option(args.model, args.device)
     out = Path(args.out)
     targets = [out / f"{path.stem}_panel.png" for path in samples]
     refuse_existing(targets, args.overwrite)

@@ -14,7 +14,8 @@ from .common import (
     add_model_options,
     add_pair_options,
     inference_options,
-    load_model,
+    label_kind,
+    load_model_option,
     pair_paths,
     score,
     with_progress_bar,
@@ -37,12 +38,13 @@ def _print_table(report: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Per-class IoU/Dice from one confusion matrix over all pairs; a table, or JSON."""
     pairs = pair_paths(args.images, args.masks, args.pair, "evaluation data")
-    loaded = load_model(args.model, args.device)
+    loaded = load_model_option(args.model, args.device)
     log = sys.stderr if args.json else sys.stdout
     print(f"model {loaded.label} on {describe_device(loaded.device)}", file=log)
     arrays = ((read_image(image), read_mask(mask)) for image, mask in pairs)
     names = [str(image) for image, _ in pairs]
-    evaluation = with_progress_bar(evaluate_iter(loaded, arrays, names=names, **inference_options(args)), "image")
+    scoring = evaluate_iter(loaded, arrays, names=names, kind=label_kind(args), **inference_options(args))
+    evaluation = with_progress_bar(scoring, "image")
     report = {
         "model": str(loaded.path) if loaded.path else loaded.label,
         "images": names,

@@ -12,7 +12,7 @@ from ..engine.checkpoint import LoadedModel
 from ..engine.devices import describe_device
 from ..engine.inference import OUTPUTS, Prediction, predict
 from ..engine.io import list_images, read_image, write_image
-from .common import add_inference_options, add_model_options, inference_options, load_model, refuse_existing
+from .common import add_inference_options, add_model_options, inference_options, load_model_option, refuse_existing
 
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
@@ -34,7 +34,7 @@ def _expected_outputs(loaded: LoadedModel, intermediates: bool) -> tuple[str, ..
 def run(args: argparse.Namespace) -> int:
     """Write ``<stem>_labels.tif`` (and intermediates if asked) per image."""
     paths = list_images(args.inputs)
-    loaded = load_model(args.model, args.device)
+    loaded = load_model_option(args.model, args.device)
     out = Path(args.out)
     kinds = _expected_outputs(loaded, args.save_intermediates)
     targets = [(path, {kind: out / f"{path.stem}_{kind}.tif" for kind in kinds}) for path in paths]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..engine.checkpoint import SUFFIX, load_checkpoint, save_checkpoint
+from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model, save_checkpoint
 from ..engine.data import LabeledImage, labeled_items, split_validation
 from ..engine.devices import describe_device, resolve_device
 from ..engine.events import EpochEnd, StepEnd, drive
 from ..engine.io import read_image, read_mask
-from ..engine.labels import LabelKind, check_values, class_count
+from ..engine.labels import check_values, class_count
 from ..engine.layout import input_channels
 from ..engine.normalize import Normalization
 from ..engine.plan import DEFAULT_VAL_FRACTION, LR_SCHEDULES, TrainConfig, model_to_train, normalization_for
@@ -30,6 +30,7 @@ from .common import (
     add_channel_axis_option,
     add_device_option,
     add_pair_options,
+    label_kind,
     options_given,
     pair_paths,
     score,
@@ -44,6 +45,7 @@ SETTINGS_OPTIONS = {
     "steps_per_epoch": "steps_per_epoch",
     "lr_schedule": "lr_schedule",
     "seed": "seed",
+    "seconds": "seconds",
 }
 """``{option dest: TrainConfig field}``."""
 
@@ -51,7 +53,8 @@ MASK_RULES = """\
 Masks: one 2D integer image per image, same height and width, matched by file name without
 extension; pixel value k = class k (0..C-1). A single mask may hold one class only (e.g. a tile
 without cells), but across all training masks every class must occur. Binary 0/255 masks must
-be saved as 0/1."""
+be saved as 0/1. With --painted every label file holds painted values instead, as a napari
+Labels layer: 0 = not annotated, v = class v-1."""
 
 
 @contextmanager
@@ -119,7 +122,7 @@ def _read_items(
             read_mask(labels_path),
             normalization,
             in_channels,
-            kind=LabelKind.CLASS_INDEX,
+            kind=label_kind(args),
             channel_axis=args.channel_axis,
             name=str(image_path),
         )
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.val_fraction is not None and (args.val_images or args.val_masks):
         raise CommandError("give either --val-fraction or --val-images/--val-masks, not both")
     device = resolve_device(args.device)
-    init = load_checkpoint(args.init) if args.init else None
+    init = load_model(args.init) if args.init else None
     normalization = normalization_for(init, args.normalization)
     in_channels = init.info.config.in_channels if init is not None else None
     train = _read_items(pair_paths(args.images, args.masks, args.pair, "training data"), normalization, in_channels, args)
@@ -195,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped:
         print(f"stopped after {result.epochs_run} of {settings.epochs} epoch(s); saved {out} ({best})")
         return INTERRUPTED
+    if result.out_of_time:
+        print(f"time budget of {settings.seconds:g} s spent after {result.epochs_run} epoch(s); saved {out} ({best})")
+        return 0
     print(f"saved {out} ({best})")
     return 0
 
@@ -213,7 +219,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--name", help="model name shown in menus (default: the file name)")
     parser.add_argument(
-        "--classes", type=int, metavar="N", help="number of classes (default: largest mask value + 1)"
+        "--classes", type=int, metavar="N", help="number of classes (default: the largest class in the labels + 1)"
     )
     parser.add_argument(
         "--class-names",
@@ -244,8 +250,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--init",
         metavar=f"FILE{SUFFIX}",
-        help="fine-tune this checkpoint instead of starting afresh (the class count may change: "
-        "the heads then start afresh)",
+        help=f"fine-tune this checkpoint ('{DEFAULT_MODEL}': the bundled model) instead of starting afresh "
+        "(the class count may change: the heads then start afresh)",
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"default: {TrainConfig.epochs}")
@@ -257,6 +263,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--steps-per-epoch", type=int, help="default: about one pass over the labeled area")
     opt.add_argument("--seed", type=int, help=f"default: {TrainConfig.seed}")
+    opt.add_argument(
+        "--seconds",
+        type=float,
+        metavar="N",
+        help="end training after N seconds from its first step (loading not included), or at --epochs, "
+        "whichever comes first; a normal end (exit 0) keeping the best model",
+    )
     add_device_option(opt)
     data = parser.add_argument_group("data")
     data.add_argument(

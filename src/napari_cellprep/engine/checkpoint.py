@@ -163,11 +163,35 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return LoadedModel(model.to(device).eval(), info, path)
 
 
+DEFAULT_MODEL = "default"
+"""The reserved model name of the bundled model, wherever a model is asked for (a file of that
+name is ``./default``)."""
+
+
 def default_checkpoint_path() -> Path:
     """The model bundled with the package (trained on NIST phase-contrast tiles)."""
-    return Path(str(resources.files("napari_cellprep").joinpath("models", "default" + SUFFIX)))
+    return Path(str(resources.files("napari_cellprep").joinpath("models", DEFAULT_MODEL + SUFFIX)))
+
+
+def model_path(name: str | os.PathLike | None) -> Path:
+    """The checkpoint file a model name stands for: ``None`` or ``"default"`` the bundled model
+    (``CheckpointError`` if this installation lacks it), anything else a file path."""
+    if name is None or (isinstance(name, str) and name == DEFAULT_MODEL):
+        path = default_checkpoint_path()
+        if not path.is_file():
+            raise CheckpointError(
+                f"the bundled default model is not installed (expected at {path}); give a model file "
+                f"(a {SUFFIX} checkpoint) instead"
+            )
+        return path
+    return Path(name)
+
+
+def load_model(name: str | os.PathLike | None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load the model ``name`` stands for (``model_path``: ``"default"`` is the bundled one)."""
+    return load_checkpoint(model_path(name), device)
 
 
 def load_default(device: str | torch.device = "cpu") -> LoadedModel:
     """Load the bundled default model."""
-    return load_checkpoint(default_checkpoint_path(), device)
+    return load_model(DEFAULT_MODEL, device)
