@@ -1,4 +1,5 @@
-"""The ``cellprep`` command: train, predict, evaluate and demo without napari, one module per verb.
+"""The ``cellprep`` command: train, predict, evaluate and demo without napari, one module per verb
+(each with ``HELP``, ``DESCRIPTION``, optional ``EPILOG``, ``add_arguments`` and ``run``).
 
 A problem the user can fix (a ``CellprepError``) ends with one line ``cellprep: error: ...``
 and exit status 1 (2 for wrong usage); any other exception is a bug and shows its traceback.
@@ -28,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
-        verb.add_parser(commands)
+        name = verb.__name__.rsplit(".", 1)[-1]
+        epilog = getattr(verb, "EPILOG", None)
+        sub = commands.add_parser(name, help=verb.HELP, description=verb.DESCRIPTION, epilog=epilog)
+        verb.add_arguments(sub)
+        sub.set_defaults(run=verb.run)
     return parser
 
 

@@ -10,6 +10,12 @@ from ..engine.inference import OUTPUTS, predict
 from ..engine.io import read_image, sample_paths
 from .common import CommandError, add_model_options, load_model_option, refuse_existing
 
+HELP = "run the default model on the sample tiles and draw figure panels"
+DESCRIPTION = (
+    "Run a model on the packaged sample tiles and write one PNG panel per tile: input, "
+    "filters, translated images, each branch's labels, the ensemble labels and the branch disagreement."
+)
+
 
 def run(args: argparse.Namespace) -> int:
     """Write ``<tile>_panel.png`` for every packaged sample tile."""
@@ -37,17 +43,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``demo`` subcommand and its options."""
-    parser = commands.add_parser(
-        "demo",
-        help="run the default model on the sample tiles and draw figure panels",
-        description="Run a model on the packaged sample tiles and write one PNG panel per tile: input, "
-        "filters, translated images, each branch's labels, the ensemble labels and the branch disagreement.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``cellprep demo``."""
     parser.add_argument(
         "--out", default="cellprep-demo", metavar="DIR", help="folder for the panels (default: %(default)s)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing panels")
     add_model_options(parser)
-    parser.set_defaults(run=run)

@@ -22,6 +22,13 @@ from .common import (
 )
 from .train import MASK_RULES
 
+HELP = "score a model against masks"
+DESCRIPTION = (
+    "Per-class IoU and Dice, their means and pixel counts, from one confusion matrix "
+    "over all pixels."
+)
+EPILOG = MASK_RULES
+
 
 def _print_table(report: dict) -> None:
     width = max(12, *(len(c["name"]) for c in report["classes"]))
@@ -57,17 +64,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``evaluate`` subcommand and its options."""
-    parser = commands.add_parser(
-        "evaluate",
-        help="score a model against masks",
-        epilog=MASK_RULES,
-        description="Per-class IoU and Dice, their means and pixel counts, from one confusion matrix "
-        "over all pixels.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``cellprep evaluate``."""
     add_pair_options(parser)
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout")
     add_model_options(parser)
     add_inference_options(parser)
-    parser.set_defaults(run=run)

@@ -16,6 +16,12 @@ from .common import add_inference_options, add_model_options, inference_options,
 
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
+HELP = "segment images into label TIFFs"
+DESCRIPTION = (
+    "Segment images (files or folders) and write <stem>_labels.tif class-index images "
+    "to --out."
+)
+
 
 def _arrays(prediction: Prediction) -> dict[str, np.ndarray]:
     return {"labels": prediction.labels} | {
@@ -54,14 +60,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``predict`` subcommand and its options."""
-    parser = commands.add_parser(
-        "predict",
-        help="segment images into label TIFFs",
-        description="Segment images (files or folders) and write <stem>_labels.tif class-index images "
-        "to --out.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``cellprep predict``."""
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -72,4 +72,3 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     add_inference_options(parser)
-    parser.set_defaults(run=run)

@@ -56,6 +56,13 @@ without cells), but across all training masks every class must occur. Binary 0/2
 be saved as 0/1. With --painted every label file holds painted values instead, as a napari
 Labels layer: 0 = not annotated, v = class v-1."""
 
+HELP = "train a model from images and masks"
+DESCRIPTION = (
+    "Train a model from images and class-index masks and save it as a checkpoint. "
+    "Ctrl-C stops after the current step and keeps the best model so far."
+)
+EPILOG = MASK_RULES
+
 
 @contextmanager
 def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
@@ -205,15 +212,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``train`` subcommand and its options."""
-    parser = commands.add_parser(
-        "train",
-        help="train a model from images and masks",
-        epilog=MASK_RULES,
-        description="Train a model from images and class-index masks and save it as a checkpoint. "
-        "Ctrl-C stops after the current step and keeps the best model so far.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``cellprep train``."""
     add_pair_options(parser)
     parser.add_argument("--out", required=True, metavar=f"FILE{SUFFIX}", help="checkpoint to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -288,4 +288,3 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--val-images", metavar="DIR", help="validation image folder (instead of --val-fraction)"
     )
     data.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
-    parser.set_defaults(run=run)
