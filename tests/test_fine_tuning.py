@@ -1,14 +1,15 @@
-"""Fine-tuning settings: frozen BatchNorm statistics."""
+"""Fine-tuning settings: BatchNorm statistics re-estimated on the new image, then frozen."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo
 from napari_cellprep.engine.data import from_mask
 from napari_cellprep.engine.normalize import Normalization
-from napari_cellprep.engine.training import TrainConfig, train
+from napari_cellprep.engine.training import TrainConfig, adapt_batch_norm, train
 from napari_cellprep.model import ModelConfig, build_model
 
 
@@ -16,7 +17,17 @@ def _norm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
 
 
-def test_frozen_norm_keeps_the_running_statistics_and_still_learns():
+def test_adapting_batch_norm_averages_the_statistics_of_the_batches():
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(1))
+    batches = [torch.full((2, 1, 4, 4), 3.0), torch.full((2, 1, 4, 4), 7.0)]
+    adapt_batch_norm(model, iter(batches))
+    norm = model[0]
+    assert float(norm.running_mean) == pytest.approx(5.0)  # plain average, not a momentum blend
+    assert float(norm.running_var) == pytest.approx(0.0)
+    assert norm.momentum == 0.1 and not model.training
+
+
+def test_frozen_norm_adapts_the_statistics_once_then_keeps_them_and_still_learns():
     rng = np.random.default_rng(0)
     image = rng.random((48, 48)).astype(np.float32)
     mask = (image > 0.5).astype(np.uint8)
@@ -25,10 +36,17 @@ def test_frozen_norm_keeps_the_running_statistics_and_still_learns():
     init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
     before = _norm_state(init.model)
     weights_before = init.model.head2.weight.detach().clone()
-    settings = dict(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, device="cpu")
     items = [from_mask(image, mask, Normalization())]
-    frozen = train(items, None, init.info, TrainConfig(freeze_norm=True, **settings), init=init).model.model
-    assert all(torch.equal(frozen.state_dict()[k], v) for k, v in before.items())
-    assert not torch.equal(frozen.head2.weight, weights_before)
-    moving = train(items, None, init.info, TrainConfig(freeze_norm=False, **settings), init=init).model.model
-    assert not all(torch.equal(moving.state_dict()[k], v) for k, v in before.items() if "running_mean" in k)
+
+    def run(steps: int, freeze: bool) -> torch.nn.Module:
+        settings = TrainConfig(epochs=1, steps_per_epoch=steps, batch_size=2, patch_size=32, device="cpu",
+                               freeze_norm=freeze)
+        return train(items, None, init.info, settings, init=init).model.model
+
+    one, three = run(1, True), run(3, True)
+    assert all(torch.equal(one.state_dict()[k], three.state_dict()[k]) for k in before)  # fixed while training
+    assert not torch.equal(one.state_dict()["net1.encoders.0.0.1.running_mean"], before["net1.encoders.0.0.1.running_mean"])
+    assert not torch.equal(three.head2.weight, weights_before) and not torch.equal(three.head2.weight, one.head2.weight)
+    moving = run(3, False)
+    assert not torch.equal(moving.state_dict()["net1.encoders.0.0.1.running_mean"],
+                           three.state_dict()["net1.encoders.0.0.1.running_mean"])

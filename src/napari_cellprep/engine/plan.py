@@ -28,9 +28,10 @@ class TrainConfig:
     area. ``amp`` (mixed precision) applies on CUDA only. ``seconds`` is a wall-clock budget
     counted from the first step: once spent, the epoch under way ends early (and is scored)
     and training ends normally, keeping the best model (``None``: no budget). ``freeze_norm``
-    keeps every BatchNorm layer in eval mode while training (its running statistics fixed, its
-    scale and shift still learned): fine-tuning on a few strokes then neither drifts the
-    statistics the eval-mode preview uses nor depends on tiny batches.
+    first re-estimates every BatchNorm layer's statistics on a few batches of the training
+    patches (AdaBN: the new image is normalised as the model's own), then keeps them fixed
+    while training (scale and shift still learned): fine-tuning on a few strokes then neither
+    drifts the statistics the eval-mode preview uses nor depends on tiny batches.
     """
 
     epochs: int = 50

@@ -6,7 +6,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +68,28 @@ def weighted_loss(
         loss, group_parts = method_loss(output, group)
         total, parts, mass = total + share * loss, parts + share * np.asarray(group_parts), mass + share
     return total / mass, (parts / mass).tolist()
+
+
+ADAPT_BATCHES = 4
+"""Batches of training patches that set the BatchNorm statistics before a frozen-norm run."""
+
+
+def adapt_batch_norm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm layer's running statistics on ``batches`` (their plain
+    average; AdaBN, Li et al. 2016), so that a model moved to a new kind of image normalises it
+    as its own; weights are untouched and the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
 
 
 def freeze_batch_norm(model: torch.nn.Module) -> None:
@@ -180,6 +202,9 @@ def train_iter(
     model.to(device)
     rng = np.random.default_rng(config.seed)
     sampler = PatchSampler(train, config.patch_size, rng, config.augment)
+    if config.freeze_norm:
+        batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
+        adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
     val_crops = grid_crops(val, config.patch_size) if val is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
