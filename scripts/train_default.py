@@ -22,10 +22,9 @@ import numpy as np
 
 from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
 from napari_cellprep.engine.data import LabeledImage, from_mask
-from napari_cellprep.engine.events import EpochEnd
-from napari_cellprep.engine.inference import predict
+from napari_cellprep.engine.evaluation import PairScored, evaluate_iter
+from napari_cellprep.engine.events import EpochEnd, drive
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask
-from napari_cellprep.engine.metrics import confusion_matrix, scores
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.periodicity import lattice_ratio
 from napari_cellprep.engine.training import TrainConfig, train
@@ -74,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"epoch {event.epoch}: loss {event.train_loss:.4f}, val mIoU {event.val_miou:.4f}", flush=True)
 
     result = train(training_items, load(val), info, tc, callback=report)
-    cm = np.zeros((2, 2), np.int64)
-    net1_cm = np.zeros((2, 2), np.int64)
+    test_images = {image_path.stem: read_image(image_path) for image_path, _ in test}
     grid: dict[str, list[float]] = {}
-    for image_path, mask_path in test:
-        image, mask = read_image(image_path), read_mask(mask_path)
-        prediction = predict(result.model, image, outputs=("branches", "filters"))
-        cm += confusion_matrix(prediction.labels, mask, 2)
-        net1_cm += confusion_matrix(prediction.branch_labels[0], mask, 2)
-        grid[image_path.stem] = [lattice_ratio(f, image.astype(np.float64)) for f in prediction.filters]
-    test_scores = scores(cm)
+
+    def lattice(event: PairScored) -> None:
+        image = test_images[event.message].astype(np.float64)
+        grid[event.message] = [lattice_ratio(f, image) for f in event.prediction.filters]
+
+    pairs = ((test_images[image_path.stem], read_mask(mask_path)) for image_path, mask_path in test)
+    scoring = evaluate_iter(result.model, pairs, names=list(test_images), outputs=("branches", "filters"))
+    evaluation = drive(scoring, lattice)
+    test_scores, network1_miou = evaluation.scores, evaluation.branch_scores[0].miou
     loaded = result.model
     loaded.info.training.update(
         data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test",
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         test_miou=test_scores.miou,
         test_iou=test_scores.iou,
         test_dice=test_scores.dice,
-        test_network1_miou=scores(net1_cm).miou,
+        test_network1_miou=network1_miou,
         filter_lattice_ratio={name: grid[name] for name in sorted(grid)},
         filter_lattice_ratio_max=max(max(v) for v in grid.values()),
         inverted_copies=args.inverted,
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         wall_seconds=time.perf_counter() - start,
     )
     save_checkpoint(args.out, loaded.model, loaded.info, overwrite=args.overwrite)
-    print(json.dumps({"test": test_scores.to_dict(), "network1_miou": scores(net1_cm).miou,
+    print(json.dumps({"test": test_scores.to_dict(), "network1_miou": network1_miou,
                       "filter_lattice_ratio_max": max(max(v) for v in grid.values()),
                       "best_epoch": result.best_epoch, "best_val_miou": result.best_miou}, indent=1))
     return 0
