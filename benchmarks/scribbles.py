@@ -86,7 +86,7 @@ BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 
 DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_per_epoch=None,
-            device="auto", val_fraction=0.2, width=16, depth=4)
+            device="auto", val_fraction=0.2, width=16, depth=4, freeze_norm=0)
 """The Train dock's form defaults (src/napari_cellprep/_widgets/train_widget.py): epochs, lr,
 batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels (0: none); a new
 model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as the dock sets
@@ -252,7 +252,8 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
         train, val = items, None
     config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
                          learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
-                         steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"])
+                         steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"],
+                         freeze_norm=bool(SETTINGS["freeze_norm"]))
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
@@ -692,8 +693,9 @@ def write_report(results: dict, out: Path) -> None:
                 forest = f"{_fmt([h[0]['forest'] for h in have])} → {_fmt([h[-1]['forest'] for h in have])}"
                 lines.append(f"| {dataset}, {condition} | {len(have)} | ({key}) {title} | " + " | ".join(cells)
                              + f" | {forest} |")
-        lines += ["", "Mean branch disagreement and error rate of the prediction under the strokes each "
-                  "strategy added (rounds 1–last, mean): ", ""]
+        lines += ["", "Where the added strokes went: the current prediction's branch disagreement and error "
+                  "rate under the strokes each strategy added, mean over rounds 1–last (min–max over rounds "
+                  "and images):", ""]
         lines += ["| case | strategy | disagreement under new strokes | error rate under new strokes |", "|---|---|---|---|"]
         for (dataset, condition), cases in rounds.items():
             for key, title in STRATEGIES.items():
