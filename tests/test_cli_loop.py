@@ -39,14 +39,18 @@ def test_painted_label_files_train_as_the_dock_reads_layers(scribbles, tmp_path)
     (tmp_path / "val_labels").mkdir()
     shutil.copy(image1, tmp_path / "val_images" / "img1.tif")
     shutil.copy(labels1, tmp_path / "val_labels" / "img1.png")
-    code, stdout, err = run("train", "--pair", image0, labels0, "--painted", "--out", out, *validation, *FAST, *NEW)
+    code, stdout, err = run(
+        "train", "--pair", image0, labels0, "--painted", "--out", out, *validation, *FAST, *NEW
+    )
     assert code == 0, err
     training = read_info(out).training
     assert read_info(out).config.num_classes == 2  # values 1, 2: classes 0, 1
     assert training["train_labeled_pixels"] == np.count_nonzero(painted0)  # 0 = not annotated
     assert training["val_labeled_pixels"] == np.count_nonzero(painted1)  # validation files painted too
     # without --painted the same files are class indices: 0 is a class, 2 one too many
-    result = run("train", "--pair", image0, labels0, "--out", tmp_path / "x.cellprep", *FAST, *NEW, "--classes", "2")
+    result = run(
+        "train", "--pair", image0, labels0, "--out", tmp_path / "x.cellprep", *FAST, *NEW, "--classes", "2"
+    )
     assert_one_line_error(result, "mask value 2 is not a class")
 
 
@@ -54,31 +58,44 @@ def test_evaluate_reads_painted_files_too(scribbles, trained_checkpoint):
     image, labels, painted = scribbles[0]
     import json
 
-    code, stdout, err = run("evaluate", "--model", trained_checkpoint, "--pair", image, labels, "--painted", "--json")
+    code, stdout, err = run(
+        "evaluate", "--model", trained_checkpoint, "--pair", image, labels, "--painted", "--json"
+    )
     assert code == 0, err
     assert json.loads(stdout)["pixels"] == np.count_nonzero(painted)
 
 
-def test_default_is_the_bundled_model_wherever_a_model_is_asked_for(scribbles, tmp_path, tiny_checkpoint, monkeypatch):
+def test_default_is_the_bundled_model_wherever_a_model_is_asked_for(
+    scribbles, tmp_path, tiny_checkpoint, monkeypatch
+):
     if not default_checkpoint_path().is_file():
         pytest.skip("no bundled default model in this installation")
     image, labels, _ = scribbles[0]
     monkeypatch.chdir(tmp_path)
     shutil.copy(tiny_checkpoint, tmp_path / "default")  # a file named default: ./default
     bundled = load_checkpoint(default_checkpoint_path()).label
-    for name, expected, folder in (("default", bundled, "predict-default"), ("./default", "tiny", "predict-file")):
+    for name, expected, folder in (
+        ("default", bundled, "predict-default"),
+        ("./default", "tiny", "predict-file"),
+    ):
         out = tmp_path / folder
         code, stdout, err = run("predict", image, "--model", name, "--out", out, "--device", "cpu")
         assert code == 0 and f"model {expected} on" in stdout, err
     code, _, _ = run("predict", image, "--out", tmp_path / "predict-none", "--device", "cpu")
     np.testing.assert_array_equal(
-        read_image(tmp_path / "predict-none" / "img0_labels.tif"), read_image(tmp_path / "predict-default" / "img0_labels.tif")
+        read_image(tmp_path / "predict-none" / "img0_labels.tif"),
+        read_image(tmp_path / "predict-default" / "img0_labels.tif"),
     )
     out = tmp_path / "tuned.cellprep"
-    code, _, err = run("train", "--pair", image, labels, "--painted", "--init", "default", "--out", out, *FAST)
+    code, _, err = run(
+        "train", "--pair", image, labels, "--painted", "--init", "default", "--out", out, *FAST
+    )
     assert code == 0, err
     training = read_info(out).training
-    assert training["fine_tuned_from"] == bundled and read_info(out).config == load_checkpoint(default_checkpoint_path()).info.config
+    assert (
+        training["fine_tuned_from"] == bundled
+        and read_info(out).config == load_checkpoint(default_checkpoint_path()).info.config
+    )
     # the same fine-tuning settings as the Train dock: the engine's
     defaults = TrainConfig()
     assert (training["learning_rate"], training["lr_schedule"], training["augment"]) == (
@@ -91,13 +108,29 @@ def test_default_is_the_bundled_model_wherever_a_model_is_asked_for(scribbles, t
 def test_a_time_budget_is_a_normal_end_that_keeps_the_best_model(scribbles, tmp_path):
     image, labels, _ = scribbles[0]
     out = tmp_path / "budget.cellprep"
-    options = ["--epochs", "100000", "--steps-per-epoch", "4", "--patch-size", "32", "--batch-size", "2", "--device", "cpu"]
+    options = [
+        "--epochs",
+        "100000",
+        "--steps-per-epoch",
+        "4",
+        "--patch-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+    ]
     start = time.perf_counter()
-    code, stdout, err = run("train", "--pair", image, labels, "--painted", "--out", out, "--seconds", "2", *options, *NEW)
+    code, stdout, err = run(
+        "train", "--pair", image, labels, "--painted", "--out", out, "--seconds", "2", *options, *NEW
+    )
     assert code == 0, err
     assert time.perf_counter() - start < 30
     assert "time budget of 2 s spent after" in stdout and f"saved {out}" in stdout
     training = read_info(out).training
     assert training["out_of_time"] and not training["stopped"] and 1 <= training["epochs_run"] < 100000
     assert training["best_epoch"] is not None
-    assert_one_line_error(run("train", "--pair", image, labels, "--painted", "--out", out, "--overwrite", "--seconds", "0"), "time budget must be positive")
+    assert_one_line_error(
+        run("train", "--pair", image, labels, "--painted", "--out", out, "--overwrite", "--seconds", "0"),
+        "time budget must be positive",
+    )

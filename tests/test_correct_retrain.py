@@ -34,7 +34,9 @@ def segment(qtbot, widget):
     return widget._ensemble
 
 
-def test_a_corrected_region_is_learned_and_the_rest_kept(make_napari_viewer, qtbot, registry, trained_checkpoint):
+def test_a_corrected_region_is_learned_and_the_rest_kept(
+    make_napari_viewer, qtbot, registry, trained_checkpoint
+):
     viewer = make_napari_viewer()
     viewer.add_image(debris_image(), name="cells")
     _, segment_dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
@@ -86,7 +88,9 @@ def test_paint_here_next_moves_the_view_to_the_most_uncertain_regions(
     assert not viewer.canvas.grid.enabled and cue.visible and ensemble.visible
     assert viewer.layers.selection.active is ensemble  # ready to paint
     first = shown[0]
-    assert first.score == pytest.approx(disagreement[first.top : first.bottom, first.left : first.right].mean())
+    assert first.score == pytest.approx(
+        disagreement[first.top : first.bottom, first.left : first.right].mean()
+    )
     assert first.score == max(r.score for r in shown)
     assert shown[-1] == first  # it cycles
     widget.next_region()

@@ -49,5 +49,7 @@ def test_labels_that_do_not_fit_are_user_errors(model):
     image, mask = disks(3, (64, 64))
     with pytest.raises(LabelError, match="x: mask value 5 is not a class"):
         evaluate(model, [(image, np.full_like(mask, 5))], names=["x"])
-    with pytest.raises(LabelError, match=r"x gives labels of shape \(64, 64\) but its labels have shape \(32, 64\)"):
+    with pytest.raises(
+        LabelError, match=r"x gives labels of shape \(64, 64\) but its labels have shape \(32, 64\)"
+    ):
         evaluate(model, [(image, mask[:32])], names=["x"])

@@ -13,7 +13,9 @@ from napari_cellprep.engine.inference import predict
 from napari_cellprep.engine.io import read_image, write_image
 from napari_cellprep.engine.plan import TrainConfig
 
-FAST = "--epochs 1 --steps-per-epoch 1 --patch-size 32 --width 4 --depth 2 --device cpu --val-fraction 0".split()
+FAST = (
+    "--epochs 1 --steps-per-epoch 1 --patch-size 32 --width 4 --depth 2 --device cpu --val-fraction 0".split()
+)
 PLUGIN = "napari-cellprep"
 
 
@@ -33,7 +35,9 @@ def rgb(seed: int = 0) -> np.ndarray:
 def two_channels(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A (2, 64, 64) image: disks in channel 0, noise in channel 1."""
     image, mask = disks(seed, (64, 64))
-    return np.stack([image, np.random.default_rng(seed).integers(0, 500, image.shape).astype(np.uint16)]), mask
+    return np.stack(
+        [image, np.random.default_rng(seed).integers(0, 500, image.shape).astype(np.uint16)]
+    ), mask
 
 
 @pytest.fixture
@@ -53,7 +57,9 @@ def viewer_with_docks(request, registry):
     return make
 
 
-def train_in_dock(qtbot, widget, image, labels, *, new=True, classes=2, names="background, colony", axis=None):
+def train_in_dock(
+    qtbot, widget, image, labels, *, new=True, classes=2, names="background, colony", axis=None
+):
     from napari_cellprep._widgets import train_widget
 
     widget._image.value, widget._labels.value = image, labels
@@ -81,7 +87,16 @@ def test_cli_defaults_and_image_layouts(tmp_path):
     write_image(tmp_path / "rgba" / "images" / "a.png", image)
     write_image(tmp_path / "rgba" / "masks" / "a.png", mask)
     out = tmp_path / "rgba.cellprep"
-    code, _, err = run("train", "--images", tmp_path / "rgba" / "images", "--masks", tmp_path / "rgba" / "masks", "--out", out, *FAST)
+    code, _, err = run(
+        "train",
+        "--images",
+        tmp_path / "rgba" / "images",
+        "--masks",
+        tmp_path / "rgba" / "masks",
+        "--out",
+        out,
+        *FAST,
+    )
     assert code == 0, err
     info = read_info(out)
     assert info.config.in_channels == 3
@@ -91,7 +106,17 @@ def test_cli_defaults_and_image_layouts(tmp_path):
     write_image(tmp_path / "two.tif", image2)
     write_image(tmp_path / "two_mask.png", mask2)
     out2 = tmp_path / "two.cellprep"
-    code, _, err = run("train", "--pair", tmp_path / "two.tif", tmp_path / "two_mask.png", "--out", out2, "--channel-axis", "0", *FAST)
+    code, _, err = run(
+        "train",
+        "--pair",
+        tmp_path / "two.tif",
+        tmp_path / "two_mask.png",
+        "--out",
+        out2,
+        "--channel-axis",
+        "0",
+        *FAST,
+    )
     assert code == 0, err
     assert read_info(out2).config.in_channels == 2
 
@@ -99,7 +124,9 @@ def test_cli_defaults_and_image_layouts(tmp_path):
 def test_cli_predicts_rgb_with_a_grayscale_model_as_its_mean(tmp_path, trained_checkpoint):
     image = rgb(3)
     write_image(tmp_path / "rgb.png", image)
-    code, _, err = run("predict", tmp_path / "rgb.png", "--model", trained_checkpoint, "--out", tmp_path / "out")
+    code, _, err = run(
+        "predict", tmp_path / "rgb.png", "--model", trained_checkpoint, "--out", tmp_path / "out"
+    )
     assert code == 0, err
     written = read_image(tmp_path / "out" / "rgb_labels.tif")
     expected = predict(load_checkpoint(trained_checkpoint), image.mean(axis=-1, dtype=np.float32))
@@ -115,7 +142,17 @@ def test_cli_fine_tunes_into_another_class_count(tmp_path, trained_checkpoint):
     write_image(tmp_path / "x.png", three)
     out = tmp_path / "three.cellprep"
     options = [a for a in FAST if a not in ("--width", "4", "--depth", "2")]
-    code, _, err = run("train", "--pair", tmp_path / "x.tif", tmp_path / "x.png", "--out", out, "--init", trained_checkpoint, *options)
+    code, _, err = run(
+        "train",
+        "--pair",
+        tmp_path / "x.tif",
+        tmp_path / "x.png",
+        "--out",
+        out,
+        "--init",
+        trained_checkpoint,
+        *options,
+    )
     assert code == 0, err
     info = read_info(out)
     assert info.config.num_classes == 3 and info.class_names == ["class 0", "class 1", "class 2"]
@@ -144,7 +181,9 @@ def test_dock_defaults_and_image_layouts(viewer_with_docks, qtbot):
 
 
 @pytest.mark.napari
-def test_dock_segments_rgb_with_a_grayscale_model_as_its_mean(viewer_with_docks, qtbot, registry, trained_checkpoint):
+def test_dock_segments_rgb_with_a_grayscale_model_as_its_mean(
+    viewer_with_docks, qtbot, registry, trained_checkpoint
+):
     image = rgb(3)
     viewer, segment, _ = viewer_with_docks(("image", image, "rgb", {"rgb": True}))
     segment.select_model(registry.add_file(trained_checkpoint))
@@ -164,9 +203,19 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     registry.add_file(trained_checkpoint)
     viewer, _, train = viewer_with_docks(("image", image, "cells", {}), ("labels", painted, "scribbles", {}))
     assert train._classes.value == 2 and train._names.value == "background, colony"  # the base's
-    model = train_in_dock(qtbot, train, viewer.layers["cells"], viewer.layers["scribbles"], new=False, classes=3, names="background, colony, debris")
+    model = train_in_dock(
+        qtbot,
+        train,
+        viewer.layers["cells"],
+        viewer.layers["scribbles"],
+        new=False,
+        classes=3,
+        names="background, colony, debris",
+    )
     assert model.info.config.num_classes == 3 and model.info.class_names == ["background", "colony", "debris"]
-    assert model.info.training["fine_tuned_from"] == "tiny trained" and model.info.training["weights_copied"] > 0
+    assert (
+        model.info.training["fine_tuned_from"] == "tiny trained" and model.info.training["weights_copied"] > 0
+    )
     defaults = TrainConfig()  # the same fine-tuning settings as cellprep train --init: the engine's
     training = model.info.training
     assert (training["learning_rate"], training["batch_size"], training["lr_schedule"]) == (

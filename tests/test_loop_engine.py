@@ -56,7 +56,9 @@ def test_weighted_loss_is_the_weighted_mean_of_every_output():
     for logits in [*out.branch_logits.unbind(1), out.ensemble_logits]:
         ce = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
         expected.append(float((ce * weight)[labeled].sum() / weight[labeled].sum()))
-    assert parts == pytest.approx(expected, rel=1e-5) and float(loss) == pytest.approx(sum(expected), rel=1e-5)
+    assert parts == pytest.approx(expected, rel=1e-5) and float(loss) == pytest.approx(
+        sum(expected), rel=1e-5
+    )
     same, _ = weighted_loss(out, target, torch.ones(2, 8, 8))
     assert float(same) == pytest.approx(float(method_loss(out, target)[0]))  # equal weights: Eq. 1
 
@@ -80,7 +82,9 @@ def test_weights_travel_with_patches_and_corrections_stay_in_training():
 def test_a_time_budget_ends_training_normally_with_the_best_model():
     items = [from_mask(*disks(seed), Normalization()) for seed in range(2)]
     info = ModelInfo(ModelConfig(num_classes=2, width=4, depth=2), ["background", "colony"])
-    config = TrainConfig(epochs=10_000, steps_per_epoch=5, batch_size=2, patch_size=32, device="cpu", seconds=1.0)
+    config = TrainConfig(
+        epochs=10_000, steps_per_epoch=5, batch_size=2, patch_size=32, device="cpu", seconds=1.0
+    )
     start = time.perf_counter()
     result = train(items, items, info, config)
     assert time.perf_counter() - start < 20
@@ -99,7 +103,9 @@ def test_uncertain_regions_are_the_most_uncertain_squares_and_do_not_overlap():
     assert len(regions) == 4 and regions[0].plane == (1,) and regions[1].plane == (0,)
     first = regions[0]
     assert first.top <= 100 and first.bottom >= 140 and first.left <= 200 and first.right >= 240
-    assert first.score == pytest.approx(disagreement[1, first.top : first.bottom, first.left : first.right].mean())
+    assert first.score == pytest.approx(
+        disagreement[1, first.top : first.bottom, first.left : first.right].mean()
+    )
     for a in regions:
         assert a.bottom - a.top == 64 and a.right - a.left == 64
         for b in regions:

@@ -239,7 +239,6 @@ def test_grid_screenshot_shows_the_panels(make_napari_viewer, qtbot, registry, t
 
 
 def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, tmp_path, monkeypatch):
-    from napari_cellprep._widgets import segment_widget
     from napari_cellprep.engine.devices import available_devices
 
     errors = []

@@ -9,8 +9,8 @@ import pytest
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
 from napari_cellprep._widgets import run_controls  # noqa: E402
+from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 

@@ -150,7 +150,12 @@ def prediction_layers(
     }
     painted = to_painted(prediction.labels, len(classes))
     ensemble = meta(
-        "ensemble", "ensemble", colormap=colormap, features=features, marker=provenance, metadata={PREDICTION: painted.copy()}
+        "ensemble",
+        "ensemble",
+        colormap=colormap,
+        features=features,
+        marker=provenance,
+        metadata={PREDICTION: painted.copy()},
     )
     layers.append((painted, ensemble, "labels"))
     if "disagreement" in show and multi_branch and prediction.disagreement is not None:

@@ -29,7 +29,9 @@ class RunControls(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
-        buttons = Container(widgets=[self.run_button, self.stop_button, *extra_buttons], layout="horizontal", labels=False)
+        buttons = Container(
+            widgets=[self.run_button, self.stop_button, *extra_buttons], layout="horizontal", labels=False
+        )
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
         self.abort = abort
         self.stop_event = threading.Event()

@@ -128,7 +128,9 @@ class SegmentWidget(Container):
         """Start segmenting the chosen image in a background thread."""
         layer, entry = self._image.value, self._model.value
         if layer is None:
-            self.controls.fail("choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)")
+            self.controls.fail(
+                "choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)"
+            )
             return
         if entry is None:
             self.controls.fail(NO_MODEL)
@@ -251,7 +253,9 @@ class SegmentWidget(Container):
         for axis, value in enumerate(centre[:-2]):
             viewer.dims.set_point(offset + axis, value)
         viewer.camera.center = tuple(centre[-2:])
-        side = max(region.bottom - region.top, region.right - region.left) * float(np.max(np.abs(ensemble.scale[-2:])))
+        side = max(region.bottom - region.top, region.right - region.left) * float(
+            np.max(np.abs(ensemble.scale[-2:]))
+        )
         viewer.camera.zoom = 0.5 * min(viewer.canvas.size) / side
         self._cue.visible, ensemble.visible = True, True
         self._cue.selected_data = {index}

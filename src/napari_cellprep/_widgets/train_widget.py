@@ -85,14 +85,18 @@ class TrainWidget(Container):
         self._depth = SpinBox(label="network depth", min=1, max=6, value=ModelConfig.depth)
         self.mapping = Label(label="painted values")
         self._epochs = SpinBox(label="epochs", min=1, max=100_000, value=defaults.epochs)
-        self._lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-4, value=defaults.learning_rate)
+        self._lr = FloatSpinBox(
+            label="learning rate", min=1e-6, max=1.0, step=1e-4, value=defaults.learning_rate
+        )
         self._lr.native.setDecimals(6)
         self._batch = SpinBox(label="batch size", min=1, max=512, value=defaults.batch_size)
         self._patch = SpinBox(label="patch size", min=16, max=4096, step=16, value=defaults.patch_size)
         self._steps = SpinBox(label="steps per epoch", min=0, max=1_000_000, value=0)
         self._steps.native.setSpecialValueText("auto")
         self._device = ComboBox(label="device", choices=device_choices(), value=defaults.device)
-        self._validation = ComboBox(label="validation", choices=_enum_choices(Validation), value=Validation.FRACTION)
+        self._validation = ComboBox(
+            label="validation", choices=_enum_choices(Validation), value=Validation.FRACTION
+        )
         self._fraction = FloatSpinBox(
             label="held-out fraction", min=0.05, max=0.5, step=0.05, value=DEFAULT_VAL_FRACTION
         )
@@ -243,7 +247,9 @@ class TrainWidget(Container):
         check_training_data(items, info.config.num_classes, config.patch_size)
         val = None
         if self._validation.value is Validation.FRACTION:
-            items, val = split_validation(items, self._fraction.value, config.seed)  # keeps every class in training
+            items, val = split_validation(
+                items, self._fraction.value, config.seed
+            )  # keeps every class in training
         elif self._validation.value is Validation.PAIR:
             val_image, val_labels = self._val_image.value, self._val_labels.value
             if val_image is None or val_labels is None:

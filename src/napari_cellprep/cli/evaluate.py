@@ -24,8 +24,7 @@ from .train import MASK_RULES
 
 HELP = "score a model against masks"
 DESCRIPTION = (
-    "Per-class IoU and Dice, their means and pixel counts, from one confusion matrix "
-    "over all pixels."
+    "Per-class IoU and Dice, their means and pixel counts, from one confusion matrix over all pixels."
 )
 EPILOG = MASK_RULES
 

@@ -12,15 +12,18 @@ from ..engine.checkpoint import LoadedModel
 from ..engine.devices import describe_device
 from ..engine.inference import OUTPUTS, Prediction, predict
 from ..engine.io import list_images, read_image, write_image
-from .common import add_inference_options, add_model_options, inference_options, load_model_option, refuse_existing
+from .common import (
+    add_inference_options,
+    add_model_options,
+    inference_options,
+    load_model_option,
+    refuse_existing,
+)
 
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
 HELP = "segment images into label TIFFs"
-DESCRIPTION = (
-    "Segment images (files or folders) and write <stem>_labels.tif class-index images "
-    "to --out."
-)
+DESCRIPTION = "Segment images (files or folders) and write <stem>_labels.tif class-index images to --out."
 
 
 def _arrays(prediction: Prediction) -> dict[str, np.ndarray]:

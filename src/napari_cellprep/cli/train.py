@@ -36,7 +36,15 @@ from .common import (
     score,
 )
 
-ARCHITECTURE_OPTIONS = ("architecture", "backbone", "width", "depth", "penultimate", "ensemble", "ensemble_init")
+ARCHITECTURE_OPTIONS = (
+    "architecture",
+    "backbone",
+    "width",
+    "depth",
+    "penultimate",
+    "ensemble",
+    "ensemble_init",
+)
 SETTINGS_OPTIONS = {
     "epochs": "epochs",
     "batch_size": "batch_size",
@@ -90,7 +98,9 @@ def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 def _epoch_line(event: EpochEnd) -> str:
     line = f"epoch {event.epoch}/{event.epochs}  loss {event.train_loss:.4f}"
     if event.val_miou is not None:
-        line += f"  val mIoU {score(event.val_miou)}  (best {score(event.best_miou)} at epoch {event.best_epoch})"
+        line += (
+            f"  val mIoU {score(event.val_miou)}  (best {score(event.best_miou)} at epoch {event.best_epoch})"
+        )
     return line + ("  *" if event.improved and event.val_miou is not None else "")
 
 
@@ -104,7 +114,9 @@ def _run_with_progress(events) -> TrainingResult:
             tqdm.write(_epoch_line(event))
             return
         if bar is None:
-            bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", disable=None, dynamic_ncols=True)
+            bar = tqdm(
+                total=event.epochs * event.steps_per_epoch, unit="step", disable=None, dynamic_ncols=True
+            )
         bar.set_postfix_str(f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f}", refresh=False)
         bar.update()
 
@@ -149,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     init = load_model(args.init) if args.init else None
     normalization = normalization_for(init, args.normalization)
     in_channels = init.info.config.in_channels if init is not None else None
-    train = _read_items(pair_paths(args.images, args.masks, args.pair, "training data"), normalization, in_channels, args)
+    train = _read_items(
+        pair_paths(args.images, args.masks, args.pair, "training data"), normalization, in_channels, args
+    )
     in_channels = train[0].image.shape[0]
     num_classes = class_count([item.labeled() for item in train], args.classes)
     architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
@@ -188,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         with stop_on_ctrl_c(stop):
-            events = train_iter(train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path)
+            events = train_iter(
+                train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path
+            )
             result = _run_with_progress(events)
     except KeyboardInterrupt:  # the second Ctrl-C
         if checkpoint_path is not None and out.exists():
@@ -206,7 +222,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped after {result.epochs_run} of {settings.epochs} epoch(s); saved {out} ({best})")
         return INTERRUPTED
     if result.out_of_time:
-        print(f"time budget of {settings.seconds:g} s spent after {result.epochs_run} epoch(s); saved {out} ({best})")
+        print(
+            f"time budget of {settings.seconds:g} s spent after {result.epochs_run} epoch(s); saved {out} ({best})"
+        )
         return 0
     print(f"saved {out} ({best})")
     return 0
@@ -219,7 +237,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--name", help="model name shown in menus (default: the file name)")
     parser.add_argument(
-        "--classes", type=int, metavar="N", help="number of classes (default: the largest class in the labels + 1)"
+        "--classes",
+        type=int,
+        metavar="N",
+        help="number of classes (default: the largest class in the labels + 1)",
     )
     parser.add_argument(
         "--class-names",

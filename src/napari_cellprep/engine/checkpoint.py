@@ -98,7 +98,9 @@ def default_colors(num_classes: int) -> list[str]:
     return [DEFAULT_COLORS[k % len(DEFAULT_COLORS)] for k in range(num_classes)]
 
 
-def save_checkpoint(path: str | os.PathLike, model: SegmentationNet, info: ModelInfo, *, overwrite: bool = False) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: SegmentationNet, info: ModelInfo, *, overwrite: bool = False
+) -> Path:
     """Write ``model`` and ``info`` to ``path`` atomically (temporary file, then rename).
 
     An existing file is kept unless ``overwrite`` is true.

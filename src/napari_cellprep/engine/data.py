@@ -9,7 +9,7 @@ import numpy as np
 
 from ..model import IGNORE_INDEX
 from .errors import ImageLayoutError, SettingsError, TrainingDataError
-from .labels import LabelKind, Labeled, check_classes, to_targets
+from .labels import Labeled, LabelKind, check_classes, to_targets
 from .layout import to_planes
 from .normalize import Normalization, normalize_channels
 
@@ -65,7 +65,9 @@ def labeled_items(
         if (target != IGNORE_INDEX).any():
             plane_name = f"{name} plane {index}" if index else name
             weight = None if weights is None else np.asarray(weights[index], np.float32)
-            items.append(LabeledImage(normalize_channels(plane, normalization), target, plane_name, kind, weight))
+            items.append(
+                LabeledImage(normalize_channels(plane, normalization), target, plane_name, kind, weight)
+            )
     if not items:
         raise TrainingDataError(f"{name or 'the image'}: no labeled pixels; {kind.hint(class_names)}")
     return items

@@ -86,7 +86,9 @@ def evaluate_iter(
     outputs = tuple(outputs)
     branches = "branches" in outputs
     cm = np.zeros((num_classes, num_classes), np.int64)
-    branch_cm = np.zeros((loaded.info.config.num_outputs, num_classes, num_classes), np.int64) if branches else None
+    branch_cm = (
+        np.zeros((loaded.info.config.num_outputs, num_classes, num_classes), np.int64) if branches else None
+    )
     total = len(names) if names is not None else 0
     for index, (image, labels) in enumerate(pairs):
         name = names[index] if names is not None else f"image {index + 1}"
@@ -109,6 +111,8 @@ def evaluate_iter(
     return Evaluation(cm, branch_cm)
 
 
-def evaluate(loaded: LoadedModel, pairs: Iterable[tuple[np.ndarray, np.ndarray]], **options: Any) -> Evaluation:
+def evaluate(
+    loaded: LoadedModel, pairs: Iterable[tuple[np.ndarray, np.ndarray]], **options: Any
+) -> Evaluation:
     """``evaluate_iter`` run to the end; the same keyword options."""
     return drive(evaluate_iter(loaded, pairs, **options))

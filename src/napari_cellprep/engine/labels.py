@@ -50,7 +50,9 @@ class LabelKind(Enum):
     def hint(self, class_names: Sequence[str] | None = None) -> str:
         """What to do when a class is missing from the labels."""
         if self is LabelKind.PAINTED:
-            return "paint some pixels of every class" + (f" ({label_mapping(class_names)})" if class_names else "")
+            return "paint some pixels of every class" + (
+                f" ({label_mapping(class_names)})" if class_names else ""
+            )
         return (
             "masks hold class indices 0..C-1 with every class present somewhere "
             "(save binary 0/255 masks as 0/1)"
@@ -75,11 +77,15 @@ CORRECTION_WEIGHT = 10.0
 correction is usually a few strokes among a whole image of accepted pixels."""
 
 
-def correction_weights(painted: np.ndarray, predicted: np.ndarray, weight: float = CORRECTION_WEIGHT) -> np.ndarray:
+def correction_weights(
+    painted: np.ndarray, predicted: np.ndarray, weight: float = CORRECTION_WEIGHT
+) -> np.ndarray:
     """Per-pixel loss weights of a corrected segmentation (both in painted values): ``weight``
     where the user painted another class than predicted, 1 elsewhere (0 = erased, unlabeled)."""
     if np.shape(painted) != np.shape(predicted):
-        raise LabelError(f"labels of shape {np.shape(painted)} cannot be compared with a prediction of {np.shape(predicted)}")
+        raise LabelError(
+            f"labels of shape {np.shape(painted)} cannot be compared with a prediction of {np.shape(predicted)}"
+        )
     if weight < 1:
         raise SettingsError(f"a correction weighs at least as much as a predicted pixel, got {weight}")
     return np.where(np.asarray(painted) != np.asarray(predicted), np.float32(weight), np.float32(1.0))
@@ -98,7 +104,11 @@ def to_targets(labels: np.ndarray, kind: LabelKind, shape: tuple[int, ...], name
     class indices >= -1 (-1 = unlabeled).
     """
     labels = np.asarray(labels)
-    what = f"{name or 'the image'}: the labels" if kind is LabelKind.PAINTED else f"{name or 'the image'}: the mask"
+    what = (
+        f"{name or 'the image'}: the labels"
+        if kind is LabelKind.PAINTED
+        else f"{name or 'the image'}: the mask"
+    )
     if labels.shape != tuple(shape):
         raise TrainingDataError(
             f"{what} have shape {labels.shape} but the image has {tuple(shape)}; they must cover the same pixels"
@@ -111,7 +121,9 @@ def to_targets(labels: np.ndarray, kind: LabelKind, shape: tuple[int, ...], name
     targets = labels.astype(np.int64) - kind.offset
     if targets.size and targets.min() < IGNORE_INDEX:
         lowest = int(targets.min()) + kind.offset
-        allowed = "values 1..C (0 = not annotated)" if kind is LabelKind.PAINTED else "0..C-1 (-1 = unlabeled)"
+        allowed = (
+            "values 1..C (0 = not annotated)" if kind is LabelKind.PAINTED else "0..C-1 (-1 = unlabeled)"
+        )
         raise TrainingDataError(f"{what} hold the negative value {lowest}; use {allowed}")
     return targets
 

@@ -110,7 +110,11 @@ def model_to_train(
         wide_enough = base.penultimate is None or base.penultimate >= num_classes
         try:
             config = ModelConfig(
-                **{**base.to_dict(), "num_classes": num_classes, "penultimate": base.penultimate if wide_enough else None}
+                **{
+                    **base.to_dict(),
+                    "num_classes": num_classes,
+                    "penultimate": base.penultimate if wide_enough else None,
+                }
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
@@ -120,7 +124,9 @@ def model_to_train(
             class_names = init.info.class_names
     names = list(class_names) if class_names is not None else [f"class {k}" for k in range(num_classes)]
     if len(names) != num_classes:
-        raise SettingsError(f"{len(names)} class names given for {num_classes} classes; give one name per class")
+        raise SettingsError(
+            f"{len(names)} class names given for {num_classes} classes; give one name per class"
+        )
     return ModelInfo(config, names, normalization or normalization_for(init), colors, name=name)
 
 

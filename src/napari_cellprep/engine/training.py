@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model import IGNORE_INDEX, ModelConfig, ModelOutput, SegmentationNet, build_model, method_loss, output_names
+from ..model import (
+    IGNORE_INDEX,
+    ModelConfig,
+    ModelOutput,
+    SegmentationNet,
+    build_model,
+    method_loss,
+    output_names,
+)
 from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from .data import (
     LabeledImage,
@@ -272,7 +280,11 @@ def train_iter(
             images, targets, pixel_weights = sampler.sample(config.batch_size)
             x = torch.from_numpy(images).to(device, non_blocking=True)
             y = torch.from_numpy(targets).to(device, non_blocking=True)
-            w = None if pixel_weights is None else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
+            w = (
+                None
+                if pixel_weights is None
+                else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
+            )
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 output = model(x)

@@ -66,9 +66,15 @@ def uncertain_regions(disagreement: np.ndarray, size: int = REGION_SIZE, count: 
         if len(chosen) == count:
             break
         overlaps = any(
-            r.plane == plane and top < r.bottom and r.top < top + side_y and left < r.right and r.left < left + side_x
+            r.plane == plane
+            and top < r.bottom
+            and r.top < top + side_y
+            and left < r.right
+            and r.left < left + side_x
             for r in chosen
         )
         if not overlaps:
-            chosen.append(Region(plane, int(top), int(left), int(top + side_y), int(left + side_x), float(score)))
+            chosen.append(
+                Region(plane, int(top), int(left), int(top + side_y), int(left + side_x), float(score))
+            )
     return chosen
