@@ -25,7 +25,7 @@ from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, read_i
 from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.inference import OUTPUTS, predict
 from napari_cellprep.engine.io import read_image, read_mask, sample_paths, write_image
-from napari_cellprep.model import ModelConfig, build_model
+from napari_cellprep.model import PAPER, ModelConfig, build_model
 
 TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu".split()
 
@@ -456,3 +456,22 @@ def test_demo_with_the_bundled_model_and_samples(tmp_path):
         rgb = read_image(panel)[..., :3].astype(int)
         gold = (np.abs(rgb - [255, 215, 0]).sum(axis=-1) < 40).mean()
         assert 0.01 < gold < 0.5  # colonies present in the label panels, not everywhere
+
+
+def test_train_named_configuration_and_model_options(synthetic, tmp_path):
+    images, masks = synthetic
+    paper = tmp_path / "paper.cellprep"
+    assert run(*_train_args(images, masks, paper, "--config", "paper", "--val-fraction", "0"))[0] == 0
+    config = read_info(paper).config
+    assert all(getattr(config, key) == value for key, value in PAPER.items() if key != "penultimate")
+    assert config.penultimate is None  # C wide, as the paper
+    mixed = tmp_path / "mixed.cellprep"
+    args = ("--config", "paper", "--upsample", "resize", "--norm", "group", "--freeze-norm", "--val-fraction", "0")
+    assert run(*_train_args(images, masks, mixed, *args))[0] == 0
+    info = read_info(mixed)
+    assert (info.config.ensemble, info.config.upsample, info.config.norm) == ("learned", "resize", "group")
+    assert info.training["freeze_norm"] is True
+    assert_one_line_error(
+        run(*_train_args(images, masks, tmp_path / "t.cellprep", "--init", paper, "--config", "paper")),
+        "--config cannot be set when fine-tuning",
+    )

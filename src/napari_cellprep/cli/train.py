@@ -22,8 +22,16 @@ from ..engine.layout import input_channels
 from ..engine.normalize import Normalization
 from ..engine.plan import DEFAULT_VAL_FRACTION, LR_SCHEDULES, TrainConfig, model_to_train, normalization_for
 from ..engine.training import TrainingResult, train_iter
-from ..model import ModelConfig
-from ..model.config import ARCHITECTURES, BACKBONES, ENSEMBLE_INITS, ENSEMBLES
+from ..model import NAMED_CONFIGS, ModelConfig
+from ..model.config import (
+    ARCHITECTURES,
+    BACKBONES,
+    ENSEMBLE_INITS,
+    ENSEMBLES,
+    FILTER_ACTIVATIONS,
+    NORMS,
+    UPSAMPLES,
+)
 from .common import (
     INTERRUPTED,
     CommandError,
@@ -44,6 +52,9 @@ ARCHITECTURE_OPTIONS = (
     "penultimate",
     "ensemble",
     "ensemble_init",
+    "upsample",
+    "filter_activation",
+    "norm",
 )
 SETTINGS_OPTIONS = {
     "epochs": "epochs",
@@ -54,6 +65,7 @@ SETTINGS_OPTIONS = {
     "lr_schedule": "lr_schedule",
     "seed": "seed",
     "seconds": "seconds",
+    "freeze_norm": "freeze_norm",
 }
 """``{option dest: TrainConfig field}``."""
 
@@ -167,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
     in_channels = train[0].image.shape[0]
     num_classes = class_count([item.labeled() for item in train], args.classes)
     architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
+    if args.config is not None:
+        if init is not None:
+            raise CommandError("--config cannot be set when fine-tuning: the model keeps the architecture of --init")
+        architecture = {**NAMED_CONFIGS[args.config], **architecture}
     if architecture.get("penultimate") == 0:
         architecture["penultimate"] = None  # the paper's width: the class count
     info = model_to_train(
@@ -249,6 +265,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one name per class, in index order (default: the --init model's when the count is the same)",
     )
     model = parser.add_argument_group("model (taken from the checkpoint with --init)")
+    model.add_argument(
+        "--config",
+        choices=sorted(NAMED_CONFIGS),
+        help="named architecture: 'default' (the product's, chosen on evidence; used when not given) or "
+        "'paper' (Kato & Hotta's method exactly); the options below change it",
+    )
     model.add_argument("--architecture", choices=ARCHITECTURES, help=f"default: {ModelConfig.architecture}")
     model.add_argument("--backbone", choices=BACKBONES, help=f"default: {ModelConfig.backbone}")
     model.add_argument(
@@ -268,6 +290,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"start of the learned ensemble weights: PyTorch's random init or 1/S each "
         f"(default: {ModelConfig.ensemble_init})",
     )
+    model.add_argument("--upsample", choices=UPSAMPLES, help=f"U-Net upsampling (default: {ModelConfig.upsample})")
+    model.add_argument(
+        "--filter-activation",
+        choices=FILTER_ACTIVATIONS,
+        help=f"keeps the translation filters non-negative (default: {ModelConfig.filter_activation})",
+    )
+    model.add_argument("--norm", choices=NORMS, help=f"normalisation layers (default: {ModelConfig.norm})")
     model.add_argument(
         "--init",
         metavar=f"FILE{SUFFIX}",
@@ -284,6 +313,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     opt.add_argument("--steps-per-epoch", type=int, help="default: about one pass over the labeled area")
     opt.add_argument("--seed", type=int, help=f"default: {TrainConfig.seed}")
+    opt.add_argument(
+        "--freeze-norm",
+        action="store_true",
+        default=None,
+        help="re-estimate the BatchNorm statistics on the training patches, then keep them fixed (for "
+        "fine-tuning on a few strokes)",
+    )
     opt.add_argument(
         "--seconds",
         type=float,

@@ -252,6 +252,7 @@ def train_iter(
             "patch_size": config.patch_size,
             "steps_per_epoch": steps,
             "lr_schedule": config.lr_schedule,
+            "freeze_norm": config.freeze_norm,
             "augment": config.augment,
             "mixed_precision": amp,
             "device": describe_device(device),
