@@ -22,7 +22,12 @@ from napari_cellprep.engine.inference import predict  # noqa: E402
 from reproduce import CLASS_NAMES, PRESETS, PRODUCT_METHOD, Run, load_dataset, split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = [("nist-phase", "clean"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean"), ("vnc-em", "clean")]
+CASES = [
+    ("nist-phase", "clean"),
+    ("nist-phase", "very-low-light"),
+    ("isbi2012-membrane", "clean"),
+    ("vnc-em", "clean"),
+]
 
 
 def _model_path(models: Path, run: Run) -> Path:
@@ -33,7 +38,10 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
     preset = PRESETS[preset_name]
     written = []
     for dataset, condition in CASES:
-        paths = [_model_path(models, Run(dataset, condition, 0, 0, m)) for m in ("unet", "cellprep", PRODUCT_METHOD)]
+        paths = [
+            _model_path(models, Run(dataset, condition, 0, 0, m))
+            for m in ("unet", "cellprep", PRODUCT_METHOD)
+        ]
         if not all(p.exists() for p in paths):
             continue
         unet, cell, product = map(load_checkpoint, paths)
@@ -41,9 +49,12 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
         items = load_dataset(dataset, condition)
         test = split(len(items), preset.folds[dataset], 0)[2][:n_images]
         c = len(CLASS_NAMES[dataset])
-        fig5, ax5 = plt.subplots(len(test), 1 + len(titles), figsize=(3 * (1 + len(titles)), 3 * len(test)),
-                                 squeeze=False)
-        fig6, ax6 = plt.subplots(2 * len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 6 * len(test)), squeeze=False)
+        fig5, ax5 = plt.subplots(
+            len(test), 1 + len(titles), figsize=(3 * (1 + len(titles)), 3 * len(test)), squeeze=False
+        )
+        fig6, ax6 = plt.subplots(
+            2 * len(test), 1 + 2 * c, figsize=(3 * (1 + 2 * c), 6 * len(test)), squeeze=False
+        )
         for row, index in enumerate(test):
             image, mask, name = items[index]
             pu = predict(unet, image, outputs=())
@@ -51,8 +62,13 @@ def figures(models: Path, out: Path, preset_name: str, n_images: int = 3) -> lis
             pp = predict(product, image, outputs=("filters", "translated"))
             panels = [image, mask, pu.labels, pc.labels, pp.labels]
             for ax, data, title in zip(ax5[row], panels, [name, *titles]):
-                ax.imshow(data, cmap="gray" if title == name else "viridis", vmin=None if title == name else 0,
-                          vmax=None if title == name else c - 1, interpolation="nearest")
+                ax.imshow(
+                    data,
+                    cmap="gray" if title == name else "viridis",
+                    vmin=None if title == name else 0,
+                    vmax=None if title == name else c - 1,
+                    interpolation="nearest",
+                )
                 ax.set_title(title)
                 ax.axis("off")
             for half, (which, p) in enumerate((("paper", pc), ("product", pp))):
@@ -103,7 +119,9 @@ def curves(results: dict, out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")
         axes[0, 0].set_ylabel("validation mIoU")
-        fig.suptitle(f"{dataset}, {condition}: validation mIoU by epoch (w = ensemble weights, initial → learned)")
+        fig.suptitle(
+            f"{dataset}, {condition}: validation mIoU by epoch (w = ensemble weights, initial → learned)"
+        )
         fig.tight_layout()
         path = out / f"curves_{dataset}_{condition}.png"
         fig.savefig(path, dpi=70)
@@ -113,7 +131,9 @@ def curves(results: dict, out: Path) -> list[Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--preset", default="cpu")

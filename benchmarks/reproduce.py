@@ -27,7 +27,7 @@ import os
 import platform
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +82,19 @@ METHODS: dict[str, dict] = {
     "cellprep-product": {"architecture": "cellprep", **PAPER, **PRODUCT},
     "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
 }
-SINGLE_CHANGES = ["cellprep-p16", "cellprep-equal", "cellprep-softmax", "cellprep-resize", "cellprep-softplus",
-                  "cellprep-group"]
-HEADLINE_CELLS = [("nist-phase", "low-light"), ("nist-phase", "very-low-light"), ("isbi2012-membrane", "clean")]
+SINGLE_CHANGES = [
+    "cellprep-p16",
+    "cellprep-equal",
+    "cellprep-softmax",
+    "cellprep-resize",
+    "cellprep-softplus",
+    "cellprep-group",
+]
+HEADLINE_CELLS = [
+    ("nist-phase", "low-light"),
+    ("nist-phase", "very-low-light"),
+    ("isbi2012-membrane", "clean"),
+]
 PRODUCT_METHOD = "cellprep-product"
 
 
@@ -138,14 +148,26 @@ def _cpu_plans() -> dict[str, list[Run]]:
     headline cells. ``full``: the headline, then nist-phase clean (with U-Net++, Attention U-Net and
     the paper's ablations) and vnc-em on all 4 folds."""
     core = ["unet", "cellprep", PRODUCT_METHOD]
-    screen = [r for seed in (0, 1) for r in
-              [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
-              + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES]]
-    headline = [r for seed in range(3) for fold in range(3) for d, c in HEADLINE_CELLS
-                for r in _arms(d, c, fold, seed, core)]
+    screen = [
+        r
+        for seed in (0, 1)
+        for r in [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
+        + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES]
+    ]
+    headline = [
+        r
+        for seed in range(3)
+        for fold in range(3)
+        for d, c in HEADLINE_CELLS
+        for r in _arms(d, c, fold, seed, core)
+    ]
     ablations = ["unet++", "attention-unet", "cellprep-none", "cellprep-fixed"]
-    full = headline + [r for seed in range(3) for fold in range(3)
-                       for r in _arms("nist-phase", "clean", fold, seed, core + ablations)]
+    full = headline + [
+        r
+        for seed in range(3)
+        for fold in range(3)
+        for r in _arms("nist-phase", "clean", fold, seed, core + ablations)
+    ]
     full += [r for seed in range(3) for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core)]
     return {"screen": screen, "headline": headline, "full": full}
 
@@ -167,8 +189,13 @@ PRESETS = {
         epochs={"nist-phase": 300, "isbi2012-membrane": 300, "vnc-em": 300},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": None},
-        plans={"gpu": [r for fold in range(3) for r in _arms("nist-phase", "low-light", fold, 0,
-                                                              ["unet", "cellprep", PRODUCT_METHOD])]},
+        plans={
+            "gpu": [
+                r
+                for fold in range(3)
+                for r in _arms("nist-phase", "low-light", fold, 0, ["unet", "cellprep", PRODUCT_METHOD])
+            ]
+        },
         jobs=3,
     ),
     "smoke": Preset(
@@ -184,7 +211,9 @@ PRESETS = {
 }
 
 
-def load_dataset(name: str, condition: str, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray, str]]:
+def load_dataset(
+    name: str, condition: str, limit: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(raw image, mask, name) triples; low-light conditions degrade each image with a fixed seed."""
     pairs = find_pairs(DATA / name / "images", DATA / name / "masks")[:limit]
     level = CONDITIONS[condition]
@@ -215,10 +244,10 @@ def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
     return result
 
 
-
 def model_config(dataset: str, method: str, preset: Preset) -> ModelConfig:
-    return ModelConfig(num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth,
-                       **METHODS[method])
+    return ModelConfig(
+        num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth, **METHODS[method]
+    )
 
 
 def train_step_flops(config: ModelConfig, batch_size: int, patch_size: int) -> int:
@@ -256,19 +285,29 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
     step_flops = train_step_flops(config, preset.batch_size, preset.patch_size)
     total_steps = preset.epochs[run.dataset] * steps
     if run.flops_of:
-        reference = train_step_flops(model_config(run.dataset, run.flops_of, preset), preset.batch_size,
-                                     preset.patch_size)
+        reference = train_step_flops(
+            model_config(run.dataset, run.flops_of, preset), preset.batch_size, preset.patch_size
+        )
         total_steps = round(total_steps * reference / step_flops)
     epochs = max(1, round(total_steps / steps))
-    tc = TrainConfig(epochs=epochs, batch_size=preset.batch_size, patch_size=preset.patch_size,
-                     steps_per_epoch=steps, seed=run.seed)
+    tc = TrainConfig(
+        epochs=epochs,
+        batch_size=preset.batch_size,
+        patch_size=preset.patch_size,
+        steps_per_epoch=steps,
+        seed=run.seed,
+    )
     initial = ensemble_weights_of(initial_model(config, tc.seed))
     start = time.perf_counter()
     result = train(train_items, val_items, info, tc)
     train_seconds = time.perf_counter() - start
     test = evaluate(result.model, [items[i] for i in te], c)
-    save_checkpoint(models_dir / (run.key.replace("/", "_") + ".cellprep"), result.model.model, result.model.info,
-                    overwrite=True)
+    save_checkpoint(
+        models_dir / (run.key.replace("/", "_") + ".cellprep"),
+        result.model.model,
+        result.model.info,
+        overwrite=True,
+    )
     weights = ensemble_weights_of(result.model.model)
     return {
         "run": run.key,
@@ -293,7 +332,9 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
             "train_loss": [e.train_loss for e in result.history],
             "val_miou": [e.val_miou for e in result.history],
         },
-        "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+        "n_train": len(tr),
+        "n_val": len(va),
+        "n_test": len(te),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -372,8 +413,12 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
         f"`results.json`. Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         "one torch thread per run; `train s` is wall-clock on a machine shared with other work (noisy). "
         "Low-light conditions: "
-        + "; ".join(f"`{k}` = Poisson shot noise at {v.photons:g} photons/pixel plus Gaussian read noise "
-                    f"σ = {v.read_noise:g} e⁻ (seed 10000 + image index)" for k, v in CONDITIONS.items() if v)
+        + "; ".join(
+            f"`{k}` = Poisson shot noise at {v.photons:g} photons/pixel plus Gaussian read noise "
+            f"σ = {v.read_noise:g} e⁻ (seed 10000 + image index)"
+            for k, v in CONDITIONS.items()
+            if v
+        )
         + ". Scores are % (mean ± sample std). The first protocol's tables are in `archive/results-v1.md`.",
         "",
     ]
@@ -384,26 +429,39 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
             if not keys:
                 continue
             lines += [f"## {dataset}, {condition}", ""]
-            head = ("| method | n | " + " | ".join(f"IoU {n}" for n in names) + " | mIoU | mDice | epochs | "
-                    "best epoch in last tenth | GFLOP/step | train PFLOP | train s | branch mIoU (net1, net2 on "
-                    "t1..tC) | ensemble weights, learned (first run) |")
+            head = (
+                "| method | n | " + " | ".join(f"IoU {n}" for n in names) + " | mIoU | mDice | epochs | "
+                "best epoch in last tenth | GFLOP/step | train PFLOP | train s | branch mIoU (net1, net2 on "
+                "t1..tC) | ensemble weights, learned (first run) |"
+            )
             lines += [head, "|" + "---|" * (head.count("|") - 1)]
             for key in keys:
                 rs = sorted(rows[key], key=lambda r: (r["fold"], r["seed"]))
                 t = [r["test"] for r in rs]
                 iou = [mean_std([x["iou"][k] for x in t]) for k in range(len(names))]
                 n_branches = len(t[0]["branch_miou"])
-                branch = ", ".join(f"{np.mean([x['branch_miou'][b] for x in t]) * 100:.1f}"
-                                   for b in range(n_branches)) if n_branches > 1 else ""
-                weights = _fmt_weights(rs[0]["ensemble_weights"]) if len(rs[0]["ensemble_weights"]) > 1 else ""
+                branch = (
+                    ", ".join(
+                        f"{np.mean([x['branch_miou'][b] for x in t]) * 100:.1f}" for b in range(n_branches)
+                    )
+                    if n_branches > 1
+                    else ""
+                )
+                weights = (
+                    _fmt_weights(rs[0]["ensemble_weights"]) if len(rs[0]["ensemble_weights"]) > 1 else ""
+                )
                 lines.append(
-                    f"| {key[2]} | {len(rs)} | " + " | ".join(iou) + f" | **{mean_std([x['miou'] for x in t])}** | "
+                    f"| {key[2]} | {len(rs)} | "
+                    + " | ".join(iou)
+                    + f" | **{mean_std([x['miou'] for x in t])}** | "
                     f"{mean_std([x['mdice'] for x in t])} | {np.mean([r['epochs'] for r in rs]):.0f} | "
                     f"{_late_best(rs)} | {rs[0]['step_gflop']:.2f} | {np.mean([r['train_pflop'] for r in rs]):.2f} | "
                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} | {branch} | {weights} |"
                 )
             lines.append("")
-            unet = {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, "unet"), [])}
+            unet = {
+                (r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, "unet"), [])
+            }
             diffs = []
             for key in keys:
                 if key[2] == "unet":
@@ -412,27 +470,41 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                 d = paired_difference(other, unet)
                 if d is not None:
                     mean, low, high, n = d
-                    verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
+                    verdict = (
+                        "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
+                    )
                     diffs.append(f"| {key[2]} | {n} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |")
             if diffs:
-                lines += ["Paired difference to `unet` (same fold and seed), mIoU points, 95% t interval:", "",
-                          "| method | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", *diffs, ""]
+                lines += [
+                    "Paired difference to `unet` (same fold and seed), mIoU points, 95% t interval:",
+                    "",
+                    "| method | pairs | mean | 95% interval | verdict |",
+                    "|---|---|---|---|---|",
+                    *diffs,
+                    "",
+                ]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
-    notes = previous[previous.index(READING):] if READING in previous else ""  # hand-written, kept
+    notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--plan", default="screen", help="which list of runs: screen, headline, full (gpu for gpu-300)")
+    parser.add_argument(
+        "--plan", default="screen", help="which list of runs: screen, headline, full (gpu for gpu-300)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--jobs", type=int, help="runs trained at once, each in its own process (default: the preset's)")
+    parser.add_argument(
+        "--jobs", type=int, help="runs trained at once, each in its own process (default: the preset's)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -452,11 +524,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.report_only:
         plan = preset.plans[args.plan]
-        todo = [r for r in plan if r.key not in results and (not args.only or any(s in r.key for s in args.only))]
+        todo = [
+            r for r in plan if r.key not in results and (not args.only or any(s in r.key for s in args.only))
+        ]
         for run, result in run_all(todo, args.preset, args.models, args.jobs or preset.jobs, args.threads):
             results[run.key] = result
-            print(f"[{time.strftime('%H:%M:%S')}] done {run.key}: test mIoU {result['test']['miou']:.4f} "
-                  f"({result['epochs']} epochs, {result['train_seconds']:.0f} s)", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] done {run.key}: test mIoU {result['test']['miou']:.4f} "
+                f"({result['epochs']} epochs, {result['train_seconds']:.0f} s)",
+                flush=True,
+            )
             save()
     write_report(results, args.preset, preset, args.out, command)
     return 0

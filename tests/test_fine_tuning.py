@@ -39,14 +39,23 @@ def test_frozen_norm_adapts_the_statistics_once_then_keeps_them_and_still_learns
     items = [from_mask(image, mask, Normalization())]
 
     def run(steps: int, freeze: bool) -> torch.nn.Module:
-        settings = TrainConfig(epochs=1, steps_per_epoch=steps, batch_size=2, patch_size=32, device="cpu",
-                               freeze_norm=freeze)
+        settings = TrainConfig(
+            epochs=1, steps_per_epoch=steps, batch_size=2, patch_size=32, device="cpu", freeze_norm=freeze
+        )
         return train(items, None, init.info, settings, init=init).model.model
 
     one, three = run(1, True), run(3, True)
-    assert all(torch.equal(one.state_dict()[k], three.state_dict()[k]) for k in before)  # fixed while training
-    assert not torch.equal(one.state_dict()["net1.encoders.0.0.1.running_mean"], before["net1.encoders.0.0.1.running_mean"])
-    assert not torch.equal(three.head2.weight, weights_before) and not torch.equal(three.head2.weight, one.head2.weight)
+    assert all(
+        torch.equal(one.state_dict()[k], three.state_dict()[k]) for k in before
+    )  # fixed while training
+    assert not torch.equal(
+        one.state_dict()["net1.encoders.0.0.1.running_mean"], before["net1.encoders.0.0.1.running_mean"]
+    )
+    assert not torch.equal(three.head2.weight, weights_before) and not torch.equal(
+        three.head2.weight, one.head2.weight
+    )
     moving = run(3, False)
-    assert not torch.equal(moving.state_dict()["net1.encoders.0.0.1.running_mean"],
-                           three.state_dict()["net1.encoders.0.0.1.running_mean"])
+    assert not torch.equal(
+        moving.state_dict()["net1.encoders.0.0.1.running_mean"],
+        three.state_dict()["net1.encoders.0.0.1.running_mean"],
+    )

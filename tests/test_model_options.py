@@ -96,7 +96,9 @@ def test_options_round_trip_through_a_checkpoint(tmp_path):
     config = ModelConfig(width=4, depth=2, **PRODUCT_LIKE)
     torch.manual_seed(0)
     model = build_model(config).eval()
-    path = save_checkpoint(tmp_path / "m.cellprep", model, ModelInfo(config, ["a", "b"], Normalization("minmax")))
+    path = save_checkpoint(
+        tmp_path / "m.cellprep", model, ModelInfo(config, ["a", "b"], Normalization("minmax"))
+    )
     loaded = load_checkpoint(path)
     assert loaded.info.config == config
     x = torch.rand(1, 1, 32, 32)

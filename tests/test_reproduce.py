@@ -24,12 +24,27 @@ def reproduce():
 def fake_result(run, miou: float = 0.5, weights=(0.2, 0.3, 0.5), best_epoch: int = 5) -> dict:
     s = len(weights)
     return {
-        "run": run.key, "dataset": run.dataset, "condition": run.condition, "fold": run.fold, "seed": run.seed,
+        "run": run.key,
+        "dataset": run.dataset,
+        "condition": run.condition,
+        "fold": run.fold,
+        "seed": run.seed,
         "method": run.label,
-        "test": {"iou": [miou, miou], "dice": [miou, miou], "miou": miou, "mdice": miou,
-                 "branch_miou": [miou] * s},
-        "train_seconds": 1.0, "epochs": 20, "epochs_run": 20, "best_epoch": best_epoch, "best_val_miou": miou,
-        "step_gflop": 1.0, "train_pflop": 0.001, "ensemble_weights": list(weights),
+        "test": {
+            "iou": [miou, miou],
+            "dice": [miou, miou],
+            "miou": miou,
+            "mdice": miou,
+            "branch_miou": [miou] * s,
+        },
+        "train_seconds": 1.0,
+        "epochs": 20,
+        "epochs_run": 20,
+        "best_epoch": best_epoch,
+        "best_val_miou": miou,
+        "step_gflop": 1.0,
+        "train_pflop": 0.001,
+        "ensemble_weights": list(weights),
         "initial_ensemble_weights": [1 / s] * s,
     }
 
@@ -40,7 +55,12 @@ def test_headline_plan_is_three_cells_by_three_folds_by_three_seeds(reproduce):
     assert len(keys) == len(set(keys)) == 3 * 3 * 3 * 4
     assert {(r.dataset, r.condition) for r in plan} == set(reproduce.HEADLINE_CELLS)
     assert {(r.fold, r.seed) for r in plan} == {(f, s) for f in range(3) for s in range(3)}
-    assert {r.label for r in plan} == {"unet", "cellprep", "cellprep-product", "unet@flops-of-cellprep-product"}
+    assert {r.label for r in plan} == {
+        "unet",
+        "cellprep",
+        "cellprep-product",
+        "unet@flops-of-cellprep-product",
+    }
     screen = reproduce.PRESETS["cpu"].plans["screen"]
     assert {r.method for r in screen} >= set(reproduce.SINGLE_CHANGES)
     assert screen[0].seed == 0 and screen[-1].seed == 1  # seed 0 of every arm first
@@ -48,7 +68,9 @@ def test_headline_plan_is_three_cells_by_three_folds_by_three_seeds(reproduce):
 
 def test_the_split_does_not_depend_on_the_seed_and_the_paper_method_is_the_paper(reproduce):
     train, val, test = reproduce.split(100, 3, 1)
-    assert not set(train) & set(test) and not set(val) & set(test) and len(train) + len(val) + len(test) == 100
+    assert (
+        not set(train) & set(test) and not set(val) & set(test) and len(train) + len(val) + len(test) == 100
+    )
     config = reproduce.model_config("nist-phase", "cellprep", reproduce.PRESETS["cpu"])
     assert all(getattr(config, k) == v for k, v in reproduce.PAPER.items())
 
@@ -67,7 +89,9 @@ def test_paired_difference_and_its_interval(reproduce):
     assert n == 3 and mean == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
     mean, low, high, n = reproduce.paired_difference({(0, 0): 0.8, (1, 0): 0.7}, {(0, 0): 0.7, (1, 0): 0.8})
     # differences +10 and −10 points: mean 0, half width t(0.975, 1) · 14.14 / √2 = 12.706 · 10
-    assert mean == pytest.approx(0) and high == pytest.approx(127.06, abs=0.01) and low == pytest.approx(-high)
+    assert (
+        mean == pytest.approx(0) and high == pytest.approx(127.06, abs=0.01) and low == pytest.approx(-high)
+    )
     assert reproduce.paired_difference({(0, 0): 0.8}, {(0, 0): 0.7}) is None
 
 
@@ -75,13 +99,22 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     Run = reproduce.Run
     results = {}
     for fold in range(3):
-        for method, miou in (("unet", 0.80 + fold / 100), ("cellprep", 0.78 + fold / 100 + (fold == 1) / 50),
-                             ("cellprep-product", 0.83 + fold / 100)):
+        for method, miou in (
+            ("unet", 0.80 + fold / 100),
+            ("cellprep", 0.78 + fold / 100 + (fold == 1) / 50),
+            ("cellprep-product", 0.83 + fold / 100),
+        ):
             run = Run("nist-phase", "low-light", fold, 0, method)
-            results[run.key] = fake_result(run, miou, (1.0,) if method == "unet" else (0.2, 0.3, 0.5),
-                                           best_epoch=20 if method == "unet" else 5)
+            results[run.key] = fake_result(
+                run,
+                miou,
+                (1.0,) if method == "unet" else (0.2, 0.3, 0.5),
+                best_epoch=20 if method == "unet" else 5,
+            )
     (tmp_path / "results.md").write_text("old tables\n## Reading these results\n\nkept by hand\n")
-    reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "python benchmarks/reproduce.py")
+    reproduce.write_report(
+        results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "python benchmarks/reproduce.py"
+    )
     text = (tmp_path / "results.md").read_text()
     assert "old tables" not in text and text.endswith("## Reading these results\n\nkept by hand\n")
     assert "| cellprep-product | 3 | 84.00 ± 1.00 | 84.00 ± 1.00 | **84.00 ± 1.00** |" in text

@@ -18,7 +18,9 @@ def lattice_power_share(image: np.ndarray, period: int = PERIOD) -> float:
     ``period``; 0.0 for a constant image."""
     height, width = image.shape
     if height % period or width % period:
-        raise ValueError(f"image size {image.shape} must be a multiple of {period} in both axes; crop it first")
+        raise ValueError(
+            f"image size {image.shape} must be a multiple of {period} in both axes; crop it first"
+        )
     a = np.asarray(image, dtype=np.float64)
     power = np.abs(np.fft.fft2(a - a.mean())) ** 2
     total = power.sum()

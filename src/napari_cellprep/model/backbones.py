@@ -13,7 +13,9 @@ from .unet import GROUPS, UNet
 class UNetPlusPlus(nn.Module):
     """MONAI's ``BasicUNetPlusPlus`` (depth 4) with its heads removed: returns decoder features."""
 
-    def __init__(self, in_channels: int, width: int = 16, upsample: str = "transpose", norm: str = "batch") -> None:
+    def __init__(
+        self, in_channels: int, width: int = 16, upsample: str = "transpose", norm: str = "batch"
+    ) -> None:
         super().__init__()
         from monai.networks.nets import BasicUNetPlusPlus
 

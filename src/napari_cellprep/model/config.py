@@ -77,7 +77,11 @@ class ModelConfig:
             raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {self.ensemble!r}")
         if self.ensemble_init not in ENSEMBLE_INITS:
             raise ValueError(f"ensemble_init must be one of {ENSEMBLE_INITS}, got {self.ensemble_init!r}")
-        for name, allowed in (("upsample", UPSAMPLES), ("filter_activation", FILTER_ACTIVATIONS), ("norm", NORMS)):
+        for name, allowed in (
+            ("upsample", UPSAMPLES),
+            ("filter_activation", FILTER_ACTIVATIONS),
+            ("norm", NORMS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.width < 1 or self.depth < 1:
@@ -113,7 +117,9 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown model settings {sorted(unknown)}; is the checkpoint from a newer version?")
+            raise ValueError(
+                f"unknown model settings {sorted(unknown)}; is the checkpoint from a newer version?"
+            )
         return cls(**{**LEGACY, **data})
 
 

@@ -91,10 +91,13 @@ class CellPrepNet(SegmentationNet):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        c, width = config.num_classes, config.width
+        c = config.num_classes
         self.net1 = _backbone(config)
         self.penultimate = conv_bn_relu(
-            self.net1.out_channels, config.penultimate_width, norm=config.norm, activation=config.filter_activation
+            self.net1.out_channels,
+            config.penultimate_width,
+            norm=config.norm,
+            activation=config.filter_activation,
         )
         self.head1 = nn.Conv2d(config.penultimate_width, c, 1)
         self.net2 = _backbone(config)

@@ -33,7 +33,8 @@ def conv_bn_relu(
 
 def double_conv(in_channels: int, out_channels: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
-        conv_bn_relu(in_channels, out_channels, norm=norm), conv_bn_relu(out_channels, out_channels, norm=norm)
+        conv_bn_relu(in_channels, out_channels, norm=norm),
+        conv_bn_relu(out_channels, out_channels, norm=norm),
     )
 
 
