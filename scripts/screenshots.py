@@ -1,4 +1,4 @@
-"""Documentation screenshots of the napari plugin: docs/segment.png and docs/train.png.
+"""Documentation screenshots of the napari plugin: docs/segment.png, docs/train.png, docs/loop.png.
 
 Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=offscreen):
 
@@ -6,8 +6,10 @@ Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=off
 
 ``segment.png``: the Segment dock's outputs side by side (grid) on a real nist-phase tile.
 ``train.png``: the Train dock mid-training (fine-tuning MODEL on scribbles taken from the
-tile's ground-truth mask), with its live loss/mIoU plot. Data: $CELLPREP_DATA, else
-../shared/data beside the repository.
+tile's ground-truth mask), with its live loss/mIoU plot. ``loop.png``: segment → correct:
+the view moved by "Next uncertain region" to the most uncertain square (outlined), where the
+ensemble labels have been corrected with the brush (here: set to the ground truth inside that
+square). Data: $CELLPREP_DATA, else ../shared/data beside the repository.
 """
 
 from __future__ import annotations
@@ -105,6 +107,34 @@ def train_png(model: Path, image, mask, name: str, out: Path, epochs_shown: int,
     viewer.close()
 
 
+def loop_png(model: Path, image, mask, name: str, out: Path, tile: int) -> None:
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cellprep._widgets.registry import get_registry
+
+    viewer = new_viewer()
+    viewer.add_image(image, name=name)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.select_model(get_registry().add_file(model))
+    widget._tile.value = tile
+    widget.run()
+    wait(lambda: widget.controls.worker is None, 600, "the segmentation")
+    ensemble = widget._ensemble
+    for _ in range(len(widget._cue.data)):  # the first suggested square where the labels are wrong
+        region = widget.next_region()
+        rows, cols = np.mgrid[region.top : region.bottom, region.left : region.right]
+        truth = mask[region.top : region.bottom, region.left : region.right] + 1
+        wrong = ensemble.data[rows, cols] != truth
+        if wrong.any():
+            break
+    ensemble.data_setitem((rows[wrong], cols[wrong]), truth[wrong])  # the correction, as the brush paints
+    QApplication.processEvents()
+    viewer.screenshot(str(out), canvas_only=False, flash=False)
+    print(f"wrote {out} ({int(wrong.sum())} pixels corrected; {widget.controls.status.value})")
+    viewer.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a .cellprep checkpoint (e.g. the bundled default model)")
@@ -115,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--patch", type=int, default=128, help="training patch size")
     parser.add_argument("--tile", type=int, default=256, help="inference tile size")
+    parser.add_argument(
+        "--only", choices=("segment", "train", "loop"), action="append", help="make only these (repeatable)"
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or ("segment", "train", "loop"))
 
     from napari_cellprep.engine.io import read_image, read_mask
 
@@ -125,8 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     path = DATA / "images" / f"{args.image}.tif" if args.image else images[0]
     image, mask = read_image(path), read_mask(DATA / "masks" / f"{path.stem}.png")
     args.out.mkdir(parents=True, exist_ok=True)
-    segment_png(args.model, image, path.stem, args.out / "segment.png", args.tile)
-    train_png(args.model, image, mask, path.stem, args.out / "train.png", args.epochs_shown, args.patch)
+    if "segment" in only:
+        segment_png(args.model, image, path.stem, args.out / "segment.png", args.tile)
+    if "train" in only:
+        train_png(args.model, image, mask, path.stem, args.out / "train.png", args.epochs_shown, args.patch)
+    if "loop" in only:
+        loop_png(args.model, image, mask, path.stem, args.out / "loop.png", args.tile)
 
 
 if __name__ == "__main__":

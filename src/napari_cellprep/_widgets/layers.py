@@ -186,7 +186,7 @@ def cue_layer(disagreement: np.ndarray, meta: dict[str, Any]) -> LayerData:
         shape_type="rectangle",
         edge_color="#00e5ff",
         face_color="transparent",
-        edge_width=2,
+        edge_width=1,
         features={"rank": np.arange(1, len(regions) + 1), "disagreement": [r.score for r in regions]},
         text={"string": "paint here next: {rank}", "color": "#00e5ff", "anchor": "upper_left", "size": 8},
         ndim=disagreement.ndim,

@@ -10,6 +10,7 @@ from typing import Any
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import notification_manager, show_error
+from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.errors import CellprepError
 
@@ -29,10 +30,13 @@ class RunControls(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
+        self.status.native.setMinimumHeight(4 * self.status.native.fontMetrics().lineSpacing())
         buttons = Container(
             widgets=[self.run_button, self.stop_button, *extra_buttons], layout="horizontal", labels=False
         )
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
+        for fixed in (buttons, self.progress):  # a crowded dock squeezes the status, never these
+            fixed.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.abort = abort
         self.stop_event = threading.Event()
         self.worker: GeneratorWorker | None = None

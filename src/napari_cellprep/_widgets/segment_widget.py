@@ -261,7 +261,7 @@ class SegmentWidget(Container):
         self._cue.selected_data = {index}
         layers.selection.active = ensemble
         self.controls.status.value = (
-            f"Paint here next: region {index + 1} of {len(found)} (outlined), mean branch disagreement "
-            f"{region.score:.2f}. Correct the labels with the brush, then Train on this layer."
+            f"Paint here next: region {index + 1} of {len(found)} (outlined, branch disagreement "
+            f"{region.score:.2f}). Correct it with the brush, then Train on this layer."
         )
         return region
