@@ -57,9 +57,8 @@ def scribbles(mask, every: int = 12, width: int = 3):
     return labels
 
 
-def segment_png(model: Path, image, name: str, out: Path, tile: int) -> None:
-    from qtpy.QtWidgets import QApplication
-
+def segmented(model: Path, image, name: str, tile: int):
+    """A viewer with ``image`` segmented by ``model`` in the Segment dock: (viewer, dock)."""
     from napari_cellprep._widgets.registry import get_registry
 
     viewer = new_viewer()
@@ -71,6 +70,13 @@ def segment_png(model: Path, image, name: str, out: Path, tile: int) -> None:
     wait(lambda: widget.controls.worker is None, 600, "the segmentation")
     if not widget.output_layers():
         raise RuntimeError(f"segmentation failed: {widget.controls.status.value}")
+    return viewer, widget
+
+
+def segment_png(model: Path, image, name: str, out: Path, tile: int) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = segmented(model, image, name, tile)
     QApplication.processEvents()
     viewer.reset_view()
     QApplication.processEvents()
@@ -111,15 +117,7 @@ def loop_png(model: Path, image, mask, name: str, out: Path, tile: int) -> None:
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from napari_cellprep._widgets.registry import get_registry
-
-    viewer = new_viewer()
-    viewer.add_image(image, name=name)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
-    widget.select_model(get_registry().add_file(model))
-    widget._tile.value = tile
-    widget.run()
-    wait(lambda: widget.controls.worker is None, 600, "the segmentation")
+    viewer, widget = segmented(model, image, name, tile)
     ensemble = widget._ensemble
     for _ in range(len(widget._cue.data)):  # the first suggested square where the labels are wrong
         region = widget.next_region()
