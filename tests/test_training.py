@@ -190,8 +190,8 @@ def fresh(config: ModelConfig, seed: int) -> LoadedModel:
 
 
 def test_fine_tuning_into_more_classes_copies_the_backbones_and_reinitialises_heads():
-    old = fresh(TINY, 1)
-    new_config = ModelConfig(num_classes=3, width=4, depth=2, penultimate=None)
+    old = fresh(ModelConfig(num_classes=2, width=4, depth=2, penultimate=None, ensemble="learned"), 1)
+    new_config = ModelConfig(num_classes=3, width=4, depth=2, penultimate=None, ensemble="learned")
     new = build_model(new_config)
     init_state = {k: v.clone() for k, v in new.state_dict().items()}
     copied = transfer_weights(new, old)
