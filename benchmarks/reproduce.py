@@ -327,7 +327,7 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
         "best_val_miou": result.best_miou,
         "ensemble_weights": weights,
         "initial_ensemble_weights": initial,
-        "output_names": output_names(config, names),
+        "output_names": output_names(config),
         "curves": {
             "train_loss": [e.train_loss for e in result.history],
             "val_miou": [e.val_miou for e in result.history],

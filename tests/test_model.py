@@ -149,11 +149,7 @@ def test_loss_with_no_labeled_pixel_is_zero_and_plain_model_counts_once():
 
 def test_output_names():
     config = ModelConfig(num_classes=2)
-    assert output_names(config, ["bg", "cell"]) == [
-        "network 1",
-        "network 2 on t1 (bg)",
-        "network 2 on t2 (cell)",
-    ]
+    assert output_names(config) == ["network 1", "network 2 on t1", "network 2 on t2"]
     assert output_names(ModelConfig(architecture="unet", backbone="attention-unet")) == ["attention-unet"]
 
 

@@ -62,7 +62,7 @@ def test_training_learns_bright_disks_well_above_chance(tmp_path):
     assert result.best_miou == max(e.val_miou for e in epochs)
     assert result.best_epoch == next(e.epoch for e in epochs if e.val_miou == result.best_miou)
     assert epochs[-1].train_loss < epochs[0].train_loss
-    names = ["network 1", "network 2 on t1 (background)", "network 2 on t2 (disk)", "ensemble"]
+    names = ["network 1", "network 2 on t1", "network 2 on t2", "ensemble"]
     assert list(epochs[0].losses) == names and list(steps[0].losses) == names
     assert steps[0].loss == pytest.approx(sum(steps[0].losses.values()), rel=1e-5)
     assert len(epochs[0].ensemble_weights) == 3 and len(epochs[0].val_iou) == 2

@@ -16,13 +16,13 @@ pytestmark = pytest.mark.napari
 PLUGIN = "napari-cellprep"
 EXPECTED_2D = [
     "cells",
-    "cells | filter 1 (background)",
-    "cells | filter 2 (colony)",
-    "cells | translated t1 (background)",
-    "cells | translated t2 (colony)",
+    "cells | filter 1",
+    "cells | filter 2",
+    "cells | translated t1",
+    "cells | translated t2",
     "cells | branch 1: network 1",
-    "cells | branch 2: network 2 on t1 (background)",
-    "cells | branch 3: network 2 on t2 (colony)",
+    "cells | branch 2: network 2 on t1",
+    "cells | branch 3: network 2 on t2",
     "cells | ensemble",
     "cells | branch disagreement",
     "cells | paint here next",
@@ -97,8 +97,8 @@ def test_segment_adds_expected_layers_in_reading_order(
     regions = cue.metadata[MARKER]["regions"]
     assert len(cue.data) == len(regions) == 5 and list(cue.features["rank"]) == [1, 2, 3, 4, 5]
     assert [r["score"] for r in regions] == sorted((r["score"] for r in regions), reverse=True)
-    assert viewer.layers["cells | filter 1 (background)"].colormap.name == "magma"
-    assert viewer.layers["cells | translated t1 (background)"].colormap.name == "gray"
+    assert viewer.layers["cells | filter 1"].colormap.name == "magma"
+    assert viewer.layers["cells | translated t1"].colormap.name == "gray"
     assert viewer.canvas.grid.enabled and viewer.layers.selection.active is ensemble
     assert widget.device_used.value.startswith("cpu")
     weights = widget.weights.value.splitlines()
@@ -123,7 +123,7 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
     widget._show["translated"].value = False
     run_and_wait(qtbot, widget)
     first = set(map(id, viewer.layers))
-    renamed = viewer.layers["cells | filter 1 (background)"]
+    renamed = viewer.layers["cells | filter 1"]
     renamed.name = "my favourite filter"
     corrected = viewer.layers["cells | ensemble"]
     painted = 3 - int(corrected.data[10, 10])  # the other class than predicted
@@ -132,7 +132,7 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
     run_and_wait(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     # input + renamed filter + corrected ensemble + 8 fresh outputs (no translated images)
-    assert len(viewer.layers) == 11 and names.count("cells | filter 1 (background)") == 1
+    assert len(viewer.layers) == 11 and names.count("cells | filter 1") == 1
     assert "my favourite filter" in names and renamed in viewer.layers and corrected in viewer.layers
     assert corrected.data[10, 10] == painted and len(widget.output_layers()) == 8
     assert corrected.metadata[PREDICTION][10, 10] == 3 - painted  # what was predicted stays known

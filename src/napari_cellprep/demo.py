@@ -64,8 +64,8 @@ def make_panel(
     ]
     if prediction.filters is not None:
         panels += [
-            (f"filter {k + 1} ({name})", prediction.filters[k], {"cmap": "viridis"}, True)
-            for k, name in enumerate(names)
+            (f"filter {k + 1}", prediction.filters[k], {"cmap": "viridis"}, True)
+            for k in range(len(names))
         ]
     if prediction.translated is not None:  # one grey scale for all, so they compare
         shared = {
@@ -74,8 +74,8 @@ def make_panel(
             "vmax": float(prediction.translated.max()),
         }
         panels += [
-            (f"translated t{k + 1} ({name})", _translated_view(prediction.translated[k]), shared, False)
-            for k, name in enumerate(names)
+            (f"translated t{k + 1}", _translated_view(prediction.translated[k]), shared, False)
+            for k in range(len(names))
         ]
     if prediction.branch_labels is not None:
         panels += [

@@ -121,21 +121,21 @@ def prediction_layers(
 
     layers: list[LayerData] = []
     if "filters" in show and prediction.filters is not None:
-        for k, cls in enumerate(classes):
+        for k in range(len(classes)):
             data = prediction.filters[..., k, :, :]
             limits = robust_limits(data)
             layers.append(
                 (
                     data,
-                    meta(f"filter {k + 1} ({cls})", "filter", colormap="magma", contrast_limits=limits),
+                    meta(f"filter {k + 1}", "filter", colormap="magma", contrast_limits=limits),
                     "image",
                 )
             )
     if "translated" in show and prediction.translated is not None:
-        for k, cls in enumerate(classes):
+        for k in range(len(classes)):
             data, rgb = _channels_last(prediction.translated[..., k, :, :, :])
             view = dict(rgb=True) if rgb else dict(colormap="gray", contrast_limits=robust_limits(data))
-            layers.append((data, meta(f"translated t{k + 1} ({cls})", "translated", **view), "image"))
+            layers.append((data, meta(f"translated t{k + 1}", "translated", **view), "image"))
     multi_branch = prediction.branch_labels is not None and prediction.branch_labels.shape[-3] > 1
     if "branches" in show and multi_branch:
         for s, name in enumerate(prediction.output_names):

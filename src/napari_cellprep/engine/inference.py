@@ -346,7 +346,7 @@ def predict_iter(
         branch_labels=full.get("branch_labels"),
         disagreement=full.get("disagreement"),
         ensemble_weights=_ensemble_weights(model),
-        output_names=output_names(config, info.class_names),
+        output_names=output_names(config),
         class_names=list(info.class_names),
         device=describe_device(target),
     )

@@ -222,7 +222,7 @@ def train_iter(
         else None
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    names = output_names(model_config, info.class_names) + ["ensemble"]
+    names = output_names(model_config) + ["ensemble"]
 
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None

@@ -153,9 +153,9 @@ def build_model(config: ModelConfig) -> SegmentationNet:
     return CellPrepNet(config) if config.architecture == "cellprep" else PlainNet(config)
 
 
-def output_names(config: ModelConfig, class_names: list[str] | None = None) -> list[str]:
-    """Human-readable names of the S branch outputs, in order."""
+def output_names(config: ModelConfig) -> list[str]:
+    """Human-readable names of the S branch outputs, in order. Translated image t_k is named by
+    its number only: nothing in the method ties filter k to class k."""
     if config.architecture != "cellprep":
         return [config.backbone]
-    names = class_names or [f"class {k}" for k in range(config.num_classes)]
-    return ["network 1"] + [f"network 2 on t{k + 1} ({names[k]})" for k in range(config.num_classes)]
+    return ["network 1"] + [f"network 2 on t{k + 1}" for k in range(config.num_classes)]
