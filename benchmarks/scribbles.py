@@ -253,7 +253,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
                          learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
                          steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"],
-                         freeze_norm=bool(SETTINGS["freeze_norm"]))
+                         **({"freeze_norm": True} if SETTINGS["freeze_norm"] else {}))  # engines before it lack it
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
