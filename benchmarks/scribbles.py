@@ -580,7 +580,7 @@ def write_report(results: dict, out: Path) -> None:
     budgets = _budgets(results)
     lines = ["# The scribbles benchmark: a few painted strokes → a segmentation, ours vs a pixel classifier", ""]
     lines += ["Made by (in this order; each run skips the cases already in `docs/scribbles.json`):", "", "```bash"]
-    lines += [c["command"] for c in results["commands"]] + ["```", ""]
+    lines += list(dict.fromkeys(c["command"] for c in results["commands"])) + ["```", ""]
     if results["commands"]:
         first = results["commands"][0]
         lines += [
