@@ -112,6 +112,7 @@ def test_segment_adds_expected_layers_in_reading_order(
     assert not viewer.canvas.grid.enabled
     visible = [layer.name for layer in viewer.layers if layer.visible]
     assert visible == ["cells", "cells | ensemble", "cells | paint here next", "my labels"]
+    assert not any(layer.name_overlay.visible for layer in widget.output_layers() + [viewer.layers["cells"]])
 
 
 def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
@@ -180,6 +181,40 @@ def test_rgb_image_with_a_grayscale_model(make_napari_viewer, qtbot, registry, t
     assert len(outputs) == 9 and all(layer.data.shape == (96, 96) for layer in outputs)
 
 
+def test_segment_says_what_the_model_knows_and_warns_on_an_unfamiliar_image(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells, monkeypatch
+):
+    from napari_cellprep.engine import familiarity
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cells(), name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    info = widget._model.value.info
+    assert widget.trained_on.value.splitlines()[0] == f"{info.name}: classes {', '.join(info.class_names)}"
+
+    monkeypatch.setattr(familiarity, "UNCERTAINTY_LIMIT", 1.0)  # nothing can be above these
+    monkeypatch.setattr(familiarity, "DISAGREEMENT_LIMIT", 1.0)
+    run_and_wait(qtbot, widget)
+    measured = viewer.layers["cells | ensemble"].metadata[MARKER]["familiarity"]
+    assert 0 <= measured["uncertainty"] <= 0.5 and 0 <= measured["disagreement"] <= 1
+    assert widget.controls.status.value.startswith("Done:")
+
+    monkeypatch.setattr(familiarity, "UNCERTAINTY_LIMIT", -1.0)  # everything is above it
+    run_and_wait(qtbot, widget)
+    status = widget.controls.status.value
+    assert "looks unlike what 'tiny (tiny.cellprep)' was trained on" in status
+    assert familiarity.NEXT_STEP in status and status.splitlines()[-1].startswith("Done:")
+    from qtpy.QtWidgets import QApplication
+
+    label = widget.controls.status.native  # the long warning is shown in full, not clipped
+    qtbot.wait(300)  # the dock lays out its wrapped labels lazily
+    QApplication.processEvents()
+    assert label.isVisible() and label.height() >= label.heightForWidth(label.width()) > 0
+    assert widget.trained_on.native.height() >= widget.trained_on.native.heightForWidth(
+        widget.trained_on.native.width()
+    )
+
+
 def test_reader_opens_a_checkpoint_in_the_segment_widget(
     make_napari_viewer, registry, tiny_checkpoint, tmp_path
 ):
@@ -236,6 +271,18 @@ def test_grid_screenshot_shows_the_panels(make_napari_viewer, qtbot, registry, t
     assert 0.01 < gold < 0.2, "the ensemble shows the colonies in the class colour (#ffd700), not everywhere"
     assert lit[1, 1] > 0.1, "the disagreement map is drawn"
     assert lit[1, 2] < 0.005, "the sixth cell is empty"
+
+    # each panel carries its name (napari's layer-name overlay, once per grid cell): hiding the
+    # names changes the top of each occupied cell and nothing in the empty one
+    assert all(layer.name_overlay.visible == layer.visible for layer in viewer.layers)  # cue: hidden
+    for layer in viewer.layers:
+        layer.name_overlay.visible = False
+    QApplication.processEvents()
+    bare = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    changed = np.abs(shot - bare).sum(axis=-1) > 60
+    for r, c in cell:
+        top = changed[r * height // 2 : r * height // 2 + height // 8, c * width // 3 : (c + 1) * width // 3]
+        assert (top.mean() > 0.001) == ((r, c) != (1, 2)), f"name drawn in cell {(r, c)}"
 
 
 def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, tmp_path, monkeypatch):

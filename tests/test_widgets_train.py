@@ -119,6 +119,8 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     assert widget._start.value == train_module.Start.FINE_TUNE  # a model exists: fine-tuning is offered first
     widget._base.value = registry.entries[0]
+    assert not widget._names.native.isHidden() and widget._names.value == "background, colony"  # base names
+    widget._names.value = "background, nucleus"  # renamed for this image
     widget._epochs.value, widget._steps.value, widget._batch.value, widget._patch.value = 2, 2, 2, 32
     widget._image.value, widget._labels.value = viewer.layers["cells"], viewer.layers["scribbles"]
     widget._validation.value = train_module.Validation.PAIR
@@ -132,6 +134,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert widget.plot.epochs == [1, 2] and all(0 <= v <= 1 for v in widget.plot.val_miou)
     trained = widget.trained
     assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
+    assert trained.info.class_names == ["background", "nucleus"]
 
     segment.select_model(trained)
     segment.run()

@@ -22,6 +22,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 
 from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
+from ..engine.familiarity import measure_familiarity
 from ..engine.inference import Prediction, predict_iter
 from ..engine.labels import to_painted
 from ..engine.layout import find_channel_axis
@@ -217,7 +218,9 @@ def segment_layers(
     """Segment an image layer's data; yield progress, return the output layers in reading order.
 
     ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
-    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device.
+    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device. The ensemble
+    layer's marker holds ``familiarity`` (``engine.familiarity``: is the image like the training
+    data?) as a dict.
     """
     channel_axis = find_channel_axis(image.shape, loaded.info.config.in_channels, rgb=rgb)
     prediction = yield from predict_iter(
@@ -226,10 +229,15 @@ def segment_layers(
         rgb=rgb,
         tile=tile,
         overlap=tile // 4,
-        outputs=engine_outputs(show),
+        outputs=(*engine_outputs(show), "probabilities"),
         device=device or "auto",
     )
+    familiarity = measure_familiarity(prediction.probabilities, prediction.disagreement)
+    prediction.probabilities = None  # only needed for the measure: free it before the layers
     geometry = None
     if scale is not None and translate is not None:
         geometry = output_geometry(scale, translate, channel_axis, rgb)
-    return prediction_layers(prediction, source, loaded.info.class_colors, show, geometry)
+    layers = prediction_layers(prediction, source, loaded.info.class_colors, show, geometry)
+    markers = [meta["metadata"][MARKER] for _, meta, _ in layers]
+    next(m for m in markers if m["output"] == "ensemble")["familiarity"] = asdict(familiarity)
+    return layers

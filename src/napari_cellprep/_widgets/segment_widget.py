@@ -11,6 +11,7 @@ from napari.layers import Image, Layer
 
 from ..engine.errors import CellprepError
 from ..engine.events import Progress
+from ..engine.familiarity import Familiarity, training_summary
 from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
@@ -59,6 +60,9 @@ class SegmentWidget(Container):
         self.controls = RunControls("Run", "Cancel", abort=True)
         self._next = PushButton(text="Next uncertain region ›", enabled=False)
         self._next.tooltip = "Show the next region where the branches disagree most: paint there next"
+        self.trained_on = Label(label="model", value="—")
+        self.trained_on.tooltip = "What the chosen model was trained on (from its checkpoint)"
+        self.trained_on.native.setWordWrap(True)  # a long data description wraps, not widens the dock
         self.device_used = Label(label="device used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
         outputs = Container(
@@ -68,6 +72,7 @@ class SegmentWidget(Container):
             [
                 self._image,
                 self._model,
+                self.trained_on,
                 self._open,
                 self._device,
                 self._tile,
@@ -118,6 +123,12 @@ class SegmentWidget(Container):
         self.select_model(entry)
 
     def _update_hint(self, *_args) -> None:
+        entry = self._model.value
+        self.trained_on.value = (
+            "—"
+            if entry is None
+            else training_summary(entry.info.name, entry.info.class_names, entry.info.training)
+        )
         if self._model.value is None:
             self.controls.status.value = NO_MODEL
         elif self.controls.status.value == NO_MODEL:
@@ -183,7 +194,11 @@ class SegmentWidget(Container):
                 zip(marker["output_names"], marker["ensemble_weights"], strict=True)
             )
         )
-        self.controls.status.value = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        done = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        warning = (
+            Familiarity(**marker["familiarity"]).message(self._model.value.label) if self._model.value else ""
+        )
+        self.controls.status.value = f"{warning}\n{done}" if warning else done
         outputs = {layer.metadata[MARKER]["output"]: layer for layer in added}
         self._ensemble, self._cue, self._next_index = outputs["ensemble"], outputs.get("cue"), 0
         self._next.enabled = self._cue is not None
@@ -226,13 +241,17 @@ class SegmentWidget(Container):
         ]
 
     def _apply_layout(self, *_args) -> None:
-        """Grid: every output in its own cell. Overlay: the ensemble labels and the "paint here
-        next" cue over the image."""
+        """Grid: every output in its own cell, its name written in the cell (napari's per-layer
+        name overlay, drawn once per grid cell). Overlay: the ensemble labels and the "paint here
+        next" cue over the image, no names (they would overlap)."""
         grid = self._grid.value
         self._viewer.canvas.grid.enabled = grid
         for layer in self.output_layers():
             output = layer.metadata[MARKER]["output"]
             layer.visible = output != "cue" if grid else output in ("ensemble", "cue")
+            layer.name_overlay.visible = grid and output != "cue"
+        if self._input in self._viewer.layers:
+            self._input.name_overlay.visible = grid
         self._viewer.reset_view()
 
     def next_region(self) -> Region | None:
