@@ -517,13 +517,16 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- report -----------------------------------------------------------------------------------
 def _fmt(values: list[float], digits: int = 3) -> str:
+    """Mean (min–max); '[k/n]' when only k of the n values exist (e.g. no preview yet on the others)."""
+    total = len(values)
     values = [v for v in values if v is not None]
     if not values:
         return "–"
+    partial = f" [{len(values)}/{total}]" if len(values) < total else ""
     mean = f"{np.mean(values):.{digits}f}"
     if len(values) == 1:
-        return mean
-    return f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+        return mean + partial
+    return f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f}){partial}"
 
 
 def _groups(results: dict, part: str) -> dict[tuple[str, str], list[dict]]:
@@ -602,7 +605,7 @@ def write_report(results: dict, out: Path) -> None:
         "bundled model (**fine-tune**) or a new width-16 model (**scratch**); its mIoU at t seconds is that "
         "of the last live preview shown by t (clock from pressing Train, scoring excluded). mIoU is over "
         "the whole image vs its full ground truth. Cells: mean over images (min–max); '–' = nothing to "
-        "show yet at that time.", "",
+        "show yet at that time; '[k/n]' = only k of the n images had something to show by then.", "",
     ]
     groups = _groups(results, "budgets")
     if groups:
