@@ -183,19 +183,21 @@ PRESETS = {
         plans=_cpu_plans(),
     ),
     "gpu-300": Preset(  # the paper's budget: whole 256² images, batch 16, 300 epochs
-        width=32,
+        width=16,
         batch_size=16,
         patch_size=256,
         epochs={"nist-phase": 300, "isbi2012-membrane": 300, "vnc-em": 300},
         folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": None},
         plans={
-            "gpu": [
+            "gpu": [  # U-Net and the paper's CellPrep at 300 epochs, U-Net at that CellPrep's FLOPs
                 r
                 for fold in range(3)
-                for r in _arms("nist-phase", "low-light", fold, 0, ["unet", "cellprep", PRODUCT_METHOD])
+                for m, flops_of in (("unet", None), ("cellprep", None), ("unet", "cellprep"))
+                for r in [Run("nist-phase", "low-light", fold, 0, m, flops_of=flops_of)]
             ]
         },
+        depth=3,  # with width 16: widths 16-128 over three downsamplings, about the authors' U-Net
         jobs=3,
     ),
     "smoke": Preset(
