@@ -233,9 +233,16 @@ def test_reader_opens_a_checkpoint_in_the_segment_widget(
     assert get_reader(str(foreign)) is None and get_reader(str(tiny_checkpoint)) is not None
 
 
-def test_grid_screenshot_shows_the_panels(make_napari_viewer, qtbot, registry, trained_checkpoint, cells):
+def test_grid_screenshot_shows_the_panels(
+    make_napari_viewer, qtbot, registry, trained_checkpoint, cells, monkeypatch
+):
     from qtpy.QtWidgets import QApplication
 
+    from napari_cellprep.engine import familiarity
+
+    # no unfamiliar-image warning: its long status text would resize the canvas between the shots
+    monkeypatch.setattr(familiarity, "UNCERTAINTY_LIMIT", 1.0)
+    monkeypatch.setattr(familiarity, "DISAGREEMENT_LIMIT", 1.0)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     viewer.add_image(cells(seed=7), name="cells")
