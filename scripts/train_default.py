@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     test_scores, network1_miou = evaluation.scores, evaluation.branch_scores[0].miou
     loaded = result.model
     loaded.info.training.update(
-        data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test",
+        data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test"
+        + (", with inverted copies of the training tiles" if args.inverted else ""),
         test_tiles=[p[0].name for p in test],
         test_miou=test_scores.miou,
         test_iou=test_scores.iou,
