@@ -11,7 +11,7 @@ from test_cli import run
 from napari_cellprep.engine.checkpoint import load_checkpoint, read_info
 from napari_cellprep.engine.inference import predict
 from napari_cellprep.engine.io import read_image, write_image
-from napari_cellprep.engine.plan import TrainConfig
+from napari_cellprep.engine.plan import FINE_TUNE_DEFAULTS, TrainConfig, training_settings
 
 FAST = (
     "--epochs 1 --steps-per-epoch 1 --patch-size 32 --width 4 --depth 2 --device cpu --val-fraction 0".split()
@@ -141,7 +141,7 @@ def test_cli_fine_tunes_into_another_class_count(tmp_path, trained_checkpoint):
     write_image(tmp_path / "x.tif", image)
     write_image(tmp_path / "x.png", three)
     out = tmp_path / "three.cellprep"
-    options = [a for a in FAST if a not in ("--width", "4", "--depth", "2")]
+    options = [a for a in FAST if a not in ("--width", "4", "--depth", "2", "--val-fraction", "0")]
     code, _, err = run(
         "train",
         "--pair",
@@ -156,6 +156,8 @@ def test_cli_fine_tunes_into_another_class_count(tmp_path, trained_checkpoint):
     assert code == 0, err
     info = read_info(out)
     assert info.config.num_classes == 3 and info.class_names == ["class 0", "class 1", "class 2"]
+    assert info.training["learning_rate"] == FINE_TUNE_DEFAULTS["learning_rate"]  # --init: fine-tune settings
+    assert info.training["val_labeled_pixels"] == 0  # no strokes held out when fine-tuning
     assert info.training["fine_tuned_from"] == "tiny trained" and info.training["weights_copied"] > 0
 
 
@@ -216,10 +218,11 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     assert (
         model.info.training["fine_tuned_from"] == "tiny trained" and model.info.training["weights_copied"] > 0
     )
-    defaults = TrainConfig()  # the same fine-tuning settings as cellprep train --init: the engine's
+    defaults = training_settings(True)  # the same fine-tuning settings as cellprep train --init
     training = model.info.training
     assert (training["learning_rate"], training["batch_size"], training["lr_schedule"]) == (
         defaults.learning_rate,
         defaults.batch_size,
         defaults.lr_schedule,
     )
+    assert defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"] != TrainConfig().learning_rate

@@ -59,3 +59,19 @@ def test_frozen_norm_adapts_the_statistics_once_then_keeps_them_and_still_learns
         moving.state_dict()["net1.encoders.0.0.1.running_mean"],
         three.state_dict()["net1.encoders.0.0.1.running_mean"],
     )
+
+
+def test_fine_tuning_has_its_own_defaults_and_what_is_given_wins():
+    from napari_cellprep.engine.plan import (
+        DEFAULT_VAL_FRACTION,
+        FINE_TUNE_DEFAULTS,
+        default_val_fraction,
+        training_settings,
+    )
+
+    fresh, tuned = training_settings(False), training_settings(True)
+    assert fresh == TrainConfig()
+    assert all(getattr(tuned, key) == value for key, value in FINE_TUNE_DEFAULTS.items())
+    assert tuned.batch_size == fresh.batch_size  # the rest is shared
+    assert training_settings(True, learning_rate=0.01).learning_rate == 0.01
+    assert (default_val_fraction(False), default_val_fraction(True)) == (DEFAULT_VAL_FRACTION, 0.0)

@@ -28,7 +28,7 @@ from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, StepEnd
 from ..engine.labels import CORRECTION_WEIGHT, label_mapping
 from ..engine.layout import input_channels
-from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, model_to_train
+from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, default_val_fraction, model_to_train, training_settings
 from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
@@ -138,6 +138,8 @@ class TrainWidget(Container):
         if self._registry.entries:
             self._base.value = self._registry.entries[0]
         self._take_base_classes()
+        self._take_start_defaults()
+        self._start.changed.connect(self._take_start_defaults)
         self._registry.changed.connect(self._base.reset_choices)
         self._base.changed.connect(self._take_base_classes)
         self._image.changed.connect(self._channel_axis.reset_choices)
@@ -168,6 +170,14 @@ class TrainWidget(Container):
         if entry is not None:
             self._classes.value = entry.info.config.num_classes
             self._names.value = ", ".join(entry.info.class_names)
+
+    def _take_start_defaults(self, *_args) -> None:
+        """Fine-tuning and training afresh start from their own settings (``engine.plan``)."""
+        fine_tune = self._start.value is Start.FINE_TUNE
+        settings = training_settings(fine_tune)
+        self._lr.value, self._patch.value = settings.learning_rate, settings.patch_size
+        self._steps.value = settings.steps_per_epoch or 0
+        self._validation.value = Validation.FRACTION if default_val_fraction(fine_tune) else Validation.NONE
 
     def class_names(self) -> list[str]:
         """The classes the trained model will have: the names given, then ``class k``."""

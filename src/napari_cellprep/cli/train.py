@@ -20,7 +20,16 @@ from ..engine.io import read_image, read_mask
 from ..engine.labels import check_values, class_count
 from ..engine.layout import input_channels
 from ..engine.normalize import Normalization
-from ..engine.plan import DEFAULT_VAL_FRACTION, LR_SCHEDULES, TrainConfig, model_to_train, normalization_for
+from ..engine.plan import (
+    DEFAULT_VAL_FRACTION,
+    FINE_TUNE_DEFAULTS,
+    LR_SCHEDULES,
+    TrainConfig,
+    default_val_fraction,
+    model_to_train,
+    normalization_for,
+    training_settings,
+)
 from ..engine.training import TrainingResult, train_iter
 from ..model import NAMED_CONFIGS, ModelConfig
 from ..model.config import (
@@ -194,13 +203,13 @@ def run(args: argparse.Namespace) -> int:
         normalization=normalization,
         name=args.name or "",
     )
-    settings = TrainConfig(device=str(device), **options_given(args, SETTINGS_OPTIONS))
+    settings = training_settings(init is not None, device=str(device), **options_given(args, SETTINGS_OPTIONS))
     if args.val_images is not None or args.val_masks is not None:
         val_pairs = pair_paths(args.val_images, args.val_masks, None, "validation data")
         val = _read_items(val_pairs, normalization, in_channels, args)
         check_values([item.labeled() for item in val], num_classes)
     else:
-        fraction = DEFAULT_VAL_FRACTION if args.val_fraction is None else args.val_fraction
+        fraction = default_val_fraction(init is not None) if args.val_fraction is None else args.val_fraction
         if not 0.0 <= fraction < 1.0:
             raise CommandError(f"--val-fraction must be in [0, 1), got {fraction}")
         train, val = split_validation(train, fraction, settings.seed) if fraction > 0 else (train, None)
@@ -306,12 +315,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"default: {TrainConfig.epochs}")
     opt.add_argument("--batch-size", type=int, help=f"default: {TrainConfig.batch_size}")
-    opt.add_argument("--lr", type=float, help=f"Adam learning rate (default: {TrainConfig.learning_rate})")
+    opt.add_argument(
+        "--lr",
+        type=float,
+        help=f"Adam learning rate (default: {TrainConfig.learning_rate}; "
+        f"{FINE_TUNE_DEFAULTS['learning_rate']} with --init)",
+    )
     opt.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"default: {TrainConfig.lr_schedule}")
     opt.add_argument(
-        "--patch-size", type=int, help=f"square training patch (default: {TrainConfig.patch_size})"
+        "--patch-size",
+        type=int,
+        help=f"square training patch (default: {TrainConfig.patch_size}; "
+        f"{FINE_TUNE_DEFAULTS['patch_size']} with --init)",
     )
-    opt.add_argument("--steps-per-epoch", type=int, help="default: about one pass over the labeled area")
+    opt.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help=f"default: about one pass over the labeled area ({FINE_TUNE_DEFAULTS['steps_per_epoch']} with --init)",
+    )
     opt.add_argument("--seed", type=int, help=f"default: {TrainConfig.seed}")
     opt.add_argument(
         "--freeze-norm",
@@ -339,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=float,
         help="share of labeled pixels held out for validation, "
-        f"in blocks (default: {DEFAULT_VAL_FRACTION}; 0 = no validation, the last epoch is kept)",
+        f"in blocks (default: {DEFAULT_VAL_FRACTION}, none with --init; 0 = no validation, the last epoch is kept)",
     )
     data.add_argument(
         "--val-images", metavar="DIR", help="validation image folder (instead of --val-fraction)"
