@@ -87,10 +87,12 @@ STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 
 DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_per_epoch=None,
             device="auto", val_fraction=0.2, width=16, depth=4, freeze_norm=0)
-"""The Train dock's form defaults (src/napari_cellprep/_widgets/train_widget.py): epochs, lr,
-batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels (0: none); a new
-model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as the dock sets
-them (``gui_torch_threads``)."""
+"""The Train dock's form defaults when docs/scribbles.md was measured (before commit 1036fba):
+epochs, lr, batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels
+(0: none); a new model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as
+the dock sets them (``gui_torch_threads``). The dock now fine-tunes with
+``engine.plan.FINE_TUNE_DEFAULTS`` and no held-out strokes, i.e. the variant
+``--set learning_rate=1e-4 --set patch_size=128 --set steps_per_epoch=5 --set val_fraction=0``."""
 SETTINGS = dict(DOCK, threads=None)
 """What this run trains with: ``DOCK``, with ``--set KEY=VALUE`` overrides (a variant, ``--tag``)."""
 
