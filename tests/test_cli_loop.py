@@ -11,7 +11,7 @@ from test_cli import assert_one_line_error, run
 
 from napari_cellprep.engine.checkpoint import default_checkpoint_path, load_checkpoint, read_info
 from napari_cellprep.engine.io import read_image, write_image
-from napari_cellprep.engine.plan import TrainConfig
+from napari_cellprep.engine.plan import training_settings
 
 FAST = "--epochs 1 --steps-per-epoch 1 --patch-size 32 --batch-size 2 --device cpu".split()
 NEW = ["--width", "4", "--depth", "2"]
@@ -97,7 +97,7 @@ def test_default_is_the_bundled_model_wherever_a_model_is_asked_for(
         and read_info(out).config == load_checkpoint(default_checkpoint_path()).info.config
     )
     # the same fine-tuning settings as the Train dock: the engine's
-    defaults = TrainConfig()
+    defaults = training_settings(True)
     assert (training["learning_rate"], training["lr_schedule"], training["augment"]) == (
         defaults.learning_rate,
         defaults.lr_schedule,
