@@ -330,12 +330,16 @@ def stroke_stats(labels: np.ndarray, num_classes: int) -> dict:
             "painted_fraction": float((labels > 0).mean())}
 
 
-def budget_case(dataset, condition, index, args, base) -> dict:
+def painted_case(dataset, condition, index, args):
+    """(image, mask, name, class names, strokes, painted labels) of one case."""
     image, mask, name = load_case(dataset, condition, index)
-    names = reproduce.CLASS_NAMES[dataset]
-    num_classes = len(names)
     strokes = case_strokes(dataset, index, mask, args)
-    labels = paint(strokes, mask.shape)
+    return image, mask, name, reproduce.CLASS_NAMES[dataset], strokes, paint(strokes, mask.shape)
+
+
+def budget_case(dataset, condition, index, args, base) -> dict:
+    image, mask, name, names, strokes, labels = painted_case(dataset, condition, index, args)
+    num_classes = len(names)
     out = {"image": name, "index": index, "shape": list(mask.shape), "strokes": len(strokes), "settings": dict(SETTINGS),
            **stroke_stats(labels, num_classes), "loadavg_start": os.getloadavg()}
     if "forest" in args.methods:
@@ -364,11 +368,8 @@ def budget_case(dataset, condition, index, args, base) -> dict:
 
 
 def rounds_case(dataset, condition, index, args, base) -> dict:
-    image, mask, name = load_case(dataset, condition, index)
-    names = reproduce.CLASS_NAMES[dataset]
+    image, mask, name, names, strokes, labels0 = painted_case(dataset, condition, index, args)
     num_classes = len(names)
-    strokes = case_strokes(dataset, index, mask, args)
-    labels0 = paint(strokes, mask.shape)
     info, init = model_info("finetune", base, names)
     out = {"image": name, "index": index, "round_seconds": args.round_seconds, "settings": dict(SETTINGS),
            "round_strokes": args.round_strokes, "loadavg_start": os.getloadavg(), "strategies": {}}
