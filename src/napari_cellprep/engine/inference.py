@@ -48,8 +48,10 @@ from .labels import labels_dtype
 from .layout import to_planes
 from .normalize import channel_stats, normalize_channels
 
-OUTPUTS = ("filters", "translated", "branches", "probabilities")
-"""Optional outputs; the ensemble labels are always produced."""
+OUTPUTS = ("filters", "translated", "branches", "probabilities", "disagreement")
+"""Optional outputs; the ensemble labels are always produced. ``branches`` gives the branch
+probabilities, branch labels and the disagreement map; ``disagreement`` the map alone (the branch
+probabilities are then blended band by band and never kept at full size)."""
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """``precision`` choices: float32, or autocast to a 16-bit type: for CUDA, and bfloat16 also for
@@ -127,7 +129,7 @@ def predict_block(
     from ``prepare_model``) runs on its own device. Returns float32 arrays with the block's
     leading shape: ``probabilities`` (C, h, w) always, ``filters`` (C, h, w) and ``translated``
     (C, Cin, h, w) for CellPrep models when asked for, ``branch_probabilities`` (S, C, h, w)
-    when ``branches`` is asked for and S > 1.
+    when ``branches`` or ``disagreement`` is asked for and S > 1.
     """
     if model.training:
         raise ValueError("the model is in training mode; call model.eval() before predicting")
@@ -145,7 +147,7 @@ def predict_block(
             result["filters"] = out.filters.float()
         if out.translated is not None and "translated" in wanted:
             result["translated"] = out.translated.float()
-        if "branches" in wanted and out.branch_logits.shape[1] > 1:
+        if wanted & {"branches", "disagreement"} and out.branch_logits.shape[1] > 1:
             result["branch_probabilities"] = torch.softmax(out.branch_logits.float(), dim=2)
         arrays = {key: value.cpu().numpy() for key, value in result.items()}
     return {key: value[0] for key, value in arrays.items()} if single else arrays
@@ -251,7 +253,8 @@ def _store(result: dict[str, np.ndarray], p: int, rows: slice, blended: dict[str
     result["labels"][p, rows] = probabilities.argmax(axis=0)
     if "branch_probabilities" in blended:
         branch = blended["branch_probabilities"]
-        result["branch_labels"][p, :, rows] = branch.argmax(axis=1)
+        if "branch_labels" in result:
+            result["branch_labels"][p, :, rows] = branch.argmax(axis=1)
         result["disagreement"][p, rows] = 0.5 * np.abs(branch - probabilities).sum(axis=1).mean(axis=0)
 
 
@@ -303,14 +306,17 @@ def predict_iter(
         shapes["filters"] = (c,)
     if cellprep and "translated" in wanted:
         shapes["translated"] = (c, config.in_channels)
-    if "branches" in wanted and s > 1:
+    if wanted & {"branches", "disagreement"} and s > 1:
         shapes["branch_probabilities"] = (s, c)
+    # full-size arrays only for what was asked for: labels alone allocate labels alone
+    kept = {"probabilities": "probabilities", "branch_probabilities": "branches"}
     result = {"labels": np.empty((n, height, width), labels_dtype(c - 1))}
     for key, shape in shapes.items():
-        if key != "probabilities" or key in wanted:
+        if kept.get(key, key) in wanted:
             result[key] = np.empty((n, *shape, height, width), np.float32)
     if "branch_probabilities" in shapes:
-        result["branch_labels"] = np.empty((n, s, height, width), result["labels"].dtype)
+        if "branches" in wanted:
+            result["branch_labels"] = np.empty((n, s, height, width), result["labels"].dtype)
         result["disagreement"] = np.empty((n, height, width), np.float32)
 
     target = resolve_device(device) if device is not None else loaded.device

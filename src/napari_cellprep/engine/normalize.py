@@ -36,7 +36,8 @@ class Normalization:
         values = np.asarray(image)
         if values.size > MAX_STAT_SAMPLES:
             values = values.reshape(-1)[:: values.size // MAX_STAT_SAMPLES + 1]
-        if not np.isfinite(values).all():
+        # min and max are NaN or infinite if any pixel is: no image-sized mask in the usual case
+        if values.dtype.kind in "fc" and not np.isfinite([values.min(), values.max()]).all():
             values = values[np.isfinite(values)]
             if values.size == 0:
                 raise ImageLayoutError("the image has no finite pixel values (all NaN or inf)")
