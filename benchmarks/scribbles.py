@@ -86,7 +86,7 @@ BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 
 DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_per_epoch=None,
-            device="auto", val_fraction=0.2, width=16, depth=4, freeze_norm=0)
+            device="auto", val_fraction=0.2, width=16, depth=4, freeze_norm=0, adapt_norm=0)
 """The Train dock's form defaults when docs/scribbles.md was measured (before commit 1036fba):
 epochs, lr, batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels
 (0: none); a new model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as
@@ -255,7 +255,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
                          learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
                          steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"],
-                         **({"freeze_norm": True} if SETTINGS["freeze_norm"] else {}))  # engines before it lack it
+                         **{k: True for k in ("freeze_norm", "adapt_norm") if SETTINGS[k]})  # older engines lack them
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start

@@ -75,3 +75,30 @@ def test_fine_tuning_has_its_own_defaults_and_what_is_given_wins():
     assert tuned.batch_size == fresh.batch_size  # the rest is shared
     assert training_settings(True, learning_rate=0.01).learning_rate == 0.01
     assert (default_val_fraction(False), default_val_fraction(True)) == (DEFAULT_VAL_FRACTION, 0.0)
+
+
+def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
+    from napari_cellprep._widgets.train_job import PreviewReady, training_job
+    from napari_cellprep.engine.events import EpochEnd, NormAdapted, StepEnd
+
+    rng = np.random.default_rng(1)
+    image = rng.random((48, 48)).astype(np.float32)
+    mask = (image > 0.5).astype(np.uint8)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    torch.manual_seed(0)
+    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    before = _norm_state(init.model)
+    items = [from_mask(image, mask, init.info.normalization)]
+    settings = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", adapt_norm=True)
+    events = list(training_job(items, None, init.info, settings, init=init, preview=image))
+    kinds = [type(e) for e in events]
+    assert kinds[:2] == [NormAdapted, PreviewReady] and events[1].epoch == 0
+    assert kinds[2:] == [StepEnd, StepEnd, EpochEnd, PreviewReady] and events[-1].epoch == 1
+    adapted = _norm_state(events[0].model.model)
+    first = "net1.encoders.0.0.1.running_mean"
+    assert not torch.equal(adapted[first], before[first])  # re-estimated on the new image
+    assert not events[0].model.model.training
+    trained = _norm_state(events[4].best_model.model)
+    assert not torch.equal(trained[first], adapted[first])  # not frozen: training moves them on
+    plain = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu")
+    assert not any(isinstance(e, NormAdapted) for e in training_job(items, None, init.info, plain, init=init))

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..engine.checkpoint import ModelInfo
 from ..engine.data import LabeledImage, labeled_items
-from ..engine.events import EpochEnd, StepEnd
+from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.inference import predict
 from ..engine.labels import LabelKind, correction_weights
 from ..engine.normalize import Normalization
@@ -68,7 +68,8 @@ def preview_window(
 
 @dataclass(frozen=True)
 class PreviewReady:
-    """The model of the best epoch so far, run on the preview image."""
+    """The model of the best epoch so far (epoch 0: the adapted starting model), run on the
+    preview image."""
 
     labels: np.ndarray  # (h, w) class indices
     epoch: int
@@ -85,9 +86,9 @@ def training_job(
     preview: np.ndarray | None = None,
     preview_channel_axis: int | None = None,
     threads: int | None = None,
-) -> Generator[StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
-    """``train_iter``, plus a ``PreviewReady`` after each epoch that improved when ``preview`` (one
-    plane, as the model takes it) is given, on ``threads`` torch threads (``None``: unchanged).
+) -> Generator[NormAdapted | StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
+    """``train_iter``, plus a ``PreviewReady`` after each epoch that improved (and after
+    ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model takes it) is given, on ``threads`` torch threads (``None``: unchanged).
     The preview runs the improved epoch's model that ``train_iter`` hands out; the returned
     model lives in memory only (``path`` None)."""
     with torch_threads(threads):
@@ -102,7 +103,10 @@ def _training_job(train, val, info, config, init, stop, preview, preview_channel
         except StopIteration as end:
             return end.value
         yield event
-        improved = isinstance(event, EpochEnd) and event.best_model is not None
-        if preview is not None and improved and not (stop is not None and stop.is_set()):
-            labels = predict(event.best_model, preview, channel_axis=preview_channel_axis, outputs=()).labels
-            yield PreviewReady(labels, event.epoch)
+        if isinstance(event, NormAdapted):
+            shown, epoch = event.model, 0
+        else:
+            shown, epoch = (event.best_model, event.epoch) if isinstance(event, EpochEnd) else (None, None)
+        if preview is not None and shown is not None and not (stop is not None and stop.is_set()):
+            labels = predict(shown, preview, channel_axis=preview_channel_axis, outputs=()).labels
+            yield PreviewReady(labels, epoch)

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
 from ..engine.data import check_training_data, split_validation
 from ..engine.errors import CellprepError, SettingsError
-from ..engine.events import EpochEnd, StepEnd
+from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.labels import CORRECTION_WEIGHT, label_mapping
 from ..engine.layout import input_channels
 from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, default_val_fraction, model_to_train, training_settings
@@ -304,6 +304,9 @@ class TrainWidget(Container):
     def _on_event(self, event) -> None:
         if isinstance(event, PreviewReady):
             self.preview.show(event)
+            return
+        if isinstance(event, NormAdapted):
+            self.controls.status.value = "Adapted the model to this image; training…"
             return
         self.plot.add(event)
         stopping = self.controls.stop_event.is_set()

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model, save_checkpoint
 from ..engine.data import LabeledImage, labeled_items, split_validation
 from ..engine.devices import describe_device, resolve_device
-from ..engine.events import EpochEnd, StepEnd, drive
+from ..engine.events import EpochEnd, NormAdapted, StepEnd, drive
 from ..engine.io import read_image, read_mask
 from ..engine.labels import check_values, class_count
 from ..engine.layout import input_channels
@@ -75,6 +75,7 @@ SETTINGS_OPTIONS = {
     "seed": "seed",
     "seconds": "seconds",
     "freeze_norm": "freeze_norm",
+    "adapt_norm": "adapt_norm",
 }
 """``{option dest: TrainConfig field}``."""
 
@@ -129,8 +130,11 @@ def _run_with_progress(events) -> TrainingResult:
     """Drive the training generator: a step bar on stderr, one line per epoch on stdout."""
     bar = None
 
-    def show(event: StepEnd | EpochEnd) -> None:
+    def show(event: NormAdapted | StepEnd | EpochEnd) -> None:
         nonlocal bar
+        if isinstance(event, NormAdapted):
+            tqdm.write("normalisation statistics re-estimated on the training images (AdaBN)")
+            return
         if isinstance(event, EpochEnd):
             tqdm.write(_epoch_line(event))
             return
@@ -334,6 +338,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"default: about one pass over the labeled area ({FINE_TUNE_DEFAULTS['steps_per_epoch']} with --init)",
     )
     opt.add_argument("--seed", type=int, help=f"default: {TrainConfig.seed}")
+    opt.add_argument(
+        "--adapt-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-estimate the BatchNorm statistics on the training patches before the first step (AdaBN; "
+        f"default: {'on' if FINE_TUNE_DEFAULTS.get('adapt_norm') else 'off'} with --init, off otherwise)",
+    )
     opt.add_argument(
         "--freeze-norm",
         action="store_true",

@@ -55,6 +55,14 @@ class EpochEnd:
     best_model: LoadedModel | None = field(default=None, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class NormAdapted:
+    """Before the first step, the normalisation statistics were re-estimated on the training
+    images (AdaBN); ``model`` is the adapted starting model (a copy, eval mode)."""
+
+    model: LoadedModel = field(repr=False, compare=False)
+
+
 def drive(steps: Generator[Any, None, R], callback: Callable[[Any], None] | None = None) -> R:
     """Run an engine generator to the end, passing each event to ``callback``; return its result."""
     while True:

@@ -32,6 +32,8 @@ class TrainConfig:
     patches (AdaBN: the new image is normalised as the model's own), then keeps them fixed
     while training (scale and shift still learned): fine-tuning on a few strokes then neither
     drifts the statistics the eval-mode preview uses nor depends on tiny batches.
+    ``adapt_norm`` re-estimates them the same way before the first step but does not freeze
+    them: the adapted model is shown at once (``NormAdapted``) and training goes on as usual.
     """
 
     epochs: int = 50
@@ -47,6 +49,7 @@ class TrainConfig:
     amp: bool = True  # CUDA only
     seconds: float | None = None
     freeze_norm: bool = False
+    adapt_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):

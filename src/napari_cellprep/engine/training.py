@@ -35,7 +35,7 @@ from .data import (
 )
 from .devices import describe_device, resolve_device
 from .errors import OutputExistsError
-from .events import EpochEnd, StepEnd, drive
+from .events import EpochEnd, NormAdapted, StepEnd, drive
 from .labels import check_values
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
 from .plan import TrainConfig, transfer_weights
@@ -166,8 +166,9 @@ def train_iter(
     init: LoadedModel | None = None,
     stop: threading.Event | None = None,
     checkpoint_path: str | Path | None = None,
-) -> Generator[StepEnd | EpochEnd, None, TrainingResult]:
-    """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch.
+) -> Generator[NormAdapted | StepEnd | EpochEnd, None, TrainingResult]:
+    """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch
+    (and first ``NormAdapted`` when ``config.adapt_norm`` or ``freeze_norm`` re-estimates BatchNorm).
 
     Patches are sampled around labeled pixels (``PatchSampler``). With ``val`` the eval-mode model
     is scored after each epoch on a fixed grid of crops, and the best model by validation mIoU is
@@ -210,9 +211,10 @@ def train_iter(
     model.to(device)
     rng = np.random.default_rng(config.seed)
     sampler = PatchSampler(train, config.patch_size, rng, config.augment)
-    if config.freeze_norm:
+    if config.freeze_norm or config.adapt_norm:
         batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
+        yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
     val_crops = grid_crops(val, config.patch_size) if val is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
@@ -253,6 +255,7 @@ def train_iter(
             "steps_per_epoch": steps,
             "lr_schedule": config.lr_schedule,
             "freeze_norm": config.freeze_norm,
+            "adapt_norm": config.adapt_norm,
             "augment": config.augment,
             "mixed_precision": amp,
             "device": describe_device(device),
@@ -362,7 +365,7 @@ def train(
     info: ModelInfo,
     config: TrainConfig,
     *,
-    callback: Callable[[StepEnd | EpochEnd], None] | None = None,
+    callback: Callable[[NormAdapted | StepEnd | EpochEnd], None] | None = None,
     **options: Any,
 ) -> TrainingResult:
     """Run ``train_iter`` to the end (same keyword options), passing each event to ``callback``."""
