@@ -1,0 +1,356 @@
+"""The public Python API, for notebooks and scripts: ``import napari_cellprep as cp``.
+
+``cp.load`` a model, ``cp.predict`` an image (a ``Prediction``), ``cp.train`` a new model or
+``cp.fine_tune`` one on arrays, ``cp.save`` it, and ``cp.instances`` / ``cp.measure`` the
+objects of a prediction. Label arrays are never guessed: ``labels_kind`` says whether they hold
+painted values (0 = not annotated, v = class v − 1, as a napari Labels layer) or class indices.
+Errors a user can fix raise ``CellprepError``. No napari, no Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .engine.checkpoint import LoadedModel, load_model, save_checkpoint
+from .engine.data import LabeledImage, labeled_items, split_validation
+from .engine.devices import resolve_device
+from .engine.errors import CellprepError, SettingsError
+from .engine.events import EpochEnd, StepEnd, drive
+from .engine.inference import Prediction, predict_iter
+from .engine.instances import Instances, find_instances, measure_instances, write_measurements
+from .engine.labels import LabelKind, check_values, class_count
+from .engine.layout import input_channels
+from .engine.plan import default_val_fraction, model_to_train, normalization_for, training_settings
+from .engine.training import TrainingResult, train_iter
+from .model import NAMED_CONFIGS
+
+LabelsKind = Literal["painted", "class_index"]
+ModelLike = LoadedModel | str | os.PathLike
+Images = np.ndarray | Sequence[np.ndarray]
+Callback = Callable[[StepEnd | EpochEnd], None]
+
+__all__ = [
+    "CellprepError",
+    "Instances",
+    "LoadedModel",
+    "Prediction",
+    "TrainingResult",
+    "fine_tune",
+    "instances",
+    "load",
+    "measure",
+    "predict",
+    "save",
+    "train",
+    "write_measurements",
+]
+
+
+def load(name_or_path: str | os.PathLike = "default", device: str = "auto") -> LoadedModel:
+    """A model from a ``.cellprep`` file, or ``"default"`` (the bundled model), on ``device``
+    (``"auto"``: CUDA, then Apple MPS, then the CPU)."""
+    return load_model(name_or_path, resolve_device(device))
+
+
+def _model(model: ModelLike, device: str | None) -> LoadedModel:
+    return model if isinstance(model, LoadedModel) else load(model, device or "auto")
+
+
+def predict(
+    model: ModelLike,
+    image: np.ndarray,
+    *,
+    outputs: Iterable[str] = (),
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: str | None = None,
+    precision: str = "float32",
+) -> Prediction:
+    """Segment ``image``; ``.labels`` are class indices (0..C−1) of the input's shape.
+
+    ``outputs`` adds full-size maps (``engine.inference.OUTPUTS``): ``filters``, ``translated``,
+    ``branches`` (branch probabilities and labels, disagreement), ``probabilities``,
+    ``disagreement``; without them only the labels are allocated. ``image`` is (Y, X), RGB(A)
+    (``rgb``), multi-channel (``channel_axis``) or a stack of such planes. Large images run tile
+    by tile. ``device`` None: the model's own (a model named by path loads on ``"auto"``).
+    """
+    loaded = _model(model, device)
+    return drive(
+        predict_iter(
+            loaded,
+            image,
+            rgb=rgb,
+            channel_axis=channel_axis,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            outputs=outputs,
+            device=device,
+            precision=precision,
+        )
+    )
+
+
+def instances(
+    prediction: Prediction,
+    *,
+    boundary_class: int | str | None = "auto",
+    objects: Sequence[int | str] | None = None,
+    min_size: int = 0,
+) -> Instances:
+    """The objects of a prediction: ``.labels`` (0 = none, 1..N) and ``.classes`` (class of
+    object i at ``i - 1``). Connected regions of the object classes (default: all but class 0
+    and the boundary); with a boundary class (``"auto"``: one named like a boundary or membrane
+    in the model, ``None``: none) a seeded watershed (``engine.instances``)."""
+    return find_instances(
+        prediction.labels,
+        prediction.class_names,
+        boundary_class=boundary_class,
+        objects=objects,
+        min_size=min_size,
+    )
+
+
+def measure(
+    found: Instances,
+    image: np.ndarray,
+    prediction: Prediction | None = None,
+    *,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+) -> dict[str, np.ndarray]:
+    """One row per object, as columns (``pandas.DataFrame(table)`` makes a data frame): label,
+    class, area, centroid, bounding box, mean/min/max intensity of ``image`` and, when
+    ``prediction`` holds the disagreement map (``outputs=("disagreement",)``), the mean branch
+    disagreement inside the object and ``confidence`` = 1 − it. ``write_measurements`` saves CSV."""
+    disagreement = prediction.disagreement if prediction is not None else None
+    return measure_instances(found, image, disagreement, rgb=rgb, channel_axis=channel_axis)
+
+
+def save(model: LoadedModel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` as a ``.cellprep`` checkpoint (an existing file is kept unless ``overwrite``)."""
+    return save_checkpoint(path, model.model, model.info, overwrite=overwrite)
+
+
+def _pairs(images: Images, labels: Images, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) pairs from one array each or two sequences of the same length."""
+    if isinstance(images, np.ndarray) != isinstance(labels, np.ndarray):
+        raise SettingsError(f"{what}: give one image and one label array, or two lists of the same length")
+    images, labels = ([images], [labels]) if isinstance(images, np.ndarray) else (list(images), list(labels))
+    if len(images) != len(labels) or not images:
+        raise SettingsError(f"{what}: {len(images)} image(s) but {len(labels)} label array(s)")
+    return list(zip(images, labels))
+
+
+def _kind(labels_kind: LabelsKind | LabelKind) -> LabelKind:
+    if isinstance(labels_kind, LabelKind):
+        return labels_kind
+    kinds = {"painted": LabelKind.PAINTED, "class_index": LabelKind.CLASS_INDEX}
+    if labels_kind not in kinds:
+        raise SettingsError(f"labels_kind must be 'painted' or 'class_index', got {labels_kind!r}")
+    return kinds[labels_kind]
+
+
+def _items(
+    pairs, kind, normalization, in_channels, rgb, channel_axis, class_names, what
+) -> list[LabeledImage]:
+    items: list[LabeledImage] = []
+    for i, (image, labels) in enumerate(pairs):
+        items += labeled_items(
+            image,
+            labels,
+            normalization,
+            in_channels,
+            kind=kind,
+            rgb=rgb,
+            channel_axis=channel_axis,
+            name=f"{what} {i}",
+            class_names=class_names,
+        )
+    return items
+
+
+def _run(
+    init: LoadedModel | None,
+    images: Images,
+    labels: Images,
+    labels_kind: LabelsKind | LabelKind,
+    *,
+    architecture: str | Mapping[str, Any],
+    class_names: Sequence[str] | None,
+    num_classes: int | None,
+    normalization: Literal["minmax", "percentile"] | None,
+    validation: float | tuple[Images, Images] | None,
+    rgb: bool | None,
+    channel_axis: int | None,
+    name: str,
+    callback: Callback | None,
+    settings: dict[str, Any],
+) -> TrainingResult:
+    """Both training entry points: the engine's plan (``engine.plan``), then ``train_iter``."""
+    kind = _kind(labels_kind)
+    pairs = _pairs(images, labels, "training data")
+    norm = normalization_for(init, normalization)
+    channels = (
+        init.info.config.in_channels
+        if init is not None
+        else input_channels(pairs[0][0].shape, rgb=rgb, channel_axis=channel_axis)
+    )
+    train_items = _items(pairs, kind, norm, channels, rgb, channel_axis, class_names, "image")
+    classes = class_count([item.labeled() for item in train_items], num_classes)
+    if init is None:
+        if isinstance(architecture, str):
+            if architecture not in NAMED_CONFIGS:
+                raise SettingsError(
+                    f"unknown architecture {architecture!r}; choose one of {sorted(NAMED_CONFIGS)}"
+                )
+            architecture = NAMED_CONFIGS[architecture]
+    else:
+        architecture = {}
+    info = model_to_train(
+        classes,
+        channels,
+        init=init,
+        class_names=class_names,
+        architecture=architecture,
+        normalization=norm,
+        name=name,
+    )
+    config = training_settings(init is not None, **{k: v for k, v in settings.items() if v is not None})
+    if isinstance(validation, tuple):
+        val_pairs = _pairs(*validation, "validation data")
+        val = _items(val_pairs, kind, norm, channels, rgb, channel_axis, class_names, "validation image")
+        check_values([item.labeled() for item in val], classes)
+    else:
+        fraction = default_val_fraction(init is not None) if validation is None else validation
+        if not 0.0 <= fraction < 1.0:
+            raise SettingsError(
+                f"validation must be a fraction in [0, 1) or (images, labels), got {fraction}"
+            )
+        train_items, val = (
+            split_validation(train_items, fraction, config.seed) if fraction > 0 else (train_items, None)
+        )
+    return drive(train_iter(train_items, val, info, config, init=init), callback)
+
+
+def train(
+    images: Images,
+    labels: Images,
+    *,
+    labels_kind: LabelsKind,
+    architecture: str | Mapping[str, Any] = "default",
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    normalization: Literal["minmax", "percentile"] = "minmax",
+    validation: float | tuple[Images, Images] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    patch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    seconds: float | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    name: str = "",
+    callback: Callback | None = None,
+) -> TrainingResult:
+    """Train a new model on images and their labels; ``.model`` is the best model (in memory).
+
+    ``labels_kind`` (required): ``"painted"`` (0 = not annotated, v = class v − 1: sparse
+    strokes train) or ``"class_index"`` (k = class k, −1 = unlabeled). ``architecture`` is a
+    named configuration (``"default"``, ``"paper"``) or ``ModelConfig`` fields (e.g.
+    ``{"width": 8, "depth": 3}``). ``validation``: a held-out fraction of the labeled pixels
+    (default 0.2) or ``(images, labels)``. Settings left ``None`` take the engine's defaults
+    (``engine.plan.TrainConfig``); ``callback`` sees every step and epoch event.
+    """
+    return _run(
+        None,
+        images,
+        labels,
+        labels_kind,
+        architecture=architecture,
+        class_names=class_names,
+        num_classes=num_classes,
+        normalization=normalization,
+        validation=validation,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        name=name,
+        callback=callback,
+        settings={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "patch_size": patch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "seconds": seconds,
+            "seed": seed,
+            "device": device,
+        },
+    )
+
+
+def fine_tune(
+    model: ModelLike,
+    images: Images,
+    labels: Images,
+    *,
+    labels_kind: LabelsKind,
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    validation: float | tuple[Images, Images] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    patch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    seconds: float | None = None,
+    seed: int | None = None,
+    freeze_norm: bool | None = None,
+    device: str = "auto",
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    name: str = "",
+    callback: Callback | None = None,
+) -> TrainingResult:
+    """Fine-tune ``model`` (a loaded model, a ``.cellprep`` path or ``"default"``) by the rule
+    the Train dock and ``cellprep train --init`` use: its architecture and normalisation kept,
+    the fine-tuning defaults (``engine.plan.FINE_TUNE_DEFAULTS``, no held-out pixels), the class
+    count may change. ``labels_kind`` and the other arguments as in ``train``.
+    """
+    return _run(
+        _model(model, device),
+        images,
+        labels,
+        labels_kind,
+        architecture={},
+        class_names=class_names,
+        num_classes=num_classes,
+        normalization=None,
+        validation=validation,
+        rgb=rgb,
+        channel_axis=channel_axis,
+        name=name,
+        callback=callback,
+        settings={
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "patch_size": patch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "seconds": seconds,
+            "seed": seed,
+            "freeze_norm": freeze_norm,
+            "device": device,
+        },
+    )
