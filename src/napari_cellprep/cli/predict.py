@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ..engine.checkpoint import LoadedModel
 from ..engine.devices import describe_device
 from ..engine.inference import OUTPUTS, Prediction, predict
-from ..engine.io import list_images, read_image, write_image
+from ..engine.io import list_images, write_image
+from ..engine.sources import open_image
 from .common import (
     add_inference_options,
     add_model_options,
@@ -19,11 +20,15 @@ from .common import (
     load_model_option,
     refuse_existing,
 )
+from .predict_zarr import add_zarr_arguments, run_zarr, wants_zarr
 
 INTERMEDIATES = ("filters", "translated", "probabilities", "branch_probabilities", "disagreement")
 
 HELP = "segment images into label TIFFs"
-DESCRIPTION = "Segment images (files or folders) and write <stem>_labels.tif class-index images to --out."
+DESCRIPTION = (
+    "Segment images (files, zarr/OME-Zarr stores or folders) and write <stem>_labels.tif class-index "
+    "images to --out, or, with --out NAME.zarr, a zarr store written block by block (any image size)."
+)
 
 
 def _arrays(prediction: Prediction) -> dict[str, np.ndarray]:
@@ -41,7 +46,9 @@ def _expected_outputs(loaded: LoadedModel, intermediates: bool) -> tuple[str, ..
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write ``<stem>_labels.tif`` (and intermediates if asked) per image."""
+    """Write ``<stem>_labels.tif`` (and intermediates if asked) per image, or a zarr store."""
+    if wants_zarr(args):
+        return run_zarr(args, OUTPUTS if args.save_intermediates else ())
     paths = list_images(args.inputs)
     loaded = load_model_option(args.model, args.device)
     out = Path(args.out)
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     options = inference_options(args)
     for path, files in tqdm(targets, unit="image", disable=None):
         prediction = predict(
-            loaded, read_image(path), outputs=OUTPUTS if args.save_intermediates else (), **options
+            loaded, open_image(path).array, outputs=OUTPUTS if args.save_intermediates else (), **options
         )
         arrays = _arrays(prediction)
         for kind, target in files.items():
@@ -66,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``cellprep predict``."""
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the outputs, or NAME.zarr for a zarr store"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument(
         "--save-intermediates",
@@ -75,3 +84,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_options(parser)
     add_inference_options(parser)
+    add_zarr_arguments(parser)

@@ -117,14 +117,23 @@ def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = Fa
     return path
 
 
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zarr store (v2 or v3) rather than a plain folder."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files among ``paths``: files as given, folders expanded to their images (sorted).
+    """Image files among ``paths``: files and zarr stores as given, folders expanded to their
+    images and zarr stores (sorted).
 
     Hidden files and files of other types inside folders are skipped.
     """
     found: list[Path] = []
     for entry in map(Path, paths):
-        if entry.is_dir():
+        if is_zarr_store(entry):
+            found.append(entry)
+        elif entry.is_dir():
             images = _images_in(entry)
             if not images:
                 raise ImageReadError(f"{entry}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -136,18 +145,19 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path, stores: bool = True) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        if not p.name.startswith(".")
+        and ((p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or (stores and is_zarr_store(p)))
     )
 
 
 def sample_paths() -> list[Path]:
     """The sample tiles shipped with the package (``napari_cellprep/samples``), sorted by name."""
     folder = Path(str(resources.files("napari_cellprep").joinpath("samples")))
-    return _images_in(folder) if folder.is_dir() else []
+    return _images_in(folder, stores=False) if folder.is_dir() else []
 
 
 def find_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
@@ -162,7 +172,7 @@ def find_pairs(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
         if not folder.is_dir():
             raise ImageReadError(f"{folder}: no such {kind} folder")
         stems: dict[str, Path] = {}
-        for path in _images_in(folder):
+        for path in _images_in(folder, stores=False):
             if path.stem in stems:
                 raise ImageReadError(
                     f"{folder}: {stems[path.stem].name} and {path.name} have the same stem; keep one"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ class Normalization:
         """The intensities mapped to 0 and 1, from (a strided sample of) ``image``."""
         values = np.asarray(image)
         if values.size > MAX_STAT_SAMPLES:
-            values = values.reshape(-1)[:: values.size // MAX_STAT_SAMPLES + 1]
+            values = values.reshape(-1)[:: sample_step(values.size)]
         # min and max are NaN or infinite if any pixel is: no image-sized mask in the usual case
         if values.dtype.kind in "fc" and not np.isfinite([values.min(), values.max()]).all():
             values = values[np.isfinite(values)]
@@ -60,6 +60,36 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
         return cls(**data)
+
+
+def sample_step(size: int) -> int:
+    """The stride of the flat sample ``Normalization.stats`` takes of ``size`` pixels."""
+    return size // MAX_STAT_SAMPLES + 1 if size > MAX_STAT_SAMPLES else 1
+
+
+def streamed_channel_stats(
+    read_rows: Callable[[int, int], np.ndarray],
+    height: int,
+    width: int,
+    normalization: Normalization,
+    rows_per_read: int = 1024,
+) -> list[tuple[float, float]]:
+    """``channel_stats`` of a (channels, height, width) plane read band by band.
+
+    ``read_rows(start, stop)`` returns rows ``start:stop`` of every channel. The flat sample is
+    the one ``Normalization.stats`` takes of the whole plane, gathered band by band (at most
+    ``MAX_STAT_SAMPLES`` values per channel in memory), so the statistics are identical.
+    """
+    step = sample_step(height * width)
+    samples: list[list[np.ndarray]] = []
+    for start in range(0, height, rows_per_read):
+        band = np.asarray(read_rows(start, min(start + rows_per_read, height)))
+        first = (-start * width) % step  # the first sampled flat index at or after this band
+        if not samples:
+            samples = [[] for _ in band]
+        for kept, channel in zip(samples, band):
+            kept.append(channel.reshape(-1)[first::step])
+    return [normalization.stats(np.concatenate(kept)) for kept in samples]
 
 
 def channel_stats(image: np.ndarray, normalization: Normalization) -> list[tuple[float, float]]:
