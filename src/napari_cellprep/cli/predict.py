@@ -11,9 +11,17 @@ from tqdm import tqdm
 from ..engine.checkpoint import LoadedModel
 from ..engine.devices import describe_device
 from ..engine.inference import OUTPUTS, Prediction, predict
+from ..engine.instances import (
+    AUTO,
+    find_boundary_class,
+    find_instances,
+    measure_instances,
+    write_measurements,
+)
 from ..engine.io import list_images, write_image
 from ..engine.sources import open_image
 from .common import (
+    CommandError,
     add_inference_options,
     add_model_options,
     inference_options,
@@ -45,25 +53,48 @@ def _expected_outputs(loaded: LoadedModel, intermediates: bool) -> tuple[str, ..
     return ("labels",) + INTERMEDIATES
 
 
+def _class_choice(text: str) -> int | str | None:
+    """``--boundary-class``: an index, a name, ``none`` or ``auto``."""
+    return None if text == "none" else int(text) if text.isdigit() else text
+
+
 def run(args: argparse.Namespace) -> int:
     """Write ``<stem>_labels.tif`` (and intermediates if asked) per image, or a zarr store."""
     if wants_zarr(args):
+        if args.instances:
+            raise CommandError(
+                "--instances writes TIFF and CSV files: give a folder as --out, not a zarr store"
+            )
         return run_zarr(args, OUTPUTS if args.save_intermediates else ())
     paths = list_images(args.inputs)
     loaded = load_model_option(args.model, args.device)
     out = Path(args.out)
-    kinds = _expected_outputs(loaded, args.save_intermediates)
+    kinds = _expected_outputs(loaded, args.save_intermediates) + (("instances",) if args.instances else ())
     targets = [(path, {kind: out / f"{path.stem}_{kind}.tif" for kind in kinds}) for path in paths]
+    for path, files in targets if args.instances else ():
+        files["measurements"] = out / f"{path.stem}_measurements.csv"
+        find_boundary_class(loaded.info.class_names, args.boundary_class)  # a wrong name fails before work
     refuse_existing([p for _, files in targets for p in files.values()], args.overwrite)
     print(f"model {loaded.label} on {describe_device(loaded.device)}")
     options = inference_options(args)
+    outputs = OUTPUTS if args.save_intermediates else ("disagreement",) if args.instances else ()
     for path, files in tqdm(targets, unit="image", disable=None):
-        prediction = predict(
-            loaded, open_image(path).array, outputs=OUTPUTS if args.save_intermediates else (), **options
-        )
+        image = open_image(path).array
+        prediction = predict(loaded, image, outputs=outputs, **options)
         arrays = _arrays(prediction)
+        if args.instances:
+            found = find_instances(
+                prediction.labels,
+                loaded.info.class_names,
+                boundary_class=args.boundary_class,
+                min_size=args.min_size,
+            )
+            arrays["instances"] = found.labels
+            table = measure_instances(found, image, prediction.disagreement, channel_axis=args.channel_axis)
+            write_measurements(files.pop("measurements"), table, args.overwrite)
         for kind, target in files.items():
-            array = arrays[kind] if kind == "labels" else arrays[kind].astype(np.float32, copy=False)
+            integer = kind in ("labels", "instances")
+            array = arrays[kind] if integer else arrays[kind].astype(np.float32, copy=False)
             write_image(target, array, args.overwrite)
         tqdm.write(f"{path} -> {files['labels']}")
     print(f"wrote {len(paths)} label image(s) to {out}")
@@ -81,6 +112,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-intermediates",
         action="store_true",
         help="also write float32 TIFFs <stem>_<output>.tif of " + ", ".join(INTERMEDIATES),
+    )
+    objects = parser.add_argument_group("objects")
+    objects.add_argument(
+        "--instances",
+        action="store_true",
+        help="also write <stem>_instances.tif (object labels 1..N, 0 = none) and <stem>_measurements.csv "
+        "(one row per object: class, area, centroid, bounding box, intensities, branch disagreement)",
+    )
+    objects.add_argument(
+        "--min-size", type=int, default=0, metavar="PIXELS", help="drop smaller objects (default: keep all)"
+    )
+    objects.add_argument(
+        "--boundary-class",
+        default=AUTO,
+        type=_class_choice,
+        metavar="NAME",
+        help="the class between objects (name or index; objects are then split by a seeded watershed); "
+        "default: a class named like boundary or membrane, if any; 'none': no boundary class",
     )
     add_model_options(parser)
     add_inference_options(parser)
