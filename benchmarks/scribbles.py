@@ -76,6 +76,7 @@ from napari_cellprep.engine.events import EpochEnd, StepEnd  # noqa: E402
 from napari_cellprep.engine.inference import predict  # noqa: E402
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask  # noqa: E402
 from napari_cellprep.engine.metrics import confusion_matrix, scores  # noqa: E402
+from napari_cellprep.engine.plan import default_val_fraction, training_settings  # noqa: E402
 from napari_cellprep.engine.training import TrainConfig  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
@@ -85,16 +86,25 @@ CROP = 512
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 
-DOCK = dict(epochs=50, learning_rate=1e-3, batch_size=8, patch_size=256, steps_per_epoch=None,
-            device="auto", val_fraction=0.2, width=16, depth=4, freeze_norm=0, adapt_norm=0)
-"""The Train dock's form defaults when docs/scribbles.md was measured (before commit 1036fba):
-epochs, lr, batch, patch, steps per epoch (auto), device, validation = 20% of the painted pixels
-(0: none); a new model is width 16, depth 4 with ModelConfig's other defaults. ``threads`` None: as
-the dock sets them (``gui_torch_threads``). The dock now fine-tunes with
-``engine.plan.FINE_TUNE_DEFAULTS`` and no held-out strokes, i.e. the variant
-``--set learning_rate=1e-4 --set patch_size=128 --set steps_per_epoch=5 --set val_fraction=0``."""
+def _dock(fine_tune: bool) -> dict:
+    """The Train dock's settings for a start mode, read from the engine (``training_settings``,
+    ``default_val_fraction``): epochs, lr, batch, patch, steps per epoch, device, validation share of
+    the painted pixels (0: none), BatchNorm handling; a new model is width 16, depth 4."""
+    t = training_settings(fine_tune)
+    return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
+                steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
+                width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm))
+
+
+DOCK = _dock(True)
+"""The dock's fine-tuning settings (``scratch`` runs start from ``_dock(False)``). Before commit
+1036fba the dock fine-tuned with the from-scratch settings (lr 1e-3, 256² patches, about one pass,
+20% held out): docs/archive/scribbles-v1.md. ``threads`` None: as the dock sets them
+(``gui_torch_threads``)."""
 SETTINGS = dict(DOCK, threads=None)
-"""What this run trains with: ``DOCK``, with ``--set KEY=VALUE`` overrides (a variant, ``--tag``)."""
+OVERRIDES: dict = {}
+"""What fine-tuning runs train with: ``DOCK`` with the ``--set KEY=VALUE`` overrides (``OVERRIDES``, a
+variant, ``--tag``); scratch runs apply the same overrides to ``_dock(False)``."""
 
 
 def threads() -> int:
@@ -248,14 +258,15 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     start = time.perf_counter()
     items = painted_items(image, labels, rgb=False, in_channels=info.config.in_channels,
                           normalization=info.normalization, class_names=info.class_names)
-    if SETTINGS["val_fraction"]:
-        train, val = split_validation(items, SETTINGS["val_fraction"])
+    settings = SETTINGS if init is not None else {**_dock(False), **OVERRIDES}
+    if settings["val_fraction"]:
+        train, val = split_validation(items, settings["val_fraction"])
     else:  # the dock's validation "none": every epoch counts as best, so each one is previewed
         train, val = items, None
-    config = TrainConfig(epochs=epochs or SETTINGS["epochs"], batch_size=SETTINGS["batch_size"],
-                         learning_rate=SETTINGS["learning_rate"], patch_size=SETTINGS["patch_size"],
-                         steps_per_epoch=SETTINGS["steps_per_epoch"], device=SETTINGS["device"],
-                         **{k: True for k in ("freeze_norm", "adapt_norm") if SETTINGS[k]})  # older engines lack them
+    config = TrainConfig(epochs=epochs or settings["epochs"], batch_size=settings["batch_size"],
+                         learning_rate=settings["learning_rate"], patch_size=settings["patch_size"],
+                         steps_per_epoch=settings["steps_per_epoch"], device=settings["device"],
+                         freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]))
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
@@ -470,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             SETTINGS[key] = None
         else:
             SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction") else int(value)
+        OVERRIDES[key] = SETTINGS[key]
     if args.overrides and not args.tag:
         parser.error("--set makes a variant: name it with --tag")
 
@@ -582,6 +594,13 @@ def _variant_table(part: str, groups: dict, budgets: list[float]) -> list[str]:
     return lines + [""]
 
 
+def _describe(dock: dict) -> str:
+    steps = dock["steps_per_epoch"] or "about one pass"
+    norm = "BatchNorm re-estimated on the strokes first (AdaBN)" if dock.get("adapt_norm") else "BatchNorm as trained"
+    return (f"{dock['epochs']} epochs of {steps} steps, batch {dock['batch_size']}, {dock['patch_size']}² patches, "
+            f"lr {dock['learning_rate']:g}, {dock['val_fraction']:.0%} of the painted pixels held out, {norm}")
+
+
 def write_report(results: dict, out: Path) -> None:
     budgets = _budgets(results)
     lines = ["# The scribbles benchmark: a few painted strokes → a segmentation, ours vs a pixel classifier", ""]
@@ -603,9 +622,9 @@ def write_report(results: dict, out: Path) -> None:
         "low-light levels of `benchmarks/reproduce.py`. **forest**: RandomForestClassifier(100 trees, n_jobs=2) "
         "on multiscale_basic_features (sigmas 1–16), time = features + fit + predict. **convpaint**: "
         "ConvpaintModel(alias='gaussian'), train + segment. **ours**: the Train dock's job "
-        "(`training_job`, dock defaults: 50 epochs, batch 8, patch 256, lr 1e-3, 20% of the painted pixels "
-        "held out for validation, live preview on, torch threads as the dock sets them) fine-tuning the "
-        "bundled model (**fine-tune**) or a new width-16 model (**scratch**); its mIoU at t seconds is that "
+        f"(`training_job`, the dock's fine-tuning settings: {_describe(results.get('dock', DOCK))}, live preview "
+        "on, torch threads as the dock sets them) fine-tuning the bundled model (**fine-tune**), or a new "
+        "width-16 model with the dock's settings for a new model (**scratch**); its mIoU at t seconds is that "
         "of the last live preview shown by t (clock from pressing Train, scoring excluded). mIoU is over "
         "the whole image vs its full ground truth. Cells: mean over images (min–max); '–' = nothing to "
         "show yet at that time; '[k/n]' = only k of the n images had something to show by then.", "",

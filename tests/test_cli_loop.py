@@ -98,10 +98,11 @@ def test_default_is_the_bundled_model_wherever_a_model_is_asked_for(
     )
     # the same fine-tuning settings as the Train dock: the engine's
     defaults = training_settings(True)
-    assert (training["learning_rate"], training["lr_schedule"], training["augment"]) == (
+    assert (training["learning_rate"], training["lr_schedule"], training["augment"], training["adapt_norm"]) == (
         defaults.learning_rate,
         defaults.lr_schedule,
         defaults.augment,
+        defaults.adapt_norm,
     )
 
 

@@ -65,16 +65,25 @@ class TrainConfig:
             raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
-FINE_TUNE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "patch_size": 128, "steps_per_epoch": 5}
+FINE_TUNE_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-4,
+    "patch_size": 128,
+    "steps_per_epoch": 5,
+    "adapt_norm": True,
+}
 """Where fine-tuning a trained model departs from ``TrainConfig``'s defaults (training afresh).
-Measured in ``benchmarks/scribbles.py`` (docs/scribbles.md, variant ``p128-noval-lr1e-4``, the
+Measured in ``benchmarks/scribbles.py`` (docs/archive/scribbles-v1.md, variant ``p128-noval-lr1e-4``, the
 same image and strokes per case, the previous bundled model, a shared CPU): fine-tuning from 60
 strokes with lr 1e-4, 128² patches, 5 steps per epoch and no held-out strokes beat the former
 settings (lr 1e-3, 256², about one pass, 20% held out) at 60 s in all four cases tried (nist-phase
 clean 0.966 vs 0.953, very low light 0.903 vs 0.745, ISBI 2012 very low light 0.537 vs 0.459,
 vnc-em very low light 0.346 vs 0.187), at 30 s in three (not clean nist-phase: 0.925 vs 0.953)
 and at 120 s in three (not ISBI: 0.567 vs 0.605). lr 1e-3 wrecked the pretrained weights within
-a few steps, and the best-by-held-out-strokes pick hid better models. One image per case."""
+a few steps, and the best-by-held-out-strokes pick hid better models. One image per case.
+``adapt_norm`` (docs/scribbles-variants/adapt-norm.md, the current bundled model, the same four
+cases): the first preview came after 1.3–2.0 s instead of 4.8–5.9 s, and scored 0.848 instead of
+nothing at 5 s and 0.878 instead of 0.393 at 15 s on very-low-light nist-phase, with 30/120 s
+scores equal or better on three cases and within 0.02 on ISBI 2012 clean."""
 
 FINE_TUNE_VAL_FRACTION = 0.0
 """Fine-tuning holds out no strokes by default: each epoch's model is kept and shown."""
