@@ -82,6 +82,6 @@ def dask_executor(
         raise SettingsError(f"--workers must be at least 1, got {workers}")
     threads = torch_threads_per_worker(workers)
     with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     ) as cluster, Client(cluster) as client:
         yield DaskExecutor(client, device, threads)
