@@ -82,7 +82,7 @@ def test_only_the_ticked_outputs_are_computed_and_shown():
         "img | paint here next",
     ]
     assert engine_outputs(["filters"]) == ("filters",)
-    assert engine_outputs(["disagreement", "translated"]) == ("branches", "translated")
+    assert engine_outputs(["disagreement", "translated"]) == ("disagreement", "translated")  # no branch maps
     with pytest.raises(ValueError, match="unknown outputs"):
         run(segment_layers(image, tiny(), source="img", show=("probabilities",)))
 

@@ -24,6 +24,7 @@ from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
 from ..engine.familiarity import measure_familiarity
 from ..engine.inference import Prediction, predict_iter
+from ..engine.instances import AUTO, ClassChoice, Instances, find_instances, measure_instances
 from ..engine.labels import to_painted
 from ..engine.layout import find_channel_axis
 from ..engine.uncertainty import uncertain_regions
@@ -99,6 +100,7 @@ def prediction_layers(
     class_colors: Sequence[str],
     show: Collection[str] = SHOWABLE,
     geometry: dict[str, tuple[float, ...]] | None = None,
+    objects: tuple[Instances, dict[str, np.ndarray]] | None = None,
 ) -> list[LayerData]:
     """Layer-data tuples for a prediction on the image layer named ``source``, in reading order.
 
@@ -106,7 +108,9 @@ def prediction_layers(
     outputs (``SHOWABLE``). Filters are Image layers with a perceptual colormap, translated
     images gray, branch outputs and the ensemble Labels layers (painted values: class k is
     k + 1, in the model's colours), disagreement an Image in 0..1 and, with it, the squares
-    where the branches disagree most (a Shapes layer, ``cue_layer``).
+    where the branches disagree most (a Shapes layer, ``cue_layer``). ``objects`` (instances and
+    their measurements, ``engine.instances``) add a Labels layer of the objects after the
+    ensemble, the measurements its ``features`` (napari's features table, one row per object).
     """
     unknown = set(show) - set(SHOWABLE)
     if unknown:
@@ -159,7 +163,12 @@ def prediction_layers(
         metadata={PREDICTION: painted.copy()},
     )
     layers.append((painted, ensemble, "labels"))
-    if "disagreement" in show and multi_branch and prediction.disagreement is not None:
+    if objects is not None:
+        found, table = objects
+        layers.append(
+            (found.labels, meta("objects", "objects", features={"index": table["label"], **table}), "labels")
+        )
+    if "disagreement" in show and prediction.disagreement is not None:
         data = prediction.disagreement
         layers.append(
             (
@@ -197,10 +206,7 @@ def cue_layer(disagreement: np.ndarray, meta: dict[str, Any]) -> LayerData:
 
 def engine_outputs(show: Collection[str]) -> tuple[str, ...]:
     """The optional engine outputs (``inference.OUTPUTS``) that the shown layers need."""
-    needed = {"filters", "translated"} & set(show)
-    if {"branches", "disagreement"} & set(show):
-        needed.add("branches")
-    return tuple(sorted(needed))
+    return tuple(sorted({"filters", "translated", "branches", "disagreement"} & set(show)))
 
 
 def segment_layers(
@@ -214,13 +220,17 @@ def segment_layers(
     device: str | None = None,
     scale: Sequence[float] | None = None,
     translate: Sequence[float] | None = None,
+    instances: bool = False,
+    min_size: int = 0,
+    boundary_class: ClassChoice = AUTO,
 ) -> Generator[Progress, None, list[LayerData]]:
     """Segment an image layer's data; yield progress, return the output layers in reading order.
 
     ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
     so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device. The ensemble
     layer's marker holds ``familiarity`` (``engine.familiarity``: is the image like the training
-    data?) as a dict.
+    data?) as a dict. ``instances`` adds the objects layer (``min_size``, ``boundary_class``:
+    ``engine.instances.find_instances``) with its measurements.
     """
     channel_axis = find_channel_axis(image.shape, loaded.info.config.in_channels, rgb=rgb)
     prediction = yield from predict_iter(
@@ -229,7 +239,7 @@ def segment_layers(
         rgb=rgb,
         tile=tile,
         overlap=tile // 4,
-        outputs=(*engine_outputs(show), "probabilities"),
+        outputs=(*engine_outputs(show), "probabilities", *(("disagreement",) if instances else ())),
         device=device or "auto",
     )
     familiarity = measure_familiarity(prediction.probabilities, prediction.disagreement)
@@ -237,7 +247,14 @@ def segment_layers(
     geometry = None
     if scale is not None and translate is not None:
         geometry = output_geometry(scale, translate, channel_axis, rgb)
-    layers = prediction_layers(prediction, source, loaded.info.class_colors, show, geometry)
+    objects = None
+    if instances:
+        found = find_instances(
+            prediction.labels, prediction.class_names, boundary_class=boundary_class, min_size=min_size
+        )
+        table = measure_instances(found, image, prediction.disagreement, rgb=rgb, channel_axis=channel_axis)
+        objects = (found, table)
+    layers = prediction_layers(prediction, source, loaded.info.class_colors, show, geometry, objects)
     markers = [meta["metadata"][MARKER] for _, meta, _ in layers]
     next(m for m in markers if m["output"] == "ensemble")["familiarity"] = asdict(familiarity)
     return layers

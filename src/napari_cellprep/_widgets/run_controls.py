@@ -13,6 +13,7 @@ from napari.utils.notifications import notification_manager, show_error
 from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.errors import CellprepError
+from .about import version_label
 
 
 class RunControls(Container):
@@ -31,8 +32,10 @@ class RunControls(Container):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
         self.status.native.setMinimumHeight(4 * self.status.native.fontMetrics().lineSpacing())
-        buttons = Container(
-            widgets=[self.run_button, self.stop_button, *extra_buttons], layout="horizontal", labels=False
+        buttons = Container(  # the plugin's version at the right end: every dock shows it
+            widgets=[self.run_button, self.stop_button, *extra_buttons, version_label()],
+            layout="horizontal",
+            labels=False,
         )
         super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
         for fixed in (buttons, self.progress):  # a crowded dock squeezes the status, never these

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.layers import Image, Layer
+from qtpy.QtWidgets import QFileDialog
 
 from ..engine.errors import CellprepError
 from ..engine.events import Progress
 from ..engine.familiarity import Familiarity, training_summary
+from ..engine.instances import AUTO, write_measurements
 from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
@@ -20,6 +23,7 @@ from .run_controls import RunControls
 from .threads import gui_torch_threads, torch_threads
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
+NO_BOUNDARY = "none"
 
 
 def segment_job(
@@ -57,9 +61,28 @@ class SegmentWidget(Container):
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
         self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
         self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
+        self._objects = CheckBox(text="objects", value=False)
+        self._objects.tooltip = "Add a Labels layer of the objects, with a measurements table per object"
+        self._min_size = SpinBox(label="min px", min=0, max=10_000_000, value=0)
+        self._min_size.tooltip = "Objects smaller than this many pixels are dropped"
+        self._boundary = ComboBox(label="boundary", choices=[AUTO, NO_BOUNDARY], value=AUTO)
+        self._boundary.tooltip = (
+            "The class between objects (they are split by a watershed); auto: a class named like "
+            "boundary or membrane"
+        )
+        self._save_table = PushButton(text="Save measurements…", enabled=False)
+        self._object_options = Container(widgets=[self._min_size, self._boundary], layout="horizontal")
+        self._object_options.visible = False  # shown while "objects" is ticked
+        self._objects.changed.connect(lambda on: setattr(self._object_options, "visible", on))
         self.controls = RunControls("Run", "Cancel", abort=True)
         self._next = PushButton(text="Next uncertain region ›", enabled=False)
         self._next.tooltip = "Show the next region where the branches disagree most: paint there next"
+        self._region_row = Container(
+            widgets=[self._next, self._save_table], layout="horizontal", labels=False
+        )
+        self._view_row = Container(widgets=[self._grid, self._objects], layout="horizontal", labels=False)
+        for row in (self._view_row, self._object_options, self._region_row):
+            row.margins = (0, 0, 0, 0)  # no taller than one button: the dock's height is scarce
         self.trained_on = Label(label="model", value="—")
         self.trained_on.tooltip = "What the chosen model was trained on (from its checkpoint)"
         self.trained_on.native.setWordWrap(True)  # a long data description wraps, not widens the dock
@@ -77,9 +100,10 @@ class SegmentWidget(Container):
                 self._device,
                 self._tile,
                 outputs,
-                self._grid,
+                self._view_row,
+                self._object_options,
                 self.controls,
-                self._next,
+                self._region_row,
                 self.device_used,
                 self.weights,
             ]
@@ -90,6 +114,7 @@ class SegmentWidget(Container):
         self.controls.run_button.changed.connect(self.run)
         self._grid.changed.connect(self._apply_layout)
         self._next.changed.connect(self.next_region)
+        self._save_table.changed.connect(lambda: self.save_measurements())
         self._model.changed.connect(self._update_hint)
         self._refresh_models()
 
@@ -124,6 +149,11 @@ class SegmentWidget(Container):
 
     def _update_hint(self, *_args) -> None:
         entry = self._model.value
+        classes = list(entry.info.class_names) if entry is not None else []
+        if self._boundary.choices[2:] != tuple(classes):
+            chosen = self._boundary.value
+            self._boundary.choices = [AUTO, NO_BOUNDARY, *classes]
+            self._boundary.value = chosen if chosen in self._boundary.choices else AUTO
         self.trained_on.value = (
             "—"
             if entry is None
@@ -167,6 +197,9 @@ class SegmentWidget(Container):
             device=self._device.value,
             scale=tuple(layer.scale),
             translate=tuple(layer.translate),
+            instances=self._objects.value,
+            min_size=self._min_size.value,
+            boundary_class=None if self._boundary.value == NO_BOUNDARY else self._boundary.value,
         )
 
     def cancel(self) -> None:
@@ -202,6 +235,7 @@ class SegmentWidget(Container):
         outputs = {layer.metadata[MARKER]["output"]: layer for layer in added}
         self._ensemble, self._cue, self._next_index = outputs["ensemble"], outputs.get("cue"), 0
         self._next.enabled = self._cue is not None
+        self._save_table.enabled = "objects" in outputs
         self._apply_layout()
 
     # -- layers --------------------------------------------------------------------------------
@@ -284,3 +318,33 @@ class SegmentWidget(Container):
             f"{region.score:.2f}). Correct it with the brush, then Train on this layer."
         )
         return region
+
+    def objects_layer(self) -> Layer | None:
+        """The objects layer of the last run (``None`` without one)."""
+        return next(
+            (layer for layer in self.output_layers() if layer.metadata[MARKER]["output"] == "objects"), None
+        )
+
+    def save_measurements(self, path: str | Path | None = None) -> Path | None:
+        """Save the objects layer's features table as CSV (asks for a file if ``path`` is None;
+        asks before overwriting)."""
+        layer = self.objects_layer()
+        if layer is None:
+            self.controls.fail("run with 'objects and measurements' ticked first")
+            return None
+        overwrite = path is None  # the file dialog itself asks before replacing a file
+        if path is None:
+            default = str(Path.home() / f"{self._input.name}_measurements.csv")
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Save the measurements", default, "CSV (*.csv)"
+            )
+            if not path:
+                return None
+        table = {column: layer.features[column].to_numpy() for column in layer.features if column != "index"}
+        try:
+            path = write_measurements(path, table, overwrite=overwrite)
+        except CellprepError as exc:
+            self.controls.fail(str(exc))
+            return None
+        self.controls.status.value = f"Saved {len(layer.features)} objects' measurements to {path}"
+        return path
