@@ -21,44 +21,13 @@ from ..model import SegmentationNet
 from ..model.config import ModelConfig
 from ..model.networks import pad_mode
 from .errors import SettingsError
-from .inference import _Axis, _effective_tiling, _plan_axis, _store, predict_block
-from .labels import labels_dtype
+from .inference import _Axis, _effective_tiling, _plan_axis, _store, output_dtype, output_shapes, predict_block
 from .normalize import Normalization, normalize_channels
 from .planes import LazyPlanes
 
 BLOCK_BUDGET = 128 * 2**20
 """Bytes of float32 maps one block may accumulate when no block size is given."""
 MAX_BLOCK = 4096
-
-
-def output_shapes(config: ModelConfig, wanted: frozenset[str]) -> tuple[dict, dict]:
-    """What tiles contribute (blended maps) and what a prediction keeps: ``{name: shape before
-    (H, W)}`` each, as ``engine.inference.predict_iter`` allocates them."""
-    c, s = config.num_classes, config.num_outputs
-    cellprep = config.architecture == "cellprep"
-    blended: dict[str, tuple[int, ...]] = {"probabilities": (c,)}
-    if cellprep and "filters" in wanted:
-        blended["filters"] = (c,)
-    if cellprep and "translated" in wanted:
-        blended["translated"] = (c, config.in_channels)
-    branches = "branches" in wanted
-    if (branches or "disagreement" in wanted) and s > 1:
-        blended["branch_probabilities"] = (s, c)
-    kept: dict[str, tuple[int, ...]] = {"labels": ()}
-    for key, shape in blended.items():
-        asked = {"probabilities": "probabilities", "branch_probabilities": "branches"}.get(key, key)
-        if asked in wanted:
-            kept[key] = shape
-    if "branch_probabilities" in blended:
-        if branches:
-            kept["branch_labels"] = (s,)
-        kept["disagreement"] = ()
-    return blended, kept
-
-
-def output_dtype(name: str, num_classes: int) -> np.dtype:
-    """Labels are the smallest unsigned type for the class indices; every map is float32."""
-    return np.dtype(labels_dtype(num_classes - 1)) if name.endswith("labels") else np.dtype(np.float32)
 
 
 def default_block(stride: int, maps: int) -> int:

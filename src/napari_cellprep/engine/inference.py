@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..model import CellPrepNet, SegmentationNet, output_names
+from ..model import CellPrepNet, ModelConfig, SegmentationNet, output_names
 from ..model.networks import pad_mode
 from .checkpoint import LoadedModel
 from .devices import describe_device, resolve_device
@@ -258,6 +258,35 @@ def _store(result: dict[str, np.ndarray], p: int, rows: slice, blended: dict[str
         result["disagreement"][p, rows] = 0.5 * np.abs(branch - probabilities).sum(axis=1).mean(axis=0)
 
 
+def output_shapes(
+    config: ModelConfig, wanted: frozenset[str]
+) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """What tiles contribute (blended maps; the ensemble probabilities always) and what a
+    prediction keeps (full-size arrays only for what was asked for): ``{name: shape before
+    (H, W)}`` each."""
+    c, s = config.num_classes, config.num_outputs
+    cellprep = config.architecture == "cellprep"
+    blended: dict[str, tuple[int, ...]] = {"probabilities": (c,)}
+    if cellprep and "filters" in wanted:
+        blended["filters"] = (c,)
+    if cellprep and "translated" in wanted:
+        blended["translated"] = (c, config.in_channels)
+    if wanted & {"branches", "disagreement"} and s > 1:
+        blended["branch_probabilities"] = (s, c)
+    asked = {"probabilities": "probabilities", "branch_probabilities": "branches"}
+    kept = {"labels": ()} | {key: shape for key, shape in blended.items() if asked.get(key, key) in wanted}
+    if "branch_probabilities" in blended:
+        if "branches" in wanted:
+            kept["branch_labels"] = (s,)
+        kept["disagreement"] = ()
+    return blended, kept
+
+
+def output_dtype(name: str, num_classes: int) -> np.dtype:
+    """Labels are the smallest unsigned type for the class indices; every map is float32."""
+    return np.dtype(labels_dtype(num_classes - 1)) if name.endswith("labels") else np.dtype(np.float32)
+
+
 def _ensemble_weights(model: SegmentationNet) -> np.ndarray:
     if isinstance(model, CellPrepNet):
         with torch.no_grad():
@@ -299,25 +328,11 @@ def predict_iter(
     y, x = _plan_axis(height, tile, overlap, multiple), _plan_axis(width, tile, overlap, multiple)
     mode = pad_mode(height, width, multiple)  # as the network pads a whole image
 
-    c, s, n = config.num_classes, config.num_outputs, planes.shape[0]
-    cellprep = config.architecture == "cellprep"
-    shapes = {"probabilities": (c,)}  # what tiles contribute (ensemble probabilities: always)
-    if cellprep and "filters" in wanted:
-        shapes["filters"] = (c,)
-    if cellprep and "translated" in wanted:
-        shapes["translated"] = (c, config.in_channels)
-    if wanted & {"branches", "disagreement"} and s > 1:
-        shapes["branch_probabilities"] = (s, c)
-    # full-size arrays only for what was asked for: labels alone allocate labels alone
-    kept = {"probabilities": "probabilities", "branch_probabilities": "branches"}
-    result = {"labels": np.empty((n, height, width), labels_dtype(c - 1))}
-    for key, shape in shapes.items():
-        if kept.get(key, key) in wanted:
-            result[key] = np.empty((n, *shape, height, width), np.float32)
-    if "branch_probabilities" in shapes:
-        if "branches" in wanted:
-            result["branch_labels"] = np.empty((n, s, height, width), result["labels"].dtype)
-        result["disagreement"] = np.empty((n, height, width), np.float32)
+    n = planes.shape[0]
+    shapes, kept = output_shapes(config, wanted)
+    result = {
+        key: np.empty((n, *shape, height, width), output_dtype(key, config.num_classes)) for key, shape in kept.items()
+    }
 
     target = resolve_device(device) if device is not None else loaded.device
     model = prepare_model(loaded.model, target)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import BlockGrid, output_dtype, output_shapes, plan_grid, predict_region
+from .blocks import BlockGrid, plan_grid, predict_region
 from .checkpoint import LoadedModel
 from .devices import resolve_device
 from .errors import SettingsError
 from .events import Progress
-from .inference import _autocast_dtype, check_outputs
+from .inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
 from .model_cache import cached_model, install, model_payload
 from .normalize import Normalization, streamed_channel_stats
 from .planes import LazyPlanes
