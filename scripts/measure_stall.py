@@ -7,7 +7,10 @@ The same probe also runs while the dock opens (torch's one-off optimizer warm-up
 the background) and idle before training, as a baseline for what the machine itself adds.
 Run under a virtual display (never QT_QPA_PLATFORM=offscreen):
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/measure_stall.py --seconds 30
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/measure_stall.py --seconds 30
+
+By default it fine-tunes the bundled model with the dock's own settings and the live preview on,
+as a user would, and also prints when the first preview appeared (``--start new`` trains a new model).
 
 The image is a nist-phase tile with scribbles from its mask ($CELLPREP_DATA, else
 ../shared/data beside the repository), or synthetic disks when the data is absent.
@@ -82,6 +85,13 @@ class GapProbe:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="train this long, then press Stop")
+    parser.add_argument(
+        "--start",
+        choices=["fine-tune", "new"],
+        default="fine-tune",
+        help="fine-tune the bundled model with the dock's own settings (default), or train a new model "
+        "with the settings below",
+    )
     parser.add_argument("--width", type=int, default=16, help="network width of the new model")
     parser.add_argument("--depth", type=int, default=4, help="network depth of the new model")
     parser.add_argument("--batch", type=int, default=4)
@@ -90,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline", type=float, default=5.0, help="first measure this long without training"
     )
-    parser.add_argument("--preview", action="store_true", help="also refresh the live preview every epoch")
+    parser.add_argument(
+        "--preview", action=argparse.BooleanOptionalAction, default=True, help="the live preview (the dock's default: on)"
+    )
     args = parser.parse_args(argv)
 
     import napari
@@ -109,11 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     warm_up = threads.warm_up_optimizer()
     opening.run_until(lambda: not warm_up.is_alive())
     opening = opening.summary()
-    widget._start.value = train_widget.Start.NEW
-    widget._width.value, widget._depth.value = args.width, args.depth
-    widget._epochs.value, widget._steps.value = 100_000, args.steps
-    widget._batch.value, widget._patch.value = args.batch, args.patch
+    if args.start == "new":
+        widget._start.value = train_widget.Start.NEW
+        widget._width.value, widget._depth.value = args.width, args.depth
+        widget._epochs.value, widget._steps.value = 100_000, args.steps
+        widget._batch.value, widget._patch.value = args.batch, args.patch
+    else:
+        widget._start.value = train_widget.Start.FINE_TUNE  # the form then holds the dock's settings
     widget._preview.value = args.preview
+    previews: list[float] = []
+    show = widget.preview.show
+    widget.preview.show = lambda event: (previews.append(time.perf_counter()), show(event))
 
     probe = GapProbe()
     probe.run_for(args.baseline)
@@ -130,9 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     probe.run_until(lambda: widget.controls.worker is None)
     elapsed = time.perf_counter() - started
 
+    what = (
+        f"width {args.width}, depth {args.depth}, batch {args.batch}×{args.patch}²"
+        if args.start == "new"
+        else f"fine-tuning the bundled model, batch {widget._batch.value}×{widget._patch.value}²"
+    )
     print(
         f"trained {elapsed:.1f} s: {len(widget.plot.step_loss)} steps, {len(widget.plot.epochs)} epochs "
-        f"(width {args.width}, depth {args.depth}, batch {args.batch}×{args.patch}², preview {args.preview}, "
+        f"({what}, preview {args.preview}, "
         f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())})"
     )
@@ -142,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Train button (checks and set-up on the GUI thread, before the worker starts): {click * 1000:.0f} ms"
     )
     print(f"event loop while training:  {probe.summary()}")
+    if previews:
+        print(f"live preview: first shown {previews[0] - started:.1f} s after Train was pressed, {len(previews)} in all")
     viewer.close()
 
 

@@ -102,7 +102,7 @@ class TrainWidget(Container):
         )
         self._val_image = ComboBox(label="validation image", choices=layer_choices(viewer, Image))
         self._val_labels = ComboBox(label="validation labels", choices=layer_choices(viewer, Labels))
-        self._preview = CheckBox(text="live preview (best epoch so far, on the current view)", value=False)
+        self._preview = CheckBox(text="live preview (best epoch so far, on the current view)", value=True)
         self._save_button = PushButton(text="Save model…", enabled=False)
         self.controls = RunControls("Train", "Stop", abort=False, extra_buttons=(self._save_button,))
         self.plot = LossPlot()
