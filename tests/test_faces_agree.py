@@ -220,9 +220,7 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     )
     defaults = training_settings(True)  # the same fine-tuning settings as cellprep train --init
     training = model.info.training
-    assert (training["learning_rate"], training["batch_size"], training["lr_schedule"]) == (
-        defaults.learning_rate,
-        defaults.batch_size,
-        defaults.lr_schedule,
-    )
+    shown = ("learning_rate", "batch_size", "lr_schedule", "adapt_norm", "freeze_norm")  # adapt_norm: not in the form
+    assert [training[k] for k in shown] == [getattr(defaults, k) for k in shown]
+    assert defaults.adapt_norm is True
     assert defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"] != TrainConfig().learning_rate

@@ -245,7 +245,8 @@ class TrainWidget(Container):
                 "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
             )
         info, init, channel_axis = self._model_info(image_layer)
-        config = TrainConfig(
+        config = training_settings(  # the engine's defaults for what the form does not show (adapt_norm)
+            self._start.value is Start.FINE_TUNE,
             epochs=self._epochs.value,
             batch_size=self._batch.value,
             learning_rate=self._lr.value,
