@@ -1,4 +1,4 @@
-"""The ``cellprep`` command: train, predict, evaluate and demo without napari, one module per verb
+"""The ``cellprep`` command: train, predict, evaluate, demo and export without napari, one module per verb
 (each with ``HELP``, ``DESCRIPTION``, optional ``EPILOG``, ``add_arguments`` and ``run``).
 
 A problem the user can fix (a ``CellprepError``) ends with one line ``cellprep: error: ...``
@@ -13,10 +13,10 @@ import sys
 
 from .. import __version__
 from ..engine.errors import CellprepError
-from . import demo, evaluate, predict, train
+from . import demo, evaluate, export, predict, train
 from .common import INTERRUPTED
 
-VERBS = (train, predict, evaluate, demo)
+VERBS = (train, predict, evaluate, demo, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
