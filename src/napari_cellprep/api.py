@@ -16,13 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _API
 from .engine.checkpoint import LoadedModel, load_model, save_checkpoint
 from .engine.data import LabeledImage, labeled_items, split_validation
 from .engine.devices import resolve_device
-from .engine.errors import CellprepError, SettingsError
+from .engine.errors import CellprepError, SettingsError  # noqa: F401  (CellprepError: in __all__)
 from .engine.events import EpochEnd, StepEnd, drive
 from .engine.inference import Prediction, predict_iter
-from .engine.instances import Instances, find_instances, measure_instances, write_measurements
+from .engine.instances import (  # noqa: F401  (write_measurements: in __all__)
+    Instances,
+    find_instances,
+    measure_instances,
+    write_measurements,
+)
 from .engine.labels import LabelKind, check_values, class_count
 from .engine.layout import input_channels
 from .engine.plan import default_val_fraction, model_to_train, normalization_for, training_settings
@@ -34,21 +40,7 @@ ModelLike = LoadedModel | str | os.PathLike
 Images = np.ndarray | Sequence[np.ndarray]
 Callback = Callable[[StepEnd | EpochEnd], None]
 
-__all__ = [
-    "CellprepError",
-    "Instances",
-    "LoadedModel",
-    "Prediction",
-    "TrainingResult",
-    "fine_tune",
-    "instances",
-    "load",
-    "measure",
-    "predict",
-    "save",
-    "train",
-    "write_measurements",
-]
+__all__ = list(_API)
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str = "auto") -> LoadedModel:
@@ -178,43 +170,32 @@ def _items(
     return items
 
 
-def _run(
-    init: LoadedModel | None,
-    images: Images,
-    labels: Images,
-    labels_kind: LabelsKind | LabelKind,
-    *,
-    architecture: str | Mapping[str, Any],
-    class_names: Sequence[str] | None,
-    num_classes: int | None,
-    normalization: Literal["minmax", "percentile"] | None,
-    validation: float | tuple[Images, Images] | None,
-    rgb: bool | None,
-    channel_axis: int | None,
-    name: str,
-    callback: Callback | None,
-    settings: dict[str, Any],
-) -> TrainingResult:
-    """Both training entry points: the engine's plan (``engine.plan``), then ``train_iter``."""
-    kind = _kind(labels_kind)
+SETTINGS = ("epochs", "batch_size", "learning_rate", "patch_size", "steps_per_epoch", "seconds", "seed")
+"""The ``TrainConfig`` fields both training functions take (``None``: the engine's default)."""
+
+
+def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
+    """Both training entry points (``given``: their arguments): the engine's plan (``engine.plan``),
+    then ``train_iter``."""
+    kind = _kind(given["labels_kind"])
+    rgb, channel_axis, class_names = given["rgb"], given["channel_axis"], given["class_names"]
+    images, labels, validation = given["images"], given["labels"], given["validation"]
     pairs = _pairs(images, labels, "training data")
-    norm = normalization_for(init, normalization)
+    norm = normalization_for(init, given.get("normalization"))
     channels = (
         init.info.config.in_channels
         if init is not None
         else input_channels(pairs[0][0].shape, rgb=rgb, channel_axis=channel_axis)
     )
     train_items = _items(pairs, kind, norm, channels, rgb, channel_axis, class_names, "image")
-    classes = class_count([item.labeled() for item in train_items], num_classes)
-    if init is None:
-        if isinstance(architecture, str):
-            if architecture not in NAMED_CONFIGS:
-                raise SettingsError(
-                    f"unknown architecture {architecture!r}; choose one of {sorted(NAMED_CONFIGS)}"
-                )
-            architecture = NAMED_CONFIGS[architecture]
-    else:
-        architecture = {}
+    classes = class_count([item.labeled() for item in train_items], given["num_classes"])
+    architecture = given.get("architecture", {})
+    if isinstance(architecture, str):  # a named configuration (train only)
+        if architecture not in NAMED_CONFIGS:
+            raise SettingsError(
+                f"unknown architecture {architecture!r}; choose one of {sorted(NAMED_CONFIGS)}"
+            )
+        architecture = NAMED_CONFIGS[architecture]
     info = model_to_train(
         classes,
         channels,
@@ -222,9 +203,10 @@ def _run(
         class_names=class_names,
         architecture=architecture,
         normalization=norm,
-        name=name,
+        name=given["name"],
     )
-    config = training_settings(init is not None, **{k: v for k, v in settings.items() if v is not None})
+    settings = {k: given[k] for k in (*SETTINGS, "freeze_norm") if given.get(k) is not None}
+    config = training_settings(init is not None, device=given["device"], **settings)
     if isinstance(validation, tuple):
         val_pairs = _pairs(*validation, "validation data")
         val = _items(val_pairs, kind, norm, channels, rgb, channel_axis, class_names, "validation image")
@@ -238,7 +220,7 @@ def _run(
         train_items, val = (
             split_validation(train_items, fraction, config.seed) if fraction > 0 else (train_items, None)
         )
-    return drive(train_iter(train_items, val, info, config, init=init), callback)
+    return drive(train_iter(train_items, val, info, config, init=init), given["callback"])
 
 
 def train(
@@ -273,31 +255,7 @@ def train(
     (default 0.2) or ``(images, labels)``. Settings left ``None`` take the engine's defaults
     (``engine.plan.TrainConfig``); ``callback`` sees every step and epoch event.
     """
-    return _run(
-        None,
-        images,
-        labels,
-        labels_kind,
-        architecture=architecture,
-        class_names=class_names,
-        num_classes=num_classes,
-        normalization=normalization,
-        validation=validation,
-        rgb=rgb,
-        channel_axis=channel_axis,
-        name=name,
-        callback=callback,
-        settings={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "patch_size": patch_size,
-            "steps_per_epoch": steps_per_epoch,
-            "seconds": seconds,
-            "seed": seed,
-            "device": device,
-        },
-    )
+    return _run(None, dict(locals()))
 
 
 def fine_tune(
@@ -328,29 +286,5 @@ def fine_tune(
     the fine-tuning defaults (``engine.plan.FINE_TUNE_DEFAULTS``, no held-out pixels), the class
     count may change. ``labels_kind`` and the other arguments as in ``train``.
     """
-    return _run(
-        _model(model, device),
-        images,
-        labels,
-        labels_kind,
-        architecture={},
-        class_names=class_names,
-        num_classes=num_classes,
-        normalization=None,
-        validation=validation,
-        rgb=rgb,
-        channel_axis=channel_axis,
-        name=name,
-        callback=callback,
-        settings={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "patch_size": patch_size,
-            "steps_per_epoch": steps_per_epoch,
-            "seconds": seconds,
-            "seed": seed,
-            "freeze_norm": freeze_norm,
-            "device": device,
-        },
-    )
+    given = dict(locals())
+    return _run(_model(given.pop("model"), device), given)
