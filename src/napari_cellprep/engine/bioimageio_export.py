@@ -178,7 +178,8 @@ def _write_files(loaded: LoadedModel, plane: np.ndarray, tmp: Path) -> list[tupl
     prediction = predict(
         loaded, plane[0] if gray else plane, channel_axis=None if gray else 0, outputs=OUTPUTS
     )
-    shown = plane[0] if gray or config.in_channels < 3 else np.moveaxis(plane[:3], 0, -1)
+    colour = np.moveaxis(normalize_channels(plane[:3], info.normalization), 0, -1)  # imshow: RGB in 0..1
+    shown = plane[0] if gray or config.in_channels < 3 else colour
     title = f"{loaded.label} (napari-cellprep)"
     make_panel(prediction, shown, tmp / "cover.png", class_colors=info.class_colors, title=title)
     return channels
