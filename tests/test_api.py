@@ -68,6 +68,7 @@ def test_fine_tune_takes_painted_strokes_and_the_fine_tune_rule(tiny_checkpoint,
     training = result.model.info.training
     assert training["fine_tuned_from"] == "tiny" and training["learning_rate"] == 1e-4
     assert training["val_labeled_pixels"] == 0  # fine-tuning holds out nothing by default
+    assert training["adapt_norm"] is True  # the engine's fine-tuning default reaches the API
     assert result.model.info.class_names == ["background", "colony"]
     assert any(type(e).__name__ == "EpochEnd" for e in events)
     path = cp.save(result.model, tmp_path / "tuned.cellprep")
