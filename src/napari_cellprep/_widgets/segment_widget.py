@@ -18,6 +18,7 @@ from ..engine.instances import AUTO, write_measurements
 from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
+from .big_segment import BigImageRun
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
 from .threads import gui_torch_threads, torch_threads
@@ -81,7 +82,8 @@ class SegmentWidget(Container):
             widgets=[self._next, self._save_table], layout="horizontal", labels=False
         )
         self._view_row = Container(widgets=[self._grid, self._objects], layout="horizontal", labels=False)
-        for row in (self._view_row, self._object_options, self._region_row):
+        self._big = BigImageRun(self)  # "current view only", and dask/zarr/multiscale layers out of core
+        for row in (self._view_row, self._big.row, self._object_options, self._region_row):
             row.margins = (0, 0, 0, 0)  # no taller than one button: the dock's height is scarce
         self.trained_on = Label(label="model", value="—")
         self.trained_on.tooltip = "What the chosen model was trained on (from its checkpoint)"
@@ -101,6 +103,7 @@ class SegmentWidget(Container):
                 self._tile,
                 outputs,
                 self._view_row,
+                self._big.row,
                 self._object_options,
                 self.controls,
                 self._region_row,
@@ -179,12 +182,7 @@ class SegmentWidget(Container):
         if self.controls.running:
             return
         self._input = layer
-        self.controls.start(
-            segment_job,
-            busy=f"Segmenting {layer.name!r} with {entry.label}…",
-            on_event=self._on_progress,
-            on_result=self._on_done,
-            on_aborted=self._on_aborted,
+        options = dict(
             registry=self._registry,
             entry=entry,
             data=layer.data,
@@ -200,6 +198,17 @@ class SegmentWidget(Container):
             instances=self._objects.value,
             min_size=self._min_size.value,
             boundary_class=None if self._boundary.value == NO_BOUNDARY else self._boundary.value,
+        )
+        options = self._big.prepare(layer, entry, options)
+        if options is None:  # a big layer: its out-of-core job has started
+            return
+        self.controls.start(
+            segment_job,
+            busy=f"Segmenting {layer.name!r} with {entry.label}…",
+            on_event=self._on_progress,
+            on_result=self._on_done,
+            on_aborted=self._on_aborted,
+            **options,
         )
 
     def cancel(self) -> None:

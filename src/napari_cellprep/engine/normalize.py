@@ -11,6 +11,8 @@ import numpy as np
 from .errors import ImageLayoutError
 
 MAX_STAT_SAMPLES = 4_000_000
+STAT_ROWS = 1024
+"""Rows read at a time when statistics are streamed."""
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,16 @@ def streamed_channel_stats(
     height: int,
     width: int,
     normalization: Normalization,
-    rows_per_read: int = 1024,
+    rows_per_read: int | None = None,
 ) -> list[tuple[float, float]]:
     """``channel_stats`` of a (channels, height, width) plane read band by band.
 
-    ``read_rows(start, stop)`` returns rows ``start:stop`` of every channel. The flat sample is
+    ``read_rows(start, stop)`` returns rows ``start:stop`` of every channel (``rows_per_read`` at
+    a time, default ``STAT_ROWS``). The flat sample is
     the one ``Normalization.stats`` takes of the whole plane, gathered band by band (at most
     ``MAX_STAT_SAMPLES`` values per channel in memory), so the statistics are identical.
     """
-    step = sample_step(height * width)
+    step, rows_per_read = sample_step(height * width), rows_per_read or STAT_ROWS
     samples: list[list[np.ndarray]] = []
     for start in range(0, height, rows_per_read):
         band = np.asarray(read_rows(start, min(start + rows_per_read, height)))
