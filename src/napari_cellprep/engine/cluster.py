@@ -2,7 +2,7 @@
 
 Each worker process holds the model once (a worker plugin installs it from safetensors bytes at
 the worker's start, also on workers that join or restart later) and runs one block at a time
-with torch on ``cores / workers`` threads: a block is one big torch computation, so more dask
+with torch on ``cores / workers`` threads (on a cluster: the job's cores / its dask threads): a block is one big torch computation, so more dask
 threads per worker would only compete for the same cores. Blocks are written by the workers
 straight into the zarr store, so the store's path must be reachable from every worker (on a
 cluster: a shared file system); the client only schedules and counts.
@@ -35,13 +35,18 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         import torch
 
-        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads)))
+        torch.set_num_threads(self.threads or max(1, available_cores() // max(1, worker.state.nthreads)))
         install_payload(self.key, self.payload, self.device)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a batch job's allocation, not the whole node)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def torch_threads_per_worker(workers: int) -> int:
     """Cores shared out evenly between ``workers`` processes."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, available_cores() // workers)
 
 
 class DaskExecutor:
