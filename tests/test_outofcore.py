@@ -146,3 +146,28 @@ def test_cli_folder_to_one_group_per_image_and_options_that_need_zarr(model, mod
     assert "--resume" in capsys.readouterr().err
     assert cli.main([*args, "--out", str(tmp_path / "tifs"), "--workers", "2"]) == 1
     assert "NAME.zarr" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_an_unfinished_store_that_resume_completes(model, model_file, tmp_path, monkeypatch, capsys):
+    from napari_cellprep.engine import outofcore
+
+    tifffile.imwrite(tmp_path / "img.tif", image())
+    args = ["predict", str(tmp_path / "img.tif"), "--out", str(tmp_path / "o.zarr"), "--model", str(model_file),
+            "--tile", "128", "--overlap", "32", "--block", "96"]
+    calls, real = [], outofcore.run_block
+
+    def interrupted(task, stats):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(task.index)
+        return real(task, stats)
+
+    monkeypatch.setattr(outofcore, "run_block", interrupted)
+    assert cli.main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert zarr.open_group(tmp_path / "o.zarr", mode="r").attrs["cellprep"]["complete"] is False
+    monkeypatch.setattr(outofcore, "run_block", real)
+    assert cli.main([*args, "--resume"]) == 0
+    root = zarr.open_group(tmp_path / "o.zarr", mode="r")
+    assert root.attrs["cellprep"]["complete"] is True
+    assert np.array_equal(root["labels"][...], predict(model, image(), **TILING).labels)

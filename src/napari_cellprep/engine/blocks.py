@@ -11,6 +11,7 @@ Memory per block: the input window, the block's accumulators and one batch of ti
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,12 +39,30 @@ def default_block(stride: int, maps: int) -> int:
 
 @dataclass(frozen=True)
 class BlockGrid:
-    """The global tile grid of one image plane and its output blocks."""
+    """The global tile grid of one image plane and its output blocks.
 
-    y: _Axis
-    x: _Axis
+    Only the numbers travel to worker processes; each rebuilds (once) the axes' windows.
+    """
+
+    height: int
+    width: int
+    tile: int  # effective: a multiple of the model's size multiple, as are the overlap's stride
+    overlap: int
+    multiple: int
     block: int
-    mode: str  # how the network would pad the whole plane
+
+    @property
+    def y(self) -> _Axis:
+        return _axis(self.height, self.tile, self.overlap, self.multiple)
+
+    @property
+    def x(self) -> _Axis:
+        return _axis(self.width, self.tile, self.overlap, self.multiple)
+
+    @property
+    def mode(self) -> str:
+        """How the network would pad the whole plane."""
+        return pad_mode(self.height, self.width, self.multiple)
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -68,9 +87,12 @@ def plan_grid(
         block = default_block(stride, maps)
     elif block < stride:
         raise SettingsError(f"block {block} is smaller than the tile stride {stride}; use a larger block")
-    block = block // stride * stride
-    y, x = _plan_axis(height, tile, overlap, multiple), _plan_axis(width, tile, overlap, multiple)
-    return BlockGrid(y, x, block, pad_mode(height, width, multiple))
+    return BlockGrid(height, width, tile, overlap, multiple, block // stride * stride)
+
+
+@functools.lru_cache(maxsize=16)
+def _axis(size: int, tile: int, overlap: int, multiple: int) -> _Axis:
+    return _plan_axis(size, tile, overlap, multiple)
 
 
 def _reaching(axis: _Axis, span: slice) -> list[int]:
