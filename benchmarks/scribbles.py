@@ -93,7 +93,8 @@ def _dock(fine_tune: bool) -> dict:
     t = training_settings(fine_tune)
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
-                width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm))
+                width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
+                fresh_learning_rate=t.fresh_learning_rate)
 
 
 DOCK = _dock(True)
@@ -266,7 +267,8 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     config = TrainConfig(epochs=epochs or settings["epochs"], batch_size=settings["batch_size"],
                          learning_rate=settings["learning_rate"], patch_size=settings["patch_size"],
                          steps_per_epoch=settings["steps_per_epoch"], device=settings["device"],
-                         freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]))
+                         freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]),
+                         fresh_learning_rate=settings.get("fresh_learning_rate"))
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         elif value.lower() in ("none", "auto"):
             SETTINGS[key] = None
         else:
-            SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction") else int(value)
+            SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction", "fresh_learning_rate") else int(value)
         OVERRIDES[key] = SETTINGS[key]
     if args.overrides and not args.tag:
         parser.error("--set makes a variant: name it with --tag")

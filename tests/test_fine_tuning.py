@@ -9,7 +9,8 @@ import torch
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo
 from napari_cellprep.engine.data import from_mask
 from napari_cellprep.engine.normalize import Normalization
-from napari_cellprep.engine.training import TrainConfig, adapt_batch_norm, train
+from napari_cellprep.engine.errors import SettingsError
+from napari_cellprep.engine.training import TrainConfig, adapt_batch_norm, initial_model, train
 from napari_cellprep.model import ModelConfig, build_model
 
 
@@ -102,3 +103,31 @@ def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
     assert not torch.equal(trained[first], adapted[first])  # not frozen: training moves them on
     plain = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu")
     assert not any(isinstance(e, NormAdapted) for e in training_job(items, None, init.info, plain, init=init))
+
+
+def test_fresh_heads_learn_at_their_own_rate_when_the_class_count_changes():
+    from napari_cellprep.engine.plan import model_to_train
+
+    rng = np.random.default_rng(2)
+    image = rng.random((48, 48)).astype(np.float32)
+    mask = np.digitize(image, [0.33, 0.66]).astype(np.uint8)  # three classes
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    torch.manual_seed(0)
+    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    info = model_to_train(3, 1, init=init, class_names=["a", "b", "c"])
+    items = [from_mask(image, mask, Normalization())]
+
+    def one_step(fresh_lr):
+        settings = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu",
+                               learning_rate=1e-4, fresh_learning_rate=fresh_lr)
+        return train(items, None, info, settings, init=init).model.model
+
+    slow, fast = one_step(None), one_step(1e-2)
+    copied = "net1.encoders.0.0.0.weight"
+    assert torch.equal(slow.state_dict()[copied], fast.state_dict()[copied])  # copied weights: the same rate
+    fresh = initial_model(info.config, 0).head2.weight  # both runs start their new heads from this
+    step_slow = float((slow.head2.weight - fresh).abs().max())
+    step_fast = float((fast.head2.weight - fresh).abs().max())
+    assert step_slow == pytest.approx(1e-4, rel=0.05) and step_fast == pytest.approx(1e-2, rel=0.05)  # Adam's first step
+    with pytest.raises(SettingsError, match="fresh_learning_rate must be positive"):
+        TrainConfig(fresh_learning_rate=0)

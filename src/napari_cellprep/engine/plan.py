@@ -34,6 +34,8 @@ class TrainConfig:
     drifts the statistics the eval-mode preview uses nor depends on tiny batches.
     ``adapt_norm`` re-estimates them the same way before the first step but does not freeze
     them: the adapted model is shown at once (``NormAdapted``) and training goes on as usual.
+    ``fresh_learning_rate``: when fine-tuning, the parameters not copied from the starting model
+    (new heads after a change of class count) learn at this rate (``None``: ``learning_rate``).
     """
 
     epochs: int = 50
@@ -50,6 +52,7 @@ class TrainConfig:
     seconds: float | None = None
     freeze_norm: bool = False
     adapt_norm: bool = False
+    fresh_learning_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
@@ -57,8 +60,10 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise SettingsError(f"steps_per_epoch must be at least 1 (or None), got {self.steps_per_epoch}")
-        if not self.learning_rate > 0:
-            raise SettingsError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "fresh_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SettingsError(f"{name} must be positive, got {value}")
         if self.seconds is not None and not self.seconds > 0:
             raise SettingsError(f"the time budget must be positive, got {self.seconds} s")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -120,6 +120,18 @@ def initial_model(config: ModelConfig, seed: int) -> SegmentationNet:
         return build_model(config)
 
 
+def _parameter_groups(model: SegmentationNet, copied: list[str], config: TrainConfig) -> list[dict]:
+    """Copied parameters learn at ``learning_rate``; fresh ones (e.g. new heads when fine-tuning
+    into another class count) at ``fresh_learning_rate`` when set."""
+    fresh_lr = config.fresh_learning_rate
+    named = list(model.named_parameters())
+    fresh = [p for name, p in named if copied and name not in copied]
+    if fresh_lr is None or not fresh:
+        return [{"params": [p for _, p in named], "lr": config.learning_rate}]
+    kept = [p for name, p in named if name in copied]
+    return [{"params": kept, "lr": config.learning_rate}, {"params": fresh, "lr": fresh_lr}]
+
+
 def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
     for item in val:
         if item.image.shape[0] != config.in_channels:
@@ -217,7 +229,7 @@ def train_iter(
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
     val_crops = grid_crops(val, config.patch_size) if val is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
+    optimizer = torch.optim.Adam(_parameter_groups(model, copied, config), betas=config.betas)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps)
         if config.lr_schedule == "cosine"
@@ -249,6 +261,7 @@ def train_iter(
             "time_budget_s": config.seconds,
             "seed": config.seed,
             "learning_rate": config.learning_rate,
+            "fresh_learning_rate": config.fresh_learning_rate,
             "betas": list(config.betas),
             "batch_size": config.batch_size,
             "patch_size": config.patch_size,
