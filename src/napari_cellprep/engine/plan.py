@@ -75,6 +75,7 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "patch_size": 128,
     "steps_per_epoch": 5,
     "adapt_norm": True,
+    "fresh_learning_rate": 1e-3,
 }
 """Where fine-tuning a trained model departs from ``TrainConfig``'s defaults (training afresh).
 Measured in ``benchmarks/scribbles.py`` (docs/archive/scribbles-v1.md, variant ``p128-noval-lr1e-4``, the
@@ -88,7 +89,14 @@ a few steps, and the best-by-held-out-strokes pick hid better models. One image 
 ``adapt_norm`` (docs/scribbles-variants/adapt-norm.md, the current bundled model, the same four
 cases): the first preview came after 1.3–2.0 s instead of 4.8–5.9 s, and scored 0.848 instead of
 nothing at 5 s and 0.878 instead of 0.393 at 15 s on very-low-light nist-phase, with 30/120 s
-scores equal or better on three cases and within 0.02 on ISBI 2012 clean."""
+scores equal or better on three cases and within 0.02 on ISBI 2012 clean.
+``fresh_learning_rate`` (the from-scratch rate for the heads that a change of class count leaves
+new): fine-tuning the 2-class bundled model into vnc-em's 3 classes stayed at mIoU 0.10–0.17 for
+120 s with every parameter at 1e-4 (docs/scribbles.md before this change); with it (and frozen
+norms) 0.433 at 120 s on one image (docs/scribbles-variants/frozen-freshlr.md). Two-class
+fine-tuning copies every parameter, so it is unchanged. Frozen norms after AdaBN
+(``freeze_norm``) were mixed in that run (better on one nist-phase image, worse on the other), so
+they stay an option."""
 
 FINE_TUNE_VAL_FRACTION = 0.0
 """Fine-tuning holds out no strokes by default: each epoch's model is kept and shown."""
