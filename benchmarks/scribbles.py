@@ -94,7 +94,7 @@ def _dock(fine_tune: bool) -> dict:
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
-                fresh_learning_rate=t.fresh_learning_rate)
+                fresh_learning_rate=t.fresh_learning_rate, select_on_strokes=int(t.select_on_strokes))
 
 
 DOCK = _dock(True)
@@ -268,7 +268,8 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          learning_rate=settings["learning_rate"], patch_size=settings["patch_size"],
                          steps_per_epoch=settings["steps_per_epoch"], device=settings["device"],
                          freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]),
-                         fresh_learning_rate=settings.get("fresh_learning_rate"))
+                         fresh_learning_rate=settings.get("fresh_learning_rate"),
+                         select_on_strokes=bool(settings.get("select_on_strokes")))
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start

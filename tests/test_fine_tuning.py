@@ -131,3 +131,30 @@ def test_fresh_heads_learn_at_their_own_rate_when_the_class_count_changes():
     assert step_slow == pytest.approx(1e-4, rel=0.05) and step_fast == pytest.approx(1e-2, rel=0.05)  # Adam's first step
     with pytest.raises(SettingsError, match="fresh_learning_rate must be positive"):
         TrainConfig(fresh_learning_rate=0)
+
+
+def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
+    rng = np.random.default_rng(3)
+    image = rng.random((48, 48)).astype(np.float32)
+    mask = (image > 0.5).astype(np.uint8)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    torch.manual_seed(0)
+    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    items = [from_mask(image, mask, Normalization())]
+    settings = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu",
+                           learning_rate=0.05, select_on_strokes=True)  # a rate that makes some epochs worse
+    result = train(items, None, init.info, settings, init=init)
+    from napari_cellprep.engine.data import grid_crops
+    from napari_cellprep.engine.training import _evaluate
+
+    crops = grid_crops(items, 32)
+    start = _evaluate(init.model, crops, 2, torch.device("cpu"), False, None).miou
+    bar = start
+    for event in result.history:  # kept only when at least as good on the strokes as the best so far
+        assert event.improved == (event.val_miou >= bar)
+        bar = max(bar, event.val_miou)
+        assert event.best_miou == bar
+    assert result.best_miou == bar
+    assert _evaluate(result.model.model, crops, 2, torch.device("cpu"), False, None).miou == pytest.approx(bar)
+    assert any(not e.improved for e in result.history)  # the high rate did make an epoch worse
+    assert result.model.info.training["select_on_strokes"] is True

@@ -34,6 +34,9 @@ class TrainConfig:
     drifts the statistics the eval-mode preview uses nor depends on tiny batches.
     ``adapt_norm`` re-estimates them the same way before the first step but does not freeze
     them: the adapted model is shown at once (``NormAdapted``) and training goes on as usual.
+    ``select_on_strokes``: without validation data, score each epoch on the training labels
+    themselves (eval mode, as the preview runs) and keep an epoch only when it fits them at least
+    as well as the best so far, so that a shown preview never gets worse on what was painted.
     ``fresh_learning_rate``: when fine-tuning, the parameters not copied from the starting model
     (new heads after a change of class count) learn at this rate (``None``: ``learning_rate``).
     """
@@ -53,6 +56,7 @@ class TrainConfig:
     freeze_norm: bool = False
     adapt_norm: bool = False
     fresh_learning_rate: float | None = None
+    select_on_strokes: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):

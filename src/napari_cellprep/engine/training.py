@@ -227,7 +227,8 @@ def train_iter(
         batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
-    val_crops = grid_crops(val, config.patch_size) if val is not None else []
+    scored = val if val is not None else (train if config.select_on_strokes else None)
+    val_crops = grid_crops(scored, config.patch_size) if scored is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
     optimizer = torch.optim.Adam(_parameter_groups(model, copied, config), betas=config.betas)
     scheduler = (
@@ -240,6 +241,10 @@ def train_iter(
 
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None
+    if init is not None and val is None and val_crops:  # the starting model is the bar to beat
+        start_scores = _evaluate(model, val_crops, config.batch_size, device, amp, stop)
+        if start_scores is not None and not math.isnan(start_scores.miou):
+            best, best_miou, best_epoch, best_scores = copy.deepcopy(model).eval(), start_scores.miou, 0, start_scores
     stopped, out_of_time, epochs_run = False, False, 0
     start = time.perf_counter()
     first_step: float | None = None  # when the time budget starts
@@ -269,6 +274,7 @@ def train_iter(
             "lr_schedule": config.lr_schedule,
             "freeze_norm": config.freeze_norm,
             "adapt_norm": config.adapt_norm,
+            "select_on_strokes": config.select_on_strokes and val is None,
             "augment": config.augment,
             "mixed_precision": amp,
             "device": describe_device(device),
@@ -329,7 +335,9 @@ def train_iter(
         if result is None:
             improved = True
         else:
-            improved = not math.isnan(result.miou) and (best_miou is None or result.miou > best_miou)
+            improved = not math.isnan(result.miou) and (
+                best_miou is None or result.miou > best_miou or (val is None and result.miou == best_miou)
+            )
         best_model = None
         if improved:
             best_miou, best_epoch, best_scores = (
