@@ -171,3 +171,15 @@ def test_ctrl_c_leaves_an_unfinished_store_that_resume_completes(model, model_fi
     root = zarr.open_group(tmp_path / "o.zarr", mode="r")
     assert root.attrs["cellprep"]["complete"] is True
     assert np.array_equal(root["labels"][...], predict(model, image(), **TILING).labels)
+
+
+def test_streamed_statistics_hold_one_band_at_a_time(monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setattr(normalize, "MAX_STAT_SAMPLES", 1000)  # a sample of every 4001st pixel
+    rows = np.random.default_rng(2).normal(0, 1, (1, 100, 2000))  # 1.6 MB per band of 100 rows
+    tracemalloc.start()
+    streamed_channel_stats(lambda a, b: rows.copy(), 2000, 2000, Normalization(), rows_per_read=100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * rows.nbytes  # 20 bands read: a sample that kept its band would hold them all

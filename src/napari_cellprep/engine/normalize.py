@@ -91,7 +91,7 @@ def streamed_channel_stats(
         if not samples:
             samples = [[] for _ in band]
         for kept, channel in zip(samples, band):
-            kept.append(channel.reshape(-1)[first::step])
+            kept.append(channel.reshape(-1)[first::step].copy())  # a copy: a view would keep the band
     return [normalization.stats(np.concatenate(kept)) for kept in samples]
 
 
