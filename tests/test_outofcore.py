@@ -183,3 +183,17 @@ def test_streamed_statistics_hold_one_band_at_a_time(monkeypatch):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 4 * rows.nbytes  # 20 bands read: a sample that kept its band would hold them all
+
+
+def test_resuming_a_finished_store_unmarks_it_until_done(model, tmp_path):
+    array, out = image((150, 150)), tmp_path / "o.zarr"
+    source = ImageSource(array, "x", ["y", "x"], [0.5, 0.5])
+    drive(predict_to_zarr_iter(model, [("", source, None)], out, block=96, **TILING))
+    zarr.open_group(out, mode="r+")["done"][0, 1, 1] = 0  # as if that block had been lost
+    events = predict_to_zarr_iter(model, [("", source, None)], out, block=96, resume=True, **TILING)
+    next(events)
+    root = zarr.open_group(out, mode="r")
+    assert root.attrs["cellprep"]["complete"] is False and "ome" not in root.attrs
+    drive(events)
+    root = zarr.open_group(out, mode="r")
+    assert root.attrs["cellprep"]["complete"] is True and "ome" in root.attrs

@@ -44,6 +44,7 @@ def prepare_store(path: Path, settings: dict[str, Any], *, resume: bool, overwri
                 f"{path} was written with other settings (model, inputs, tiling or outputs); resume with the "
                 f"same command, or use --overwrite or another --out"
             )
+        _unfinish(root, {"complete": False, "settings": settings})
         return root
     if path.exists():
         if not overwrite:
@@ -73,7 +74,7 @@ def create_image(
     """Empty output arrays of one image (chunks: one block of one plane), unless they exist."""
     node = root.require_group(group) if group else root
     if group:
-        node.attrs[COMPLETE_KEY] = {"complete": False}
+        _unfinish(node, {"complete": False})
     planes = int(np.prod(lead)) if lead else 1
     for name, shape in shapes.items():
         if name in node:
@@ -90,6 +91,13 @@ def create_image(
     if DONE not in node:
         node.create_array(DONE, shape=(planes, *blocks), chunks=(1, 1, 1), dtype="uint8", fill_value=0)
     return node
+
+
+def _unfinish(node: zarr.Group, marker: dict[str, Any]) -> None:
+    """Mark a group unfinished (again): no completion flag, no OME-Zarr metadata until done."""
+    node.attrs[COMPLETE_KEY] = marker
+    if "ome" in node.attrs:
+        del node.attrs["ome"]
 
 
 def write_block(
