@@ -4,12 +4,15 @@
     python benchmarks/big_image_bar.py make  --image big.zarr            # 1.1 GiB of pixels
     python benchmarks/big_image_bar.py run   --image big.zarr --labels labels.zarr --json bar.json
     python benchmarks/big_image_bar.py check --image big.zarr --labels labels.zarr --json bar.json
+    python benchmarks/big_image_bar.py inmemory --json bar.json --sides 4096 8192   # [24576: hours]
 
 The image tiles a real NIST sample and its mirror images (period 512 px, no seams), so every
 window of a whole number of periods has exactly the whole image's histogram. ``run`` times
 ``cellprep predict big.zarr --out labels.zarr --workers 2 --model default`` and records every
 process's peak memory; ``check`` predicts the window in memory (also measuring that pass's peak)
-and counts agreeing pixels. The window starts on the global tile grid (a multiple of the
+and counts agreeing pixels. ``inmemory`` measures the peak of the in-memory path
+(``cellprep predict IMAGE.zarr --out DIR``, TIFF output) on images of the given sides, to fit
+peak = a + b · pixels. The window starts on the global tile grid (a multiple of the
 192-px stride), so both passes place their tiles alike away from the window's edges.
 """
 
@@ -52,14 +55,15 @@ def make(path: Path, side: int = SIDE, chunk: int = 1024) -> None:
     print(f"wrote {path}: {side}² uint16, {array.nbytes / 2**30:.2f} GiB of pixels")
 
 
-def run(image: Path, labels: Path, record: dict, workers: int) -> None:
-    command = ["cellprep", "predict", str(image), "--out", str(labels), "--workers", str(workers),
-               "--model", "default"]
-    seconds, code, peaks = run_measured(command)
-    record["run"] = {"command": " ".join(command[:1] + ["big.zarr", "--out", "labels.zarr"] + command[4:]),
-                     "exit": code, "seconds": round(seconds, 1),
-                     "processes": sorted(peaks.values(), key=lambda e: -e["peak_bytes"])}
-    for entry in record["run"]["processes"]:
+def run(image: Path, labels: Path, record: dict, workers: int, resume: bool = False) -> None:
+    options = ["--workers", str(workers), "--model", "default"] + (["--resume"] if resume else [])
+    seconds, code, peaks = run_measured(["cellprep", "predict", str(image), "--out", str(labels), *options])
+    record["resume" if resume else "run"] = {
+        "command": " ".join(["cellprep predict", image.name, "--out", labels.name, *options]),
+        "exit": code, "seconds": round(seconds, 1),
+        "processes": sorted(peaks.values(), key=lambda e: -e["peak_bytes"]),
+    }
+    for entry in record["resume" if resume else "run"]["processes"]:
         print(f"{entry['peak_bytes'] / 2**30:6.3f} GiB  {entry['cmdline'][:100]}")
     print(f"exit {code} after {seconds:.0f} s")
 
@@ -95,13 +99,37 @@ def check(image: Path, labels: Path, record: dict, window: int, offset: int) -> 
     print(json.dumps(record["check"], indent=1))
 
 
+def inmemory(record: dict, sides: list[int], folder: Path) -> None:
+    """Peak memory of the in-memory path (TIFF output) on tiled images of each side, and the
+    straight line through them (with the sides measured before, kept in ``record``)."""
+    runs = [r for r in record.get("inmemory", {}).get("runs", []) if r["side"] not in sides]
+    for side in sides:
+        image, out = folder / f"inmemory{side}.zarr", folder / f"inmemory{side}-tifs"
+        if not image.exists():
+            make(image, side)
+        command = ["cellprep", "predict", str(image), "--out", str(out), "--model", "default", "--overwrite"]
+        seconds, code, peaks = run_measured(command)
+        peak = max(e["peak_bytes"] for e in peaks.values())
+        runs.append({"side": side, "exit": code, "seconds": round(seconds, 1), "peak_gib": round(peak / 2**30, 3),
+                     "command": f"cellprep predict inmemory{side}.zarr --out DIR --model default"})
+        print(runs[-1])
+    runs.sort(key=lambda r: r["side"])
+    pixels = np.array([r["side"] ** 2 for r in runs], float)
+    b, a = np.polyfit(pixels, [r["peak_gib"] for r in runs], 1)
+    record["inmemory"] = {"runs": runs, "fit_gib": {"a": round(a, 3), "b_per_megapixel": round(b * 1e6, 5)},
+                          "extrapolated_24576_gib": round(a + b * SIDE**2, 2)}
+    print(record["inmemory"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["make", "run", "check"])
+    parser.add_argument("step", choices=["make", "run", "check", "inmemory"])
+    parser.add_argument("--sides", type=int, nargs="+", default=[4096, 8192], help="inmemory: image sides")
     parser.add_argument("--image", type=Path, default=Path("big.zarr"))
     parser.add_argument("--labels", type=Path, default=Path("labels.zarr"))
     parser.add_argument("--json", type=Path, default=Path("bar.json"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="run: continue an unfinished --labels store")
     parser.add_argument("--side", type=int, default=SIDE, help="make: the image's side (a multiple of 1024)")
     parser.add_argument("--window", type=int, default=4096)
     parser.add_argument(
@@ -113,7 +141,9 @@ def main() -> None:
         make(args.image, args.side)
         return
     if args.step == "run":
-        run(args.image, args.labels, record, args.workers)
+        run(args.image, args.labels, record, args.workers, args.resume)
+    elif args.step == "inmemory":
+        inmemory(record, args.sides, args.image.parent)
     else:
         check(args.image, args.labels, record, args.window, args.offset)
     args.json.write_text(json.dumps(record, indent=1))
