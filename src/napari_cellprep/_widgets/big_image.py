@@ -100,7 +100,7 @@ class StoreView:
         try:
             data = zarr.open_array(self.store, path=self.name, mode="r")
             done = zarr.open_array(self.store, path="done", mode="r")[...]
-        except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeNotFoundError):
+        except (OSError, KeyError, ValueError):  # not written yet (zarr: FileNotFoundError)
             done = None
         shape = [len(a) for a in lead] + [len(rows), len(cols)]
         if done is None:
