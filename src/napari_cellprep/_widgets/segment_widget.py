@@ -47,7 +47,7 @@ class SegmentWidget(Container):
     """Choose an image, a model, a device and outputs; Run shows them side by side."""
 
     def __init__(self, viewer: napari.viewer.Viewer, registry: ModelRegistry | None = None) -> None:
-        super().__init__()
+        super().__init__(scrollable=True)  # a crowded dock scrolls; nothing in it is squeezed
         self._viewer = viewer
         self._registry = registry or get_registry()
         self._input: Layer | None = None
