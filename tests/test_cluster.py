@@ -65,6 +65,19 @@ def test_cli_on_a_running_cluster_equals_in_process(model, executor, tmp_path):
     assert np.array_equal(local, cluster) and 0 < local.mean() < 1
 
 
+def wait_until_idle(client, timeout: float = 60.0) -> None:
+    """Until the scheduler holds no task and no worker runs one (twice in a row)."""
+
+    def busy() -> int:
+        running = client.run(lambda dask_worker: len(dask_worker.state.executing))
+        return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) + sum(running.values())
+
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        quiet = quiet + 1 if busy() == 0 else 0
+        time.sleep(0.2)
+
+
 def test_a_killed_worker_loses_no_finished_block_and_resume_finishes(model, executor, tmp_path):
     array = image((480, 480), 3)
     path = tmp_path / "big.tif"
@@ -78,9 +91,7 @@ def test_a_killed_worker_loses_no_finished_block_and_resume_finishes(model, exec
     for _ in range(3):
         next(events)
     events.close()  # then the client stops too, as a killed job would
-    deadline = time.monotonic() + 60  # blocks already handed to a worker may still finish: wait for them
-    while any(executor.client.processing().values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until_idle(executor.client)  # a block already running on a worker still finishes and is marked
     root = zarr.open_group(tmp_path / "o.zarr", mode="r")
     assert root.attrs["cellprep"]["complete"] is False
     done = root["done"][0].astype(bool)
