@@ -18,6 +18,15 @@ def _norm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
 
 
+def _two_class_case(seed: int) -> tuple[np.ndarray, np.ndarray, LoadedModel]:
+    """A 48² noise image, its thresholded mask and a tiny 2-class model (same weights each call)."""
+    image = np.random.default_rng(seed).random((48, 48)).astype(np.float32)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    torch.manual_seed(0)
+    model = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    return image, (image > 0.5).astype(np.uint8), model
+
+
 def test_adapting_batch_norm_averages_the_statistics_of_the_batches():
     model = torch.nn.Sequential(torch.nn.BatchNorm2d(1))
     batches = [torch.full((2, 1, 4, 4), 3.0), torch.full((2, 1, 4, 4), 7.0)]
@@ -29,12 +38,7 @@ def test_adapting_batch_norm_averages_the_statistics_of_the_batches():
 
 
 def test_frozen_norm_adapts_the_statistics_once_then_keeps_them_and_still_learns():
-    rng = np.random.default_rng(0)
-    image = rng.random((48, 48)).astype(np.float32)
-    mask = (image > 0.5).astype(np.uint8)
-    config = ModelConfig(num_classes=2, width=4, depth=2)
-    torch.manual_seed(0)
-    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    image, mask, init = _two_class_case(0)
     before = _norm_state(init.model)
     weights_before = init.model.head2.weight.detach().clone()
     items = [from_mask(image, mask, Normalization())]
@@ -82,12 +86,7 @@ def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
     from napari_cellprep._widgets.train_job import PreviewReady, training_job
     from napari_cellprep.engine.events import EpochEnd, NormAdapted, StepEnd
 
-    rng = np.random.default_rng(1)
-    image = rng.random((48, 48)).astype(np.float32)
-    mask = (image > 0.5).astype(np.uint8)
-    config = ModelConfig(num_classes=2, width=4, depth=2)
-    torch.manual_seed(0)
-    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    image, mask, init = _two_class_case(1)
     before = _norm_state(init.model)
     items = [from_mask(image, mask, init.info.normalization)]
     settings = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", adapt_norm=True)
@@ -108,12 +107,8 @@ def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
 def test_fresh_heads_learn_at_their_own_rate_when_the_class_count_changes():
     from napari_cellprep.engine.plan import model_to_train
 
-    rng = np.random.default_rng(2)
-    image = rng.random((48, 48)).astype(np.float32)
+    image, _, init = _two_class_case(2)
     mask = np.digitize(image, [0.33, 0.66]).astype(np.uint8)  # three classes
-    config = ModelConfig(num_classes=2, width=4, depth=2)
-    torch.manual_seed(0)
-    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
     info = model_to_train(3, 1, init=init, class_names=["a", "b", "c"])
     items = [from_mask(image, mask, Normalization())]
 
@@ -134,12 +129,7 @@ def test_fresh_heads_learn_at_their_own_rate_when_the_class_count_changes():
 
 
 def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
-    rng = np.random.default_rng(3)
-    image = rng.random((48, 48)).astype(np.float32)
-    mask = (image > 0.5).astype(np.uint8)
-    config = ModelConfig(num_classes=2, width=4, depth=2)
-    torch.manual_seed(0)
-    init = LoadedModel(build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    image, mask, init = _two_class_case(3)
     items = [from_mask(image, mask, Normalization())]
     settings = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu",
                            learning_rate=0.05, select_on_strokes=True)  # a rate that makes some epochs worse
