@@ -88,7 +88,8 @@ def training_job(
     threads: int | None = None,
 ) -> Generator[NormAdapted | StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
     """``train_iter``, plus a ``PreviewReady`` after each epoch that improved (and after
-    ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model takes it) is given, on ``threads`` torch threads (``None``: unchanged).
+    ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model takes it) is given, on
+    ``threads`` torch threads (``None``: unchanged).
     The preview runs the improved epoch's model that ``train_iter`` hands out; the returned
     model lives in memory only (``path`` None)."""
     with torch_threads(threads):

@@ -244,7 +244,8 @@ def train_iter(
     if init is not None and val is None and val_crops:  # the starting model is the bar to beat
         start_scores = _evaluate(model, val_crops, config.batch_size, device, amp, stop)
         if start_scores is not None and not math.isnan(start_scores.miou):
-            best, best_miou, best_epoch, best_scores = copy.deepcopy(model).eval(), start_scores.miou, 0, start_scores
+            best, best_epoch = copy.deepcopy(model).eval(), 0
+            best_miou, best_scores = start_scores.miou, start_scores
     stopped, out_of_time, epochs_run = False, False, 0
     start = time.perf_counter()
     first_step: float | None = None  # when the time budget starts
