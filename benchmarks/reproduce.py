@@ -60,8 +60,14 @@ CONDITIONS = {
     "very-low-light": LowLight(photons=5.0, read_noise=2.0),
 }
 
-PAPER_BACKBONE = {k: PAPER[k] for k in ("upsample", "norm")}
-PRODUCT = {"penultimate": 16, "ensemble": "softmax", "upsample": "resize", "filter_activation": "softplus"}
+PAPER_BACKBONE = {k: PAPER[k] for k in ("upsample", "downsample", "norm")}
+PRODUCT = {
+    "penultimate": 16,
+    "ensemble": "softmax",
+    "upsample": "resize",
+    "downsample": "blur",
+    "filter_activation": "softplus",
+}
 """The candidate combination of the changes of issue #10 §1 (promoted by the screen)."""
 
 METHODS: dict[str, dict] = {
@@ -76,6 +82,7 @@ METHODS: dict[str, dict] = {
     "cellprep-equal": {"architecture": "cellprep", **PAPER, "ensemble_init": "equal"},
     "cellprep-softmax": {"architecture": "cellprep", **PAPER, "ensemble": "softmax"},
     "cellprep-resize": {"architecture": "cellprep", **PAPER, "upsample": "resize"},
+    "cellprep-blur": {"architecture": "cellprep", **PAPER, "downsample": "blur"},
     "cellprep-softplus": {"architecture": "cellprep", **PAPER, "filter_activation": "softplus"},
     "cellprep-group": {"architecture": "cellprep", **PAPER, "norm": "group"},
     # the combination, and U-Net on the same backbone
@@ -87,6 +94,7 @@ SINGLE_CHANGES = [
     "cellprep-equal",
     "cellprep-softmax",
     "cellprep-resize",
+    "cellprep-blur",
     "cellprep-softplus",
     "cellprep-group",
 ]
@@ -318,6 +326,7 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
         "fold": run.fold,
         "seed": run.seed,
         "method": run.label,
+        "settings": settings_of(run),
         "test": test,
         "train_seconds": train_seconds,
         "epochs": epochs,
@@ -339,6 +348,12 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
         "n_test": len(te),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def settings_of(run: Run) -> dict:
+    """The model settings a run's result was made with (with those of ``flops_of``, whose FLOPs
+    set its budget): a result whose settings differ from today's METHODS is re-run."""
+    return {"method": METHODS[run.method], "flops_of": METHODS[run.flops_of] if run.flops_of else None}
 
 
 def _worker(run: Run, preset_name: str, models_dir: Path, threads: int | None) -> dict:
@@ -513,14 +528,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan not in preset.plans:
         parser.error(f"preset {args.preset} has the plans {sorted(preset.plans)}, not {args.plan!r}")
     json_path = args.out / "results.json"
-    results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
+    stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results, superseded = stored.get("runs", {}), stored.get("superseded", [])
+    plan_runs = {r.key: r for plans in (p.plans for p in PRESETS.values()) for plan in plans.values() for r in plan}
+    for key in [k for k, r in results.items() if k in plan_runs and r.get("settings") != settings_of(plan_runs[k])]:
+        print(f"re-running {key}: made with other model settings (kept under 'superseded')", flush=True)
+        superseded.append(results.pop(key))
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
     args.models.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         tmp = json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"preset": args.preset, "command": command, "runs": results}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {"preset": args.preset, "command": command, "runs": results, "superseded": superseded}, indent=1
+            )
+        )
         os.replace(tmp, json_path)
         write_report(results, args.preset, preset, args.out, command)
 

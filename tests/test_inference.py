@@ -24,8 +24,10 @@ def tiny_model(architecture: str = "cellprep", in_channels: int = 1, seed: int =
     so that activations keep unit scale and outputs vary strongly across the image (with
     PyTorch's default running statistics a random network's output is nearly constant)."""
     torch.manual_seed(seed)
-    # transposed-conv upsampling: the receptive radii in engine/inference.py's notes hold for it
-    config = ModelConfig(architecture=architecture, in_channels=in_channels, width=4, depth=2, upsample="transpose")
+    # transposed-conv upsampling, max pooling: the receptive radii in engine/inference.py's notes hold
+    config = ModelConfig(
+        architecture=architecture, in_channels=in_channels, width=4, depth=2, upsample="transpose", downsample="max"
+    )
     model = build_model(config)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):

@@ -33,6 +33,33 @@ def test_resize_upsampling_keeps_a_constant_image_constant_where_transposed_conv
     assert _interior_std("resize") < 1e-6
 
 
+def _shift_error(downsample: str, seed: int) -> float:
+    """How much a 1-pixel shift of a smooth input changes the U-Net's features (beyond the shift),
+    relative to their spread: 0 for a shift-equivariant network."""
+    torch.manual_seed(seed)
+    net = UNet(1, width=4, depth=2, upsample="resize", downsample=downsample).eval()
+    x = torch.nn.functional.avg_pool2d(torch.randn(1, 1, 136, 136), 5, 1, 2)
+    with torch.no_grad():
+        a = net(x[..., :128, :128])[..., 8:120, 8:120]
+        b = net(x[..., 1:129, 1:129])[..., 7:119, 7:119]
+    return float((a - b).abs().mean() / a.std())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blur_pooling_makes_the_unet_closer_to_shift_equivariant(seed):
+    assert _shift_error("blur", seed) < 0.7 * _shift_error("max", seed)
+
+
+def test_blur_pooling_downsamples_by_two_and_replaces_monais_max_pooling():
+    from napari_cellprep.model.unet import MaxBlurPool2d
+
+    x = torch.rand(2, 3, 16, 20)
+    assert MaxBlurPool2d()(x).shape == (2, 3, 8, 10)
+    assert torch.allclose(MaxBlurPool2d()(torch.full((1, 1, 8, 8), 0.5)), torch.full((1, 1, 4, 4), 0.5))
+    pools = {type(m).__name__ for m in build_model(ModelConfig(backbone="unet++", width=4, downsample="blur")).modules()}
+    assert "MaxBlurPool2d" in pools and "MaxPool2d" not in pools
+
+
 def test_softplus_filters_are_positive_everywhere_relu_filters_are_not():
     x = torch.rand(2, 1, 32, 32)
     torch.manual_seed(0)
@@ -76,10 +103,15 @@ def test_group_norm_normalises_each_image_on_its_own(norm, independent):
 
 def test_checkpoints_before_the_options_load_as_the_paper_built_them():
     old = ModelConfig(num_classes=2, width=4, depth=2).to_dict()
-    for key in ("upsample", "filter_activation", "norm"):
+    for key in ("upsample", "downsample", "filter_activation", "norm"):
         del old[key]
     config = ModelConfig.from_dict(old)
-    assert (config.upsample, config.filter_activation, config.norm) == ("transpose", "relu", "batch")
+    assert (config.upsample, config.downsample, config.filter_activation, config.norm) == (
+        "transpose",
+        "max",
+        "relu",
+        "batch",
+    )
 
 
 def test_named_configurations():
@@ -90,6 +122,8 @@ def test_named_configurations():
         named_config("papr")
     with pytest.raises(ValueError, match="upsample must be one of"):
         ModelConfig(upsample="nearest")
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        ModelConfig(downsample="avg")
 
 
 def test_options_round_trip_through_a_checkpoint(tmp_path):

@@ -35,6 +35,7 @@ from ..model import NAMED_CONFIGS, ModelConfig
 from ..model.config import (
     ARCHITECTURES,
     BACKBONES,
+    DOWNSAMPLES,
     ENSEMBLE_INITS,
     ENSEMBLES,
     FILTER_ACTIVATIONS,
@@ -62,6 +63,7 @@ ARCHITECTURE_OPTIONS = (
     "ensemble",
     "ensemble_init",
     "upsample",
+    "downsample",
     "filter_activation",
     "norm",
 )
@@ -304,6 +306,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {ModelConfig.ensemble_init})",
     )
     model.add_argument("--upsample", choices=UPSAMPLES, help=f"U-Net upsampling (default: {ModelConfig.upsample})")
+    model.add_argument(
+        "--downsample",
+        choices=DOWNSAMPLES,
+        help=f"U-Net pooling: max, or max then a blur before subsampling (default: {ModelConfig.downsample})",
+    )
     model.add_argument(
         "--filter-activation",
         choices=FILTER_ACTIVATIONS,

@@ -14,7 +14,8 @@ How a plane is tiled, and why the result equals one whole-image pass:
   where it has at least ``overlap/4`` pixels of context. Sums are divided by the weight total.
 - Hence, when ``overlap/4`` is at least the network's receptive-field radius (CellPrep: 46 px
   at depth 2, 190 px at depth 4; U-Net: 22 and 94 px; with ``upsample="resize"`` each level's
-  3×3 convolution adds to it: 57 px for CellPrep and 29 px for U-Net at depth 2), tiled outputs equal a whole-image pass
+  3×3 convolution adds to it: 57 px for CellPrep and 29 px for U-Net at depth 2, and
+  ``downsample="blur"`` adds the blur's reach at each level), tiled outputs equal a whole-image pass
   up to float rounding (tests/test_inference.py checks this). Smaller overlaps, such as the
   default 64, approximate it: a tile edge's zero padding then reaches pixels near the seams,
   which trained networks, whose effective receptive field is much smaller, mostly ignore.

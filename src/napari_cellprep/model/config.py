@@ -10,6 +10,7 @@ Backbone = Literal["unet", "unet++", "attention-unet"]
 Ensemble = Literal["learned", "softmax", "fixed", "none"]
 EnsembleInit = Literal["random", "equal"]
 Upsample = Literal["transpose", "resize"]
+Downsample = Literal["max", "blur"]
 FilterActivation = Literal["relu", "softplus"]
 Norm = Literal["batch", "group"]
 
@@ -18,10 +19,11 @@ BACKBONES = ("unet", "unet++", "attention-unet")
 ENSEMBLES = ("learned", "softmax", "fixed", "none")
 ENSEMBLE_INITS = ("random", "equal")
 UPSAMPLES = ("transpose", "resize")
+DOWNSAMPLES = ("max", "blur")
 FILTER_ACTIVATIONS = ("relu", "softplus")
 NORMS = ("batch", "group")
 
-LEGACY = {"upsample": "transpose", "filter_activation": "relu", "norm": "batch"}
+LEGACY = {"upsample": "transpose", "downsample": "max", "filter_activation": "relu", "norm": "batch"}
 """Values of settings added after format 1, for checkpoints written before they existed."""
 
 
@@ -45,6 +47,10 @@ class ModelConfig:
 
     ``upsample``: ``transpose`` (stride-2 transposed convolution, the paper's U-Net; leaves a
     period-2/4 grid in the filters) or ``resize`` (bilinear ×2 then a 3×3 convolution).
+    ``downsample``: ``max`` (2×2 max pooling, the paper's) or ``blur`` (max over 2×2 at stride 1,
+    then a binomial blur at stride 2: Zhang 2019's anti-aliased MaxBlurPool). Strided pooling makes
+    the network shift-variant with period 2^depth, which left a faint grid in the filters even with
+    ``resize`` upsampling; blurring before subsampling removes most of it.
     ``filter_activation``: ``relu`` (the paper's; a filter can be zero almost everywhere) or
     ``softplus`` (smooth and positive everywhere: every filter stays a live image).
     ``norm``: ``batch`` (BatchNorm, the paper's) or ``group`` (GroupNorm: statistics per image,
@@ -61,6 +67,7 @@ class ModelConfig:
     ensemble: Ensemble = "softmax"
     ensemble_init: EnsembleInit = "random"
     upsample: Upsample = "resize"
+    downsample: Downsample = "blur"
     filter_activation: FilterActivation = "softplus"
     norm: Norm = "batch"
 
@@ -79,6 +86,7 @@ class ModelConfig:
             raise ValueError(f"ensemble_init must be one of {ENSEMBLE_INITS}, got {self.ensemble_init!r}")
         for name, allowed in (
             ("upsample", UPSAMPLES),
+            ("downsample", DOWNSAMPLES),
             ("filter_activation", FILTER_ACTIVATIONS),
             ("norm", NORMS),
         ):
@@ -128,6 +136,7 @@ PAPER: dict[str, Any] = {
     "ensemble": "learned",
     "ensemble_init": "random",
     "upsample": "transpose",
+    "downsample": "max",
     "filter_activation": "relu",
     "norm": "batch",
 }

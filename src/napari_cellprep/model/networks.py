@@ -144,7 +144,13 @@ class CellPrepNet(SegmentationNet):
 
 def _backbone(config: ModelConfig) -> nn.Module:
     return build_backbone(
-        config.backbone, config.in_channels, config.width, config.depth, config.upsample, config.norm
+        config.backbone,
+        config.in_channels,
+        config.width,
+        config.depth,
+        config.upsample,
+        config.norm,
+        config.downsample,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 GROUPS = 8
@@ -52,6 +53,33 @@ def upsampler(in_channels: int, out_channels: int, mode: str) -> nn.Module:
     raise ValueError(f"unknown upsample mode {mode!r}")
 
 
+class MaxBlurPool2d(nn.Module):
+    """Anti-aliased ×2 downsampling (Zhang 2019, "Making convolutional networks shift-invariant
+    again"): the max over 2×2 windows at stride 1, then a 3×3 binomial blur at stride 2. Plain
+    2×2 max pooling subsamples without a low-pass, so the network's output depends on where the
+    pooling grid falls and a period-2^depth grid appears in smooth outputs such as the filters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (torch.outer(taps, taps) / 16).view(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+        x = F.pad(x.reshape(batch * channels, 1, height, width), (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=2).view(batch, channels, height // 2, width // 2)
+
+
+def downsampler(mode: str) -> nn.Module:
+    """×2 downsampling: ``max`` (2×2 max pooling, the paper's) or ``blur`` (``MaxBlurPool2d``)."""
+    if mode == "max":
+        return nn.MaxPool2d(2)
+    if mode == "blur":
+        return MaxBlurPool2d()
+    raise ValueError(f"unknown downsample mode {mode!r}")
+
+
 class AttentionGate(nn.Module):
     """Additive attention gate: scales skip features by a map computed with the gating signal."""
 
@@ -69,8 +97,8 @@ class UNet(nn.Module):
     """U-Net returning the last decoder features (``out_channels == width``).
 
     ``depth`` pooling steps; widths ``width · 2^level``. Inputs must be divisible by
-    ``2**depth`` (the wrapping networks pad). ``upsample`` and ``norm``: see ``upsampler`` and
-    ``norm_layer``.
+    ``2**depth`` (the wrapping networks pad). ``upsample``, ``downsample`` and ``norm``: see
+    ``upsampler``, ``downsampler`` and ``norm_layer``.
     """
 
     def __init__(
@@ -81,13 +109,14 @@ class UNet(nn.Module):
         attention: bool = False,
         upsample: str = "transpose",
         norm: str = "batch",
+        downsample: str = "max",
     ) -> None:
         super().__init__()
         widths = [width * 2**level for level in range(depth + 1)]
         self.out_channels = width
         self.encoders = nn.ModuleList([double_conv(in_channels, widths[0], norm)])
         self.encoders.extend(double_conv(widths[i], widths[i + 1], norm) for i in range(depth))
-        self.pool = nn.MaxPool2d(2)
+        self.pool = downsampler(downsample)
         self.ups = nn.ModuleList(upsampler(widths[i + 1], widths[i], upsample) for i in range(depth))
         self.decoders = nn.ModuleList(double_conv(2 * widths[i], widths[i], norm) for i in range(depth))
         self.gates = (
