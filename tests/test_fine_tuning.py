@@ -134,17 +134,16 @@ def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
     settings = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu",
                            learning_rate=0.05, select_on_strokes=True)  # a rate that makes some epochs worse
     result = train(items, None, init.info, settings, init=init)
-    from napari_cellprep.engine.data import grid_crops
-    from napari_cellprep.engine.training import _evaluate
+    from napari_cellprep.engine.training import scoring_windows, validation_scores
 
-    crops = grid_crops(items, 32)
-    start = _evaluate(init.model, crops, 2, torch.device("cpu"), False, None).miou
+    windows = scoring_windows(items, init.info.config.size_multiple)
+    start = validation_scores(init.model, init.info, windows).miou
     bar = start
     for event in result.history:  # kept only when at least as good on the strokes as the best so far
         assert event.improved == (event.val_miou >= bar)
         bar = max(bar, event.val_miou)
         assert event.best_miou == bar
     assert result.best_miou == bar
-    assert _evaluate(result.model.model, crops, 2, torch.device("cpu"), False, None).miou == pytest.approx(bar)
+    assert validation_scores(result.model.model, init.info, windows).miou == pytest.approx(bar)
     assert any(not e.improved for e in result.history)  # the high rate did make an epoch worse
     assert result.model.info.training["select_on_strokes"] is True

@@ -30,14 +30,15 @@ from .data import (
     PatchSampler,
     TrainingDataError,
     check_training_data,
-    grid_crops,
     labeled_box_area,
 )
 from .devices import describe_device, resolve_device
 from .errors import OutputExistsError
 from .events import EpochEnd, NormAdapted, StepEnd, drive
+from .inference import predict_iter
 from .labels import check_values
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
+from .normalize import Normalization
 from .plan import TrainConfig, transfer_weights
 
 
@@ -146,26 +147,70 @@ def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
         )
 
 
-def _evaluate(
+class _AsGiven(Normalization):
+    """The identity: a ``LabeledImage`` is normalised already (with its whole plane's
+    statistics), so the prediction path takes its values as they are instead of normalising
+    them a second time."""
+
+    def stats(self, image: np.ndarray) -> tuple[float, float]:
+        return 0.0, 1.0
+
+    def apply(self, image: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
+        return np.asarray(image, dtype=np.float32)
+
+
+VALIDATION_MARGIN = 64
+"""Context (pixels) kept around an item's labeled pixels when it is scored: as much as the
+default tiling overlap, four times what any tiled pixel is guaranteed at a seam."""
+
+
+def scoring_windows(items: list[LabeledImage], multiple: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, target) views of the part of each item that scoring predicts: the bounding box of
+    its labeled pixels grown by ``VALIDATION_MARGIN`` and clipped to the image, its top-left
+    corner on a multiple of ``multiple`` (the model's size multiple, so that pooling groups the
+    pixels as in a whole-image pass). A fully labeled item is its whole image; sparse strokes on
+    a large image cost their neighbourhood only. Items without labels are left out."""
+    windows = []
+    for item in items:
+        labeled = item.target != IGNORE_INDEX
+        rows, cols = np.flatnonzero(labeled.any(axis=1)), np.flatnonzero(labeled.any(axis=0))
+        if not rows.size:
+            continue
+        top = max(0, rows[0] - VALIDATION_MARGIN) // multiple * multiple
+        left = max(0, cols[0] - VALIDATION_MARGIN) // multiple * multiple
+        bottom, right = rows[-1] + 1 + VALIDATION_MARGIN, cols[-1] + 1 + VALIDATION_MARGIN
+        windows.append((item.image[:, top:bottom, left:right], item.target[top:bottom, left:right]))
+    return windows
+
+
+def validation_scores(
     model: SegmentationNet,
-    crops: list[tuple[np.ndarray, np.ndarray]],
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    stop: threading.Event | None,
+    info: ModelInfo,
+    windows: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    amp: bool = False,
+    stop: threading.Event | None = None,
 ) -> Scores | None:
-    """Scores of the eval-mode model on the validation crops; ``None`` when stopped meanwhile."""
-    num_classes = model.config.num_classes
+    """Scores of ``model`` on ``windows`` (``scoring_windows``) by the path test scoring takes
+    (``engine.evaluation``): tiled prediction (``predict_iter``, its default tile and overlap)
+    with one confusion matrix over every labeled pixel. The model itself is left as it is (a
+    prepared copy predicts; memory is bounded by the tile). ``amp``: float16 autocast (CUDA).
+    ``None`` when ``stop`` is set before a batch of tiles."""
+    loaded = LoadedModel(model, replace(info, normalization=_AsGiven()))
+    num_classes = info.config.num_classes
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    model.eval()
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        for images, targets in crops:
-            for start in range(0, len(images), batch_size):
-                if stop is not None and stop.is_set():
-                    return None
-                x = torch.from_numpy(images[start : start + batch_size]).to(device)
-                pred = model(x).ensemble_logits.argmax(1).cpu().numpy()
-                cm += confusion_matrix(pred, targets[start : start + batch_size], num_classes)
+    for image, target in windows:
+        precision = "float16" if amp else "float32"
+        events = predict_iter(loaded, image, channel_axis=0, outputs=(), precision=precision)
+        while True:
+            if stop is not None and stop.is_set():
+                return None
+            try:
+                next(events)
+            except StopIteration as end:
+                prediction = end.value
+                break
+        cm += confusion_matrix(prediction.labels, target, num_classes)
     return scores(cm)
 
 
@@ -183,7 +228,8 @@ def train_iter(
     (and first ``NormAdapted`` when ``config.adapt_norm`` or ``freeze_norm`` re-estimates BatchNorm).
 
     Patches are sampled around labeled pixels (``PatchSampler``). With ``val`` the eval-mode model
-    is scored after each epoch on a fixed grid of crops, and the best model by validation mIoU is
+    is scored after each epoch as test scoring scores it (``validation_scores``: tiled prediction
+    of each validation image, around its labeled pixels), and the best model by validation mIoU is
     kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
     it the last epoch counts as best. An epoch that improved hands out its model (a copy in eval
     mode, ``EpochEnd.best_model``), e.g. for a live preview. ``stop`` is checked before every step (and validation
@@ -228,7 +274,7 @@ def train_iter(
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
     scored = val if val is not None else (train if config.select_on_strokes else None)
-    val_crops = grid_crops(scored, config.patch_size) if scored is not None else []
+    val_windows = scoring_windows(scored, model_config.size_multiple) if scored is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
     optimizer = torch.optim.Adam(_parameter_groups(model, copied, config), betas=config.betas)
     scheduler = (
@@ -241,8 +287,8 @@ def train_iter(
 
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None
-    if init is not None and val is None and val_crops:  # the starting model is the bar to beat
-        start_scores = _evaluate(model, val_crops, config.batch_size, device, amp, stop)
+    if init is not None and val is None and val_windows:  # the starting model is the bar to beat
+        start_scores = validation_scores(model, info, val_windows, amp=amp, stop=stop)
         if start_scores is not None and not math.isnan(start_scores.miou):
             best, best_epoch = copy.deepcopy(model).eval(), 0
             best_miou, best_scores = start_scores.miou, start_scores
@@ -328,8 +374,8 @@ def train_iter(
         if stopped or steps_done == 0:  # stopped, or the budget ran out at an epoch's start
             break
         weights = output.ensemble_weights.detach().float().cpu().tolist()
-        result = _evaluate(model, val_crops, config.batch_size, device, amp, stop) if val_crops else None
-        if val_crops and result is None:
+        result = validation_scores(model, info, val_windows, amp=amp, stop=stop) if val_windows else None
+        if val_windows and result is None:
             stopped = True
             break
         epochs_run = epoch
