@@ -70,7 +70,13 @@ from scribble_sim import add_strokes, paint  # noqa: E402
 
 from napari_cellprep._widgets.threads import gui_torch_threads, warm_up_optimizer  # noqa: E402
 from napari_cellprep._widgets.train_job import PreviewReady, painted_items, training_job  # noqa: E402
-from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo, default_checkpoint_path, load_default  # noqa: E402
+from napari_cellprep.engine.checkpoint import (  # noqa: E402
+    LoadedModel,
+    ModelInfo,
+    default_checkpoint_path,
+    load_checkpoint,
+    load_default,
+)
 from napari_cellprep.engine.data import split_validation  # noqa: E402
 from napari_cellprep.engine.events import EpochEnd, StepEnd  # noqa: E402
 from napari_cellprep.engine.inference import predict  # noqa: E402
@@ -470,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help=f"a variant: change a training setting of the dock ({', '.join(SETTINGS)}); needs --tag")
+    parser.add_argument("--start", type=Path, default=None, metavar="FILE.cellprep",
+                        help="fine-tune this checkpoint instead of the bundled model (a variant: name it with --tag)")
     parser.add_argument("--tag", default="", help="name of the variant (cases are stored apart as PART+TAG)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (kept in the .json)")
     args = parser.parse_args(argv)
@@ -485,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction", "fresh_learning_rate") else int(value)
         OVERRIDES[key] = SETTINGS[key]
-    if args.overrides and not args.tag:
-        parser.error("--set makes a variant: name it with --tag")
+    if (args.overrides or args.start) and not args.tag:
+        parser.error("--set and --start make a variant: name it with --tag")
+    start_path = args.start or default_checkpoint_path()
 
     out = Path(args.out)
     json_path = out.with_suffix(".json")
@@ -511,10 +520,12 @@ def main(argv: list[str] | None = None) -> int:
             "tag": args.tag,
             "variant": {k: v for k, v in SETTINGS.items() if k not in DOCK or DOCK[k] != v},
             "bundled_model_sha256": hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()[:16],
+            "start_model": str(args.start) if args.start else "bundled",
+            "start_model_sha256": hashlib.sha256(start_path.read_bytes()).hexdigest()[:16],
             "git_head": _git_head(),
         })
         warm_up_optimizer().join()  # the dock does this when it opens
-        base = load_default()
+        base = load_checkpoint(args.start) if args.start else load_default()
         for part in args.parts:
             for dataset in args.sets:
                 for index in held_out(dataset)[args.first_image : args.first_image + args.images]:

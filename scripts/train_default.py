@@ -29,6 +29,7 @@ from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.periodicity import lattice_ratio
 from napari_cellprep.engine.training import TrainConfig, train
 from napari_cellprep.model import NAMED_CONFIGS, named_config
+from napari_cellprep.model.config import NORMS
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", choices=sorted(NAMED_CONFIGS), default="default")
     parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--norm", choices=NORMS, help="normalisation layers (default: the configuration's)")
     parser.add_argument("--inverted", action="store_true", help="also train on inverted copies of the tiles")
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     rest = [p for i, p in enumerate(pairs) if i % 5]
     val, training = rest[::10], [p for i, p in enumerate(rest) if i % 10]
     normalization = Normalization("minmax")
-    config = named_config(args.config, num_classes=2, width=args.width)
+    config = named_config(args.config, num_classes=2, width=args.width, **({"norm": args.norm} if args.norm else {}))
     info = ModelInfo(
         config, ["background", "colony"], normalization, class_colors=["#000000", "#ffd700"],
         name="NIST phase-contrast colonies (default)",
