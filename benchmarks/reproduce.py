@@ -88,7 +88,15 @@ METHODS: dict[str, dict] = {
     # the combination, and U-Net on the same backbone
     "cellprep-product": {"architecture": "cellprep", **PAPER, **PRODUCT},
     "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
+    # the combination with a denoise head trained by the Noise2Void loss (TRAINING), issue #10 §1
+    "cellprep-n2v": {"architecture": "cellprep", **PAPER, **PRODUCT, "denoise_head": True},
 }
+N2V_WEIGHT = 100.0
+"""W of the Noise2Void term. Not tuned: these images, min-max normalised, vary by about 0.005-0.03
+(in 0..1 units), so W = 100 starts the term at about the size of one of Eq. 1's cross-entropies;
+DenoiSeg weighs its denoising and segmentation losses equally on z-scored images."""
+TRAINING: dict[str, dict] = {"cellprep-n2v": {"self_supervised_weight": N2V_WEIGHT}}
+"""``TrainConfig`` settings of the methods that train otherwise than the preset says."""
 SINGLE_CHANGES = [
     "cellprep-p16",
     "cellprep-equal",
@@ -98,6 +106,8 @@ SINGLE_CHANGES = [
     "cellprep-softplus",
     "cellprep-group",
 ]
+SCREEN_EXTRAS = ["cellprep-n2v"]
+"""Screened beside the single changes: compared with ``cellprep-product`` (same fold and seed)."""
 HEADLINE_CELLS = [
     ("nist-phase", "low-light"),
     ("nist-phase", "very-low-light"),
@@ -150,8 +160,9 @@ def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]
 
 
 def _cpu_plans() -> dict[str, list[Run]]:
-    """``screen``: U-Net, the paper's CellPrep, the combination and each single change on fold 0
-    of two headline cells, seeds 0 and 1 (most informative runs first). ``headline``: U-Net, the
+    """``screen``: U-Net, the paper's CellPrep, the combination, each single change and the
+    combination with the Noise2Void head (``SCREEN_EXTRAS``) on fold 0 of two headline cells, seeds
+    0 and 1 (most informative runs first). ``headline``: U-Net, the
     paper's CellPrep, the combination and U-Net at its FLOPs, 3 folds × 3 seeds on the three
     headline cells. ``full``: the headline, then nist-phase clean (with U-Net++, Attention U-Net and
     the paper's ablations) and vnc-em on all 4 folds."""
@@ -160,7 +171,7 @@ def _cpu_plans() -> dict[str, list[Run]]:
         r
         for seed in (0, 1)
         for r in [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
-        + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES]
+        + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES + SCREEN_EXTRAS]
     ]
     headline = [
         r
@@ -306,6 +317,7 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
         patch_size=preset.patch_size,
         steps_per_epoch=steps,
         seed=run.seed,
+        **TRAINING.get(run.method, {}),
     )
     initial = ensemble_weights_of(initial_model(config, tc.seed))
     start = time.perf_counter()
@@ -352,8 +364,12 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
 
 def settings_of(run: Run) -> dict:
     """The model settings a run's result was made with (with those of ``flops_of``, whose FLOPs
-    set its budget): a result whose settings differ from today's METHODS is re-run."""
-    return {"method": METHODS[run.method], "flops_of": METHODS[run.flops_of] if run.flops_of else None}
+    set its budget), and its ``TRAINING`` settings if it has any: a result whose settings differ
+    from today's METHODS and TRAINING is re-run."""
+    settings = {"method": METHODS[run.method], "flops_of": METHODS[run.flops_of] if run.flops_of else None}
+    if run.method in TRAINING:
+        settings["training"] = TRAINING[run.method]
+    return settings
 
 
 def _worker(run: Run, preset_name: str, models_dir: Path, threads: int | None) -> dict:

@@ -151,3 +151,26 @@ def test_lattice_share_finds_a_dot_grid_and_not_a_smooth_image():
     assert lattice_power_share(np.ones((8, 8))) == 0.0
     with pytest.raises(ValueError, match="multiple of 4"):
         lattice_power_share(np.zeros((10, 12)))
+
+
+@pytest.mark.parametrize("architecture", ["cellprep", "unet"])
+def test_the_denoise_head_predicts_the_input_and_leaves_the_rest_as_without_it(architecture):
+    from napari_cellprep.engine.training import initial_model
+    from napari_cellprep.model.export import ExportNet
+
+    plain = ModelConfig(in_channels=2, width=4, depth=2, architecture=architecture)
+    head = ModelConfig(**{**plain.to_dict(), "denoise_head": True})
+    without, with_head = initial_model(plain, 3).eval(), initial_model(head, 3).eval()
+    state, extra = without.state_dict(), with_head.state_dict()
+    assert set(extra) - set(state) == {"denoise.weight", "denoise.bias"}
+    assert all(torch.equal(state[k], extra[k]) for k in state)  # the same seed, the same other weights
+    x = torch.rand(1, 2, 30, 34)  # padded to the size multiple and cropped back, as every output
+    with torch.no_grad():
+        a, b = without(x), with_head(x)
+    assert a.denoised is None and b.denoised.shape == (1, 2, 30, 34)
+    assert torch.equal(a.ensemble_logits, b.ensemble_logits)
+    export = ExportNet(**head.to_dict())  # bioimage.io / TorchScript: the same outputs as without the head
+    export.net.load_state_dict(extra)
+    with torch.no_grad():
+        outputs = export.eval()(torch.rand(1, 2, 32, 32))
+    assert len(outputs) == (3 if architecture == "cellprep" else 1)

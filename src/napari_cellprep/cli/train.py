@@ -32,6 +32,7 @@ from ..engine.plan import (
 )
 from ..engine.training import TrainingResult, train_iter
 from ..model import NAMED_CONFIGS, ModelConfig
+from ..model.loss import N2V_FRACTION
 from ..model.config import (
     ARCHITECTURES,
     BACKBONES,
@@ -66,6 +67,7 @@ ARCHITECTURE_OPTIONS = (
     "downsample",
     "filter_activation",
     "norm",
+    "denoise_head",
 )
 SETTINGS_OPTIONS = {
     "epochs": "epochs",
@@ -78,6 +80,7 @@ SETTINGS_OPTIONS = {
     "seconds": "seconds",
     "freeze_norm": "freeze_norm",
     "adapt_norm": "adapt_norm",
+    "self_supervised": "self_supervised_weight",
 }
 """``{option dest: TrainConfig field}``."""
 
@@ -318,6 +321,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--norm", choices=NORMS, help=f"normalisation layers (default: {ModelConfig.norm})")
     model.add_argument(
+        "--denoise-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a 1×1 head on network 1's penultimate maps that predicts the input image, trained by "
+        "--self-supervised (not in the paper; default: off)",
+    )
+    model.add_argument(
         "--init",
         metavar=f"FILE{SUFFIX}",
         help=f"fine-tune this checkpoint ('{DEFAULT_MODEL}': the bundled model) instead of starting afresh "
@@ -365,6 +375,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="end training after N seconds from its first step (loading not included), or at --epochs, "
         "whichever comes first; a normal end (exit 0) keeping the best model",
+    )
+    opt.add_argument(
+        "--self-supervised",
+        type=float,
+        metavar="W",
+        help=f"add W × a Noise2Void loss (blind-spot masking of {N2V_FRACTION * 100:g}%% of each patch's pixels; "
+        "the denoise head predicts them from their neighbours) on every pixel, labeled or not; needs "
+        f"--denoise-head (default: {TrainConfig.self_supervised_weight:g}, off)",
     )
     add_device_option(opt)
     data = parser.add_argument_group("data")

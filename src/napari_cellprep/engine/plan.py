@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,10 @@ class TrainConfig:
     as well as the best so far, so that a shown preview never gets worse on what was painted.
     ``fresh_learning_rate``: when fine-tuning, the parameters not copied from the starting model
     (new heads after a change of class count) learn at this rate (``None``: ``learning_rate``).
+    ``self_supervised_weight`` W > 0 (not in the paper; needs ``ModelConfig.denoise_head``):
+    each batch is Noise2Void-masked (``model.loss.n2v_mask``), the one forward pass runs on the
+    masked patches, and W × the denoise head's masked-pixel MSE to the unmasked patches is added
+    to Eq. 1, on every pixel of every patch whether labeled or not (0: Eq. 1 alone).
     """
 
     epochs: int = 50
@@ -57,6 +62,7 @@ class TrainConfig:
     adapt_norm: bool = False
     fresh_learning_rate: float | None = None
     select_on_strokes: bool = False
+    self_supervised_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
@@ -70,6 +76,10 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be positive, got {value}")
         if self.seconds is not None and not self.seconds > 0:
             raise SettingsError(f"the time budget must be positive, got {self.seconds} s")
+        if not self.self_supervised_weight >= 0 or math.isinf(self.self_supervised_weight):
+            raise SettingsError(
+                f"self_supervised_weight must be 0 (off) or positive, got {self.self_supervised_weight}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 

@@ -24,6 +24,7 @@ from ..model import (
     method_loss,
     output_names,
 )
+from ..model.loss import n2v_mask, self_supervised_loss
 from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from .data import (
     LabeledImage,
@@ -33,7 +34,7 @@ from .data import (
     labeled_box_area,
 )
 from .devices import describe_device, resolve_device
-from .errors import OutputExistsError
+from .errors import OutputExistsError, SettingsError
 from .events import EpochEnd, NormAdapted, StepEnd, drive
 from .inference import predict_iter
 from .labels import check_values
@@ -77,6 +78,45 @@ def weighted_loss(
         loss, group_parts = method_loss(output, group)
         total, parts, mass = total + share * loss, parts + share * np.asarray(group_parts), mass + share
     return total / mass, (parts / mass).tolist()
+
+
+def training_loss(
+    model: SegmentationNet,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    self_supervised_weight: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, list[float], ModelOutput]:
+    """The loss of one training batch, the parts it reports and the forward pass it came from.
+
+    W = ``self_supervised_weight`` 0: Eq. 1 (``weighted_loss``) of ``model(x)``. W > 0: the batch
+    is Noise2Void-masked (``n2v_mask``, drawn from ``generator``), the one forward pass runs on
+    the masked batch, and W × ``self_supervised_loss`` (the denoise head against the unmasked
+    ``x`` at the masked pixels, labels or not) is added, and reported as a last part.
+    """
+    if not self_supervised_weight:
+        output = model(x)
+        loss, parts = weighted_loss(output, target, weight)
+        return loss, parts, output
+    masked, mask = n2v_mask(x, generator=generator)
+    output = model(masked)
+    loss, parts = weighted_loss(output, target, weight)
+    term = self_supervised_weight * self_supervised_loss(output, x, mask)
+    return loss + term, [*parts, float(term.detach())], output
+
+
+def _check_self_supervision(config: TrainConfig, model_config: ModelConfig, fine_tune: bool) -> None:
+    if config.self_supervised_weight > 0 and not model_config.denoise_head:
+        fix = (
+            "the model being fine-tuned has none (a fine-tuned model keeps its architecture): fine-tune "
+            "one trained with denoise_head=True, or train afresh with it"
+            if fine_tune
+            else "set ModelConfig(denoise_head=True) (cellprep train --denoise-head)"
+        )
+        raise SettingsError(
+            f"self_supervised_weight {config.self_supervised_weight:g} needs a model with a denoise head: {fix}"
+        )
 
 
 ADAPT_BATCHES = 4
@@ -237,7 +277,8 @@ def train_iter(
     ``stopped=True`` (the current weights if no epoch was scored yet). ``config.seconds`` ends
     training by the clock instead: the epoch under way is cut short, scored and counted, and
     the result has ``out_of_time=True``. Items with per-pixel ``weight`` train with
-    ``weighted_loss``.
+    ``weighted_loss``. ``config.self_supervised_weight`` > 0 adds the Noise2Void term
+    (``training_loss``; the model needs ``denoise_head``), reported as the ``denoising`` loss.
 
     Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when
     the class count changes, the heads, the ensemble and network 1's penultimate layer when its
@@ -253,6 +294,7 @@ def train_iter(
             f"the training images have {train[0].image.shape[0]} channels; "
             f"the model takes {model_config.in_channels}"
         )
+    _check_self_supervision(config, model_config, init is not None)
     val = val or None
     if val is not None:
         _check_validation(val, model_config)
@@ -283,7 +325,9 @@ def train_iter(
         else None
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    names = output_names(model_config) + ["ensemble"]
+    self_supervised = config.self_supervised_weight
+    names = output_names(model_config) + ["ensemble"] + (["denoising"] if self_supervised else [])
+    masking = torch.Generator().manual_seed(config.seed) if self_supervised else None
 
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None
@@ -322,6 +366,7 @@ def train_iter(
             "freeze_norm": config.freeze_norm,
             "adapt_norm": config.adapt_norm,
             "select_on_strokes": config.select_on_strokes and val is None,
+            "self_supervised_weight": config.self_supervised_weight,
             "augment": config.augment,
             "mixed_precision": amp,
             "device": describe_device(device),
@@ -357,8 +402,7 @@ def train_iter(
             )
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                output = model(x)
-                loss, parts = weighted_loss(output, y, w)
+                loss, parts, output = training_loss(model, x, y, w, self_supervised, masking)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

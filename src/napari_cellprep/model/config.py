@@ -23,7 +23,13 @@ DOWNSAMPLES = ("max", "blur")
 FILTER_ACTIVATIONS = ("relu", "softplus")
 NORMS = ("batch", "group")
 
-LEGACY = {"upsample": "transpose", "downsample": "max", "filter_activation": "relu", "norm": "batch"}
+LEGACY = {
+    "upsample": "transpose",
+    "downsample": "max",
+    "filter_activation": "relu",
+    "norm": "batch",
+    "denoise_head": False,
+}
 """Values of settings added after format 1, for checkpoints written before they existed."""
 
 
@@ -55,6 +61,10 @@ class ModelConfig:
     ``softplus`` (smooth and positive everywhere: every filter stays a live image).
     ``norm``: ``batch`` (BatchNorm, the paper's) or ``group`` (GroupNorm: statistics per image,
     so each translated image is normalised on its own and tiny fine-tuning batches are safe).
+    ``denoise_head``: a 1×1 convolution on network 1's penultimate maps (a plain U-Net: on its
+    last features) that predicts the input image (``in_channels`` maps, ``ModelOutput.denoised``),
+    the target of the self-supervised Noise2Void loss (``TrainConfig.self_supervised_weight``;
+    not in the paper, off by default).
     """
 
     num_classes: int = 2
@@ -70,6 +80,7 @@ class ModelConfig:
     downsample: Downsample = "blur"
     filter_activation: FilterActivation = "softplus"
     norm: Norm = "batch"
+    denoise_head: bool = False
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
