@@ -1,5 +1,7 @@
 """Train the bundled default model on NIST phase-contrast tiles and report its held-out mIoU,
-network 1's own mIoU and how much of a grid its filters show (engine.periodicity).
+network 1's own mIoU and how much of a grid its filters show (engine.periodicity); record the
+limits of engine.familiarity calibrated on the held-out tiles (``--calibrate-only``: just that,
+for an existing model).
 
 Split (fixed): the sorted tile list, every fifth tile held out for testing (20 tiles, the shipped
 samples among them); of the other 80, every tenth for validation (best epoch), 72 for training.
@@ -20,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
+from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from napari_cellprep.engine.data import LabeledImage, from_mask
 from napari_cellprep.engine.evaluation import PairScored, evaluate_iter
 from napari_cellprep.engine.events import EpochEnd, drive
+from napari_cellprep.engine.familiarity import calibrate_model
 from napari_cellprep.engine.io import find_pairs, read_image, read_mask
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.periodicity import lattice_ratio
@@ -48,10 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--calibrate-only", action="store_true",
+        help="do not train: record the familiarity limits of the --out model (weights unchanged)",
+    )
     args = parser.parse_args(argv)
 
     pairs = find_pairs(DATA / "images", DATA / "masks")
     test = pairs[::5]
+    if args.calibrate_only:
+        loaded = load_checkpoint(args.out)
+        loaded.info.training["familiarity_limits"] = calibrate_model(loaded, (read_image(i) for i, _ in test))
+        save_checkpoint(args.out, loaded.model, loaded.info, overwrite=True)
+        print(json.dumps({"familiarity_limits": loaded.info.training["familiarity_limits"]}))
+        return 0
     rest = [p for i, p in enumerate(pairs) if i % 5]
     val, training = rest[::10], [p for i, p in enumerate(rest) if i % 10]
     normalization = Normalization("minmax")
@@ -98,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         filter_lattice_ratio={name: grid[name] for name in sorted(grid)},
         filter_lattice_ratio_max=max(max(v) for v in grid.values()),
         inverted_copies=args.inverted,
+        familiarity_limits=calibrate_model(loaded, test_images.values()),
         command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
         wall_seconds=time.perf_counter() - start,
     )

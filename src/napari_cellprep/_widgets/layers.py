@@ -22,7 +22,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 
 from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
-from ..engine.familiarity import measure_familiarity
+from ..engine.familiarity import limits_for, measure_familiarity
 from ..engine.inference import Prediction, predict_iter
 from ..engine.instances import AUTO, ClassChoice, Instances, find_instances, measure_instances
 from ..engine.labels import to_painted
@@ -242,7 +242,10 @@ def segment_layers(
         outputs=(*engine_outputs(show), "probabilities", *(("disagreement",) if instances else ())),
         device=device or "auto",
     )
-    familiarity = measure_familiarity(prediction.probabilities, prediction.disagreement)
+    planes = image if channel_axis is None else np.moveaxis(image, channel_axis, 0)
+    familiarity = measure_familiarity(
+        prediction.probabilities, prediction.disagreement, planes, limits_for(loaded.info.training)
+    )
     prediction.probabilities = None  # only needed for the measure: free it before the layers
     geometry = None
     if scale is not None and translate is not None:
