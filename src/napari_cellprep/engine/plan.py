@@ -44,6 +44,11 @@ class TrainConfig:
     each batch is Noise2Void-masked (``model.loss.n2v_mask``), the one forward pass runs on the
     masked patches, and W × the denoise head's masked-pixel MSE to the unmasked patches is added
     to Eq. 1, on every pixel of every patch whether labeled or not (0: Eq. 1 alone).
+    ``self_supervised_share`` (0 to 1, used only when W > 0): that share of each batch
+    (``int(share × batch_size)`` patches, the last ones) is placed uniformly anywhere in the
+    training images instead of around a labeled pixel (``PatchSampler``'s ``anywhere``), as
+    DenoiSeg trains, so that unlabeled regions teach through the Noise2Void term (their pixels
+    stay out of Eq. 1). W = 0 samples exactly as without it.
     """
 
     epochs: int = 50
@@ -63,6 +68,7 @@ class TrainConfig:
     fresh_learning_rate: float | None = None
     select_on_strokes: bool = False
     self_supervised_weight: float = 0.0
+    self_supervised_share: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
@@ -79,6 +85,10 @@ class TrainConfig:
         if not self.self_supervised_weight >= 0 or math.isinf(self.self_supervised_weight):
             raise SettingsError(
                 f"self_supervised_weight must be 0 (off) or positive, got {self.self_supervised_weight}"
+            )
+        if not 0.0 <= self.self_supervised_share <= 1.0:
+            raise SettingsError(
+                f"self_supervised_share must be between 0 and 1, got {self.self_supervised_share}"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

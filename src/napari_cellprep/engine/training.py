@@ -267,8 +267,9 @@ def train_iter(
     """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch
     (and first ``NormAdapted`` when ``config.adapt_norm`` or ``freeze_norm`` re-estimates BatchNorm).
 
-    Patches are sampled around labeled pixels (``PatchSampler``). With ``val`` the eval-mode model
-    is scored after each epoch as test scoring scores it (``validation_scores``: tiled prediction
+    Patches are sampled around labeled pixels (``PatchSampler``; with ``config.self_supervised_weight``
+    > 0, ``config.self_supervised_share`` of each batch anywhere in the images instead). With ``val``
+    the eval-mode model is scored after each epoch as test scoring scores it (``validation_scores``: tiled prediction
     of each validation image, around its labeled pixels), and the best model by validation mIoU is
     kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
     it the last epoch counts as best. An epoch that improved hands out its model (a copy in eval
@@ -310,7 +311,9 @@ def train_iter(
     copied = transfer_weights(model, init) if init is not None else []
     model.to(device)
     rng = np.random.default_rng(config.seed)
-    sampler = PatchSampler(train, config.patch_size, rng, config.augment)
+    self_supervised = config.self_supervised_weight
+    anywhere = config.self_supervised_share if self_supervised else 0.0
+    sampler = PatchSampler(train, config.patch_size, rng, config.augment, anywhere)
     if config.freeze_norm or config.adapt_norm:
         batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
@@ -325,7 +328,6 @@ def train_iter(
         else None
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    self_supervised = config.self_supervised_weight
     names = output_names(model_config) + ["ensemble"] + (["denoising"] if self_supervised else [])
     masking = torch.Generator().manual_seed(config.seed) if self_supervised else None
 
@@ -367,6 +369,7 @@ def train_iter(
             "adapt_norm": config.adapt_norm,
             "select_on_strokes": config.select_on_strokes and val is None,
             "self_supervised_weight": config.self_supervised_weight,
+            "self_supervised_share": anywhere,
             "augment": config.augment,
             "mixed_precision": amp,
             "device": describe_device(device),
