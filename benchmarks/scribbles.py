@@ -95,12 +95,17 @@ STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
 def _dock(fine_tune: bool) -> dict:
     """The Train dock's settings for a start mode, read from the engine (``training_settings``,
     ``default_val_fraction``): epochs, lr, batch, patch, steps per epoch, device, validation share of
-    the painted pixels (0: none), BatchNorm handling; a new model is width 16, depth 4."""
+    the painted pixels (0: none), BatchNorm handling, seed (weights, patches and the validation
+    split, as the dock uses it); a new model is width 16, depth 4. Not in the dock (issue #10 §1,
+    engine defaults: off): ``denoise_head`` (1: a new model gets one; a fine-tuned model keeps the
+    base's architecture) and the Noise2Void ``self_supervised_weight`` and ``self_supervised_share``."""
     t = training_settings(fine_tune)
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
-                fresh_learning_rate=t.fresh_learning_rate, select_on_strokes=int(t.select_on_strokes))
+                fresh_learning_rate=t.fresh_learning_rate, select_on_strokes=int(t.select_on_strokes),
+                seed=t.seed, denoise_head=int(ModelConfig.denoise_head),
+                self_supervised_weight=t.self_supervised_weight, self_supervised_share=t.self_supervised_share)
 
 
 DOCK = _dock(True)
@@ -112,6 +117,22 @@ SETTINGS = dict(DOCK, threads=None)
 OVERRIDES: dict = {}
 """What fine-tuning runs train with: ``DOCK`` with the ``--set KEY=VALUE`` overrides (``OVERRIDES``, a
 variant, ``--tag``); scratch runs apply the same overrides to ``_dock(False)``."""
+FLOAT_SETTINGS = ("learning_rate", "val_fraction", "fresh_learning_rate", "self_supervised_weight",
+                  "self_supervised_share")
+"""``--set`` values read as floats (``device`` as text, the others as integers)."""
+
+
+def override(key: str, value: str) -> None:
+    """``--set key=value``: change a setting of ``SETTINGS`` for every run (``ValueError`` if unknown)."""
+    if key not in SETTINGS:
+        raise ValueError(f"unknown setting {key!r}; choose from {list(SETTINGS)}")
+    if key == "device":
+        SETTINGS[key] = value
+    elif value.lower() in ("none", "auto"):
+        SETTINGS[key] = None
+    else:
+        SETTINGS[key] = float(value) if key in FLOAT_SETTINGS else int(value)
+    OVERRIDES[key] = SETTINGS[key]
 
 
 def threads() -> int:
@@ -226,7 +247,8 @@ def model_info(kind: str, base: LoadedModel, class_names: list[str]) -> tuple[Mo
     engine's fine-tuning rule (fresh heads and ensemble) is used, as ``cellprep train --init`` does."""
     num_classes = len(class_names)
     if kind == "scratch":
-        config = ModelConfig(num_classes=num_classes, in_channels=1, width=SETTINGS["width"], depth=SETTINGS["depth"])
+        config = ModelConfig(num_classes=num_classes, in_channels=1, width=SETTINGS["width"], depth=SETTINGS["depth"],
+                             denoise_head=bool(SETTINGS["denoise_head"]))
         return ModelInfo(config, list(class_names), name="new model"), None
     info = base.info
     if info.config.num_classes == num_classes:
@@ -267,7 +289,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                           normalization=info.normalization, class_names=info.class_names)
     settings = SETTINGS if init is not None else {**_dock(False), **OVERRIDES}
     if settings["val_fraction"]:
-        train, val = split_validation(items, settings["val_fraction"])
+        train, val = split_validation(items, settings["val_fraction"], settings["seed"])
     else:  # the dock's validation "none": every epoch counts as best, so each one is previewed
         train, val = items, None
     config = TrainConfig(epochs=epochs or settings["epochs"], batch_size=settings["batch_size"],
@@ -275,7 +297,9 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          steps_per_epoch=settings["steps_per_epoch"], device=settings["device"],
                          freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]),
                          fresh_learning_rate=settings.get("fresh_learning_rate"),
-                         select_on_strokes=bool(settings.get("select_on_strokes")))
+                         select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"],
+                         self_supervised_weight=settings["self_supervised_weight"],
+                         self_supervised_share=settings["self_supervised_share"])
     job = training_job(train, val, info, config, init=init, stop=stop,
                        preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
@@ -484,15 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     args.budgets = sorted(args.budgets)
     for item in args.overrides:
         key, _, value = item.partition("=")
-        if key not in SETTINGS:
-            parser.error(f"--set {item}: unknown setting {key!r}; choose from {list(SETTINGS)}")
-        if key == "device":
-            SETTINGS[key] = value
-        elif value.lower() in ("none", "auto"):
-            SETTINGS[key] = None
-        else:
-            SETTINGS[key] = float(value) if key in ("learning_rate", "val_fraction", "fresh_learning_rate") else int(value)
-        OVERRIDES[key] = SETTINGS[key]
+        try:
+            override(key, value)
+        except ValueError as exc:
+            parser.error(f"--set {item}: {exc}")
     if (args.overrides or args.start) and not args.tag:
         parser.error("--set and --start make a variant: name it with --tag")
     start_path = args.start or default_checkpoint_path()
