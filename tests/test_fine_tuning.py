@@ -147,3 +147,42 @@ def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
     assert validation_scores(result.model.model, init.info, windows).miou == pytest.approx(bar)
     assert any(not e.improved for e in result.history)  # the high rate did make an epoch worse
     assert result.model.info.training["select_on_strokes"] is True
+
+
+def test_refreshed_norm_changes_only_the_running_statistics_to_an_adabn_estimate_each_epoch():
+    from napari_cellprep.engine.data import PatchSampler
+    from napari_cellprep.engine.events import StepEnd
+    from napari_cellprep.engine.training import REFRESH_BATCHES, train_iter
+
+    image, mask, init = _two_class_case(3)
+    items = [from_mask(image, mask, Normalization())]
+
+    def run(refresh: bool):
+        config = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, device="cpu",
+                             refresh_norm=refresh, seed=5)
+        job = train_iter(items, None, init.info, config, init=init)
+        losses = []
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as end:
+                return config, losses, end.value.model.model
+            if isinstance(event, StepEnd):
+                losses.append(event.loss)
+
+    config, plain_losses, plain = run(False)
+    _, refreshed_losses, refreshed = run(True)
+    assert refreshed_losses == plain_losses  # training normalises by batch statistics either way
+    running = {k for k in plain.state_dict() if "running_" in k or "num_batches" in k}
+    for key, value in plain.state_dict().items():
+        if key not in running:
+            assert torch.equal(value, refreshed.state_dict()[key]), key
+    # the kept (last) epoch's statistics are AdaBN over the refresher's batches of that epoch
+    expected = init.model.__class__(init.info.config)
+    expected.load_state_dict(plain.state_dict())
+    sampler = PatchSampler(items, config.patch_size, np.random.default_rng([config.seed, 1]), config.augment)
+    batches = [sampler.sample(config.batch_size)[0] for _ in range(config.epochs * REFRESH_BATCHES)]
+    adapt_batch_norm(expected, (torch.from_numpy(b) for b in batches[-REFRESH_BATCHES:]))
+    first = "net1.encoders.0.0.1.running_mean"
+    assert torch.allclose(refreshed.state_dict()[first], expected.state_dict()[first], atol=1e-6)
+    assert not torch.allclose(refreshed.state_dict()[first], plain.state_dict()[first], atol=1e-4)

@@ -80,6 +80,7 @@ SETTINGS_OPTIONS = {
     "seconds": "seconds",
     "freeze_norm": "freeze_norm",
     "adapt_norm": "adapt_norm",
+    "refresh_norm": "refresh_norm",
     "self_supervised": "self_supervised_weight",
 }
 """``{option dest: TrainConfig field}``."""
@@ -361,6 +362,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="re-estimate the BatchNorm statistics on the training patches before the first step (AdaBN; "
         f"default: {'on' if FINE_TUNE_DEFAULTS.get('adapt_norm') else 'off'} with --init, off otherwise)",
+    )
+    opt.add_argument(
+        "--refresh-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-estimate the BatchNorm statistics on training patches at the end of every epoch, before it "
+        f"is scored and kept (default: {'on' if FINE_TUNE_DEFAULTS.get('refresh_norm') else 'off'} with --init, "
+        "off otherwise)",
     )
     opt.add_argument(
         "--freeze-norm",

@@ -122,6 +122,9 @@ def _check_self_supervision(config: TrainConfig, model_config: ModelConfig, fine
 ADAPT_BATCHES = 4
 """Batches of training patches that set the BatchNorm statistics before a frozen-norm run."""
 
+REFRESH_BATCHES = 2
+"""Batches of training patches that re-estimate them at each epoch's end (``refresh_norm``)."""
+
 
 def adapt_batch_norm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Re-estimate every BatchNorm layer's running statistics on ``batches`` (their plain
@@ -318,6 +321,10 @@ def train_iter(
         batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
+    refresher = None
+    if config.refresh_norm and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        # its own generator: the training patches are the same with or without the refresh
+        refresher = PatchSampler(train, config.patch_size, np.random.default_rng([config.seed, 1]), config.augment)
     scored = val if val is not None else (train if config.select_on_strokes else None)
     val_windows = scoring_windows(scored, model_config.size_multiple) if scored is not None else []
     steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
@@ -367,6 +374,7 @@ def train_iter(
             "lr_schedule": config.lr_schedule,
             "freeze_norm": config.freeze_norm,
             "adapt_norm": config.adapt_norm,
+            "refresh_norm": config.refresh_norm,
             "select_on_strokes": config.select_on_strokes and val is None,
             "self_supervised_weight": config.self_supervised_weight,
             "self_supervised_share": anywhere,
@@ -420,6 +428,9 @@ def train_iter(
             )
         if stopped or steps_done == 0:  # stopped, or the budget ran out at an epoch's start
             break
+        if refresher is not None:
+            batches = (refresher.sample(config.batch_size)[0] for _ in range(REFRESH_BATCHES))
+            adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
         weights = output.ensemble_weights.detach().float().cpu().tolist()
         result = validation_scores(model, info, val_windows, amp=amp, stop=stop) if val_windows else None
         if val_windows and result is None:
