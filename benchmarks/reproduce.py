@@ -362,11 +362,21 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
     }
 
 
+VALIDATION = "tiled"
+"""How validation is scored when choosing the best epoch: ``tiled`` whole-image prediction as test
+scoring does it (engine.training.validation_scores, since commit ee37669); results made before
+that scored 128² crops and are re-run."""
+
+
 def settings_of(run: Run) -> dict:
     """The model settings a run's result was made with (with those of ``flops_of``, whose FLOPs
-    set its budget), and its ``TRAINING`` settings if it has any: a result whose settings differ
-    from today's METHODS and TRAINING is re-run."""
-    settings = {"method": METHODS[run.method], "flops_of": METHODS[run.flops_of] if run.flops_of else None}
+    set its budget), its ``TRAINING`` settings if it has any, and the validation protocol: a
+    result whose settings differ from today's is re-run."""
+    settings = {
+        "method": METHODS[run.method],
+        "flops_of": METHODS[run.flops_of] if run.flops_of else None,
+        "validation": VALIDATION,
+    }
     if run.method in TRAINING:
         settings["training"] = TRAINING[run.method]
     return settings
