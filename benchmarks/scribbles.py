@@ -277,10 +277,11 @@ def _inner_model(job) -> torch.nn.Module | None:
 
 
 def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), preview=True,
-              epochs: int | None = None) -> dict:
+              epochs: int | None = None, last_weights: bool = False) -> dict:
     """One press of Train with the dock's settings, stopped once ``seconds`` of the dock's clock
     have passed (or at the dock's epoch count). Returns timings, the previews' scores, the
-    ``last`` scores right after each budget and the returned (best) model."""
+    ``last`` scores right after each budget and the returned (best) model; with ``last_weights``
+    also ``last_model``, the weights after the last step (in eval mode; a diagnosis)."""
     num_classes = info.config.num_classes
     stop = threading.Event()
     clock = 0.0
@@ -306,7 +307,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
     clock += time.perf_counter() - start
     previews, epochs_log, step_times, last = [], [], [], {}
     pending = sorted(b for b in budgets if b <= seconds)
-    steps, steps_per_epoch, result = 0, None, None
+    steps, steps_per_epoch, result, trained = 0, None, None, None
     while True:
         t0 = time.perf_counter()
         try:
@@ -321,6 +322,8 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
             steps += 1
             steps_per_epoch = event.steps_per_epoch
             step_times.append(elapsed)
+            if last_weights and trained is None:
+                trained = _inner_model(job)  # trained in place: after the last step, the last weights
         elif isinstance(event, EpochEnd):
             epochs_log.append({"t": clock, "epoch": event.epoch, "val_miou": event.val_miou,
                                "improved": bool(event.improved), "steps": steps, "epoch_end_s": elapsed})
@@ -361,6 +364,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
         "train_pixels": int(sum(item.labeled_pixels for item in train)),
         "val_pixels": int(sum(item.labeled_pixels for item in val or [])),
         "model": result.model,
+        **({"last_model": LoadedModel(trained.eval(), info)} if last_weights else {}),
     }
 
 

@@ -56,7 +56,11 @@ def test_a_scratch_run_trains_the_denoise_head_when_set(scribbles):
     info, init = scribbles.model_info("scratch", None, ["background", "colony"])
     assert init is None and info.config.denoise_head and info.config.width == 4
     image, labels, mask = _painted()
-    run = scribbles.train_run(image, labels, mask, info, None, seconds=float("inf"), preview=False, epochs=2)
+    run = scribbles.train_run(
+        image, labels, mask, info, None, seconds=float("inf"), preview=False, epochs=2, last_weights=True
+    )
+    last = run.pop("last_model")  # the weights after the last step, beside the dock's pick
+    assert last.model is not run["model"].model and not last.model.training and last.info is info
     training = run["model"].info.training
     assert run["steps"] == 2 * run["steps_per_epoch"]
     assert training["self_supervised_weight"] == 50.0 and training["self_supervised_share"] == 0.25
