@@ -8,6 +8,7 @@ training patches (what ``refresh_norm`` now does), and after AdaBN on the whole 
 one torch thread, so the machine's load does not change the figures (only the seconds).
 
     python benchmarks/refresh_norm_check.py   # prints rows, writes docs/scribbles-variants/refresh-norm.json
+    python benchmarks/refresh_norm_check.py nist-phase/clean/20 nist-phase/clean/95   # other cases, added
 """
 import copy
 import json
@@ -29,7 +30,10 @@ from napari_cellprep._widgets.train_job import painted_items  # noqa
 class A: seed=0; strokes=60; brush=3; length=30
 base = load_default()
 cases = [("nist-phase","low-light",95), ("vnc-em","clean",4), ("isbi2012-membrane","clean",2), ("nist-phase","very-low-light",20)]
-out = {}
+if len(sys.argv) > 1:  # more cases: SET/CONDITION/INDEX ..., added to the JSON
+    cases = [(a.split("/")[0], a.split("/")[1], int(a.split("/")[2])) for a in sys.argv[1:]]
+OUT = Path(__file__).resolve().parents[1] / "docs/scribbles-variants/refresh-norm.json"
+out = json.loads(OUT.read_text()) if OUT.exists() else {}
 for dataset, condition, index in cases:
     image, mask, name, names, strokes, labels = S.painted_case(dataset, condition, index, A)
     info, init = S.model_info("finetune", base, names)
@@ -61,4 +65,4 @@ for dataset, condition, index in cases:
         rows.append((ev.epoch, round(a,3), round(b,3), round(c,3)))
         print(dataset, condition, index, "epoch", ev.epoch, "as is %.3f  adabn-patches %.3f  adabn-whole %.3f" % (a, b, c), "%.0fs" % (time.perf_counter()-t0), flush=True)
     out[f"{dataset}/{condition}/{index}"] = rows
-    json.dump(out, open(Path(__file__).resolve().parents[1] / "docs/scribbles-variants/refresh-norm.json", "w"), indent=1)
+    json.dump(out, open(OUT, "w"), indent=1)
