@@ -95,7 +95,7 @@ def test_a_killed_worker_loses_no_finished_block_and_resume_finishes(model, exec
     root = zarr.open_group(tmp_path / "o.zarr", mode="r")
     assert root.attrs["cellprep"]["complete"] is False
     done = root["done"][0].astype(bool)
-    assert 4 <= done.sum() < done.size
+    assert 4 <= done.sum() <= 4 + 2 * 2  # the 4 received, and at most 2 blocks per worker thread in flight
     labels = root["labels"][...]
     for by, bx in np.argwhere(done):  # every block marked done holds exactly its labels
         rows, cols = slice(96 * by, 96 * by + 96), slice(96 * bx, 96 * bx + 96)

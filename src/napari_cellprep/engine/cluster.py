@@ -63,13 +63,27 @@ class DaskExecutor:
             raise SettingsError("images held in memory cannot be sent to a cluster; predict them in this process")
         return self.client.map(image_stats, refs, normalization=normalization, pure=False)
 
-    def run(self, tasks: dict) -> Generator[tuple[Any, float], None, None]:
-        names = {}
-        for name, (task, stats) in tasks.items():
-            names[self.client.submit(run_block, task, stats, pure=False, retries=2)] = name
+    def run(self, tasks: dict, per_thread: int = 2) -> Generator[tuple[Any, float], None, None]:
+        """Block results as they finish, keeping ``per_thread`` blocks per worker thread in flight
+        (counted again as workers join or leave): enough to keep every worker busy, few enough
+        that stopping wastes little work."""
+        pending = iter(tasks.items())
+        names: dict = {}
+        flying = as_completed()
+
+        def top_up() -> None:
+            wanted = per_thread * max(1, sum(self.client.nthreads().values()))
+            while len(names) < wanted and (item := next(pending, None)) is not None:
+                name, (task, stats) = item
+                future = self.client.submit(run_block, task, stats, pure=False, retries=2)
+                names[future] = name
+                flying.add(future)
+
         try:
-            for future in as_completed(names):
-                yield names[future], future.result()
+            top_up()
+            for future in flying:
+                yield names.pop(future), future.result()
+                top_up()
         finally:
             self.client.cancel([f for f in names if not f.done()])
 
