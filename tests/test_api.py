@@ -10,6 +10,7 @@ from conftest import REPO, disks
 import napari_cellprep as cp
 from napari_cellprep.engine.errors import SettingsError, TrainingDataError
 from napari_cellprep.engine.inference import predict as engine_predict
+from napari_cellprep.engine.plan import FINE_TUNE_DEFAULTS
 
 
 def test_import_is_cheap():
@@ -66,7 +67,8 @@ def test_fine_tune_takes_painted_strokes_and_the_fine_tune_rule(tiny_checkpoint,
         tiny_checkpoint, image, strokes, labels_kind="painted", callback=events.append, **TINY
     )
     training = result.model.info.training
-    assert training["fine_tuned_from"] == "tiny" and training["learning_rate"] == 1e-4
+    assert training["fine_tuned_from"] == "tiny" and training["learning_rate"] == FINE_TUNE_DEFAULTS["learning_rate"]
+    assert training["refresh_norm"] is True  # a fine-tuning default (training afresh: off)
     assert training["val_labeled_pixels"] == 0  # fine-tuning holds out nothing by default
     assert training["adapt_norm"] is True  # the engine's fine-tuning default reaches the API
     assert result.model.info.class_names == ["background", "colony"]
