@@ -644,7 +644,9 @@ def _describe(dock: dict) -> str:
 def write_report(results: dict, out: Path) -> None:
     budgets = _budgets(results)
     lines = ["# The scribbles benchmark: a few painted strokes → a segmentation, ours vs a pixel classifier", ""]
-    lines += ["Made by (in this order; each run skips the cases already in `docs/scribbles.json`):", "", "```bash"]
+    stored = out.with_suffix(".json").resolve()
+    shown = stored.relative_to(REPO) if stored.is_relative_to(REPO) else stored
+    lines += [f"Made by (in this order; each run skips the cases already in `{shown}`):", "", "```bash"]
     lines += list(dict.fromkeys(c["command"] for c in results["commands"])) + ["```", ""]
     if results["commands"]:
         first = results["commands"][0]
