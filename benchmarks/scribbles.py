@@ -103,7 +103,7 @@ def _dock(fine_tune: bool) -> dict:
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
-                refresh_norm=int(t.refresh_norm), fresh_learning_rate=t.fresh_learning_rate, select_on_strokes=int(t.select_on_strokes),
+                refresh_norm=int(t.refresh_norm), fresh_learning_rate=t.fresh_learning_rate, fit_heads=int(t.fit_heads), select_on_strokes=int(t.select_on_strokes),
                 seed=t.seed, denoise_head=int(ModelConfig.denoise_head),
                 self_supervised_weight=t.self_supervised_weight, self_supervised_share=t.self_supervised_share)
 
@@ -299,6 +299,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          freeze_norm=bool(settings["freeze_norm"]), adapt_norm=bool(settings["adapt_norm"]),
                          refresh_norm=bool(settings.get("refresh_norm")),
                          fresh_learning_rate=settings.get("fresh_learning_rate"),
+                         fit_heads=bool(settings.get("fit_heads")),
                          select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"],
                          self_supervised_weight=settings["self_supervised_weight"],
                          self_supervised_share=settings["self_supervised_share"])

@@ -220,7 +220,8 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     )
     defaults = training_settings(True)  # the same fine-tuning settings as cellprep train --init
     training = model.info.training
-    shown = ("learning_rate", "batch_size", "lr_schedule", "adapt_norm", "freeze_norm")  # adapt_norm: not in the form
+    shown = ("learning_rate", "fresh_learning_rate", "batch_size", "lr_schedule", "adapt_norm", "refresh_norm",
+             "fit_heads", "freeze_norm")  # adapt_norm, refresh_norm, fit_heads, fresh rate: not in the form
     assert [training[k] for k in shown] == [getattr(defaults, k) for k in shown]
-    assert defaults.adapt_norm is True
-    assert defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"] != TrainConfig().learning_rate
+    assert defaults.adapt_norm is True and defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"]
+    assert defaults.fresh_learning_rate == FINE_TUNE_DEFAULTS["fresh_learning_rate"] != TrainConfig().fresh_learning_rate

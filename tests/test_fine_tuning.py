@@ -186,3 +186,52 @@ def test_refreshed_norm_changes_only_the_running_statistics_to_an_adabn_estimate
     first = "net1.encoders.0.0.1.running_mean"
     assert torch.allclose(refreshed.state_dict()[first], expected.state_dict()[first], atol=1e-6)
     assert not torch.allclose(refreshed.state_dict()[first], plain.state_dict()[first], atol=1e-4)
+
+
+def test_fitting_fresh_heads_moves_only_them_and_fits_the_painted_pixels():
+    from napari_cellprep.engine.data import PatchSampler
+    from napari_cellprep.engine.head_fit import fit_heads, fresh_head_parameters
+    from napari_cellprep.engine.plan import model_to_train, transfer_weights
+    from napari_cellprep.model.loss import method_loss
+
+    _, _, init = _two_class_case(3)
+    mask = ((np.arange(64)[None, :] // 8) % 3).repeat(64, axis=0).astype(np.uint8)  # three classes: new heads
+    image = (np.array([0.1, 0.5, 0.9])[mask] + np.random.default_rng(0).normal(0, 0.05, mask.shape)).astype(np.float32)
+    info = model_to_train(3, 1, init=init, class_names=["a", "b", "c"])
+    model = initial_model(info.config, 0)
+    copied = transfer_weights(model, init)
+    params = fresh_head_parameters(model, copied)
+    fitted = {name for name, p in model.named_parameters() if any(p is q for q in params)}
+    assert fitted and all(name.startswith(("head1.", "head2.", "ensemble")) for name in fitted)
+    assert fresh_head_parameters(model, []) == []  # training afresh: nothing to fit first
+    sampler = PatchSampler([from_mask(image, mask, Normalization())], 32, np.random.default_rng(0), False)
+    batches = [tuple(torch.from_numpy(a) for a in sampler.sample(4)[:2]) for _ in range(2)]
+    adapt_batch_norm(model, [x for x, _ in batches])  # as fine-tuning does first
+    with torch.no_grad():
+        start = float(sum(method_loss(model(x), y)[0] for x, y in batches)) / 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    end = fit_heads(model, params, batches)
+    assert end < 0.85 * start  # a random tiny trunk: the heads alone still fit the labels far better
+    with torch.no_grad():
+        accuracy = np.mean([float((model(x).ensemble_logits.argmax(1) == y).float().mean()) for x, y in batches])
+    assert accuracy > 0.6  # chance: 1/3
+    after = model.state_dict()
+    for name in before:
+        changed = not torch.equal(before[name], after[name])
+        assert changed == (name in fitted), name  # the trunk (weights and statistics) is untouched
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fit_heads_runs_before_the_first_step_and_is_recorded():
+    from napari_cellprep.engine.plan import model_to_train
+
+    image, _, init = _two_class_case(2)
+    mask = np.digitize(image, [0.33, 0.66]).astype(np.uint8)
+    info = model_to_train(3, 1, init=init, class_names=["a", "b", "c"])
+    items = [from_mask(image, mask, Normalization())]
+    settings = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu", fit_heads=True)
+    training = train(items, None, info, settings, init=init).model.info.training
+    assert training["fit_heads"] is True and training["head_fit_loss"] > 0
+    two = [from_mask(image, (mask > 0).astype(np.uint8), Normalization())]
+    same_classes = train(two, None, init.info, settings, init=init).model.info.training  # nothing fresh
+    assert same_classes["head_fit_loss"] is None

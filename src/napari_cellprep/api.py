@@ -205,7 +205,11 @@ def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
         normalization=norm,
         name=given["name"],
     )
-    settings = {k: given[k] for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm") if given.get(k) is not None}
+    settings = {
+        k: given[k]
+        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads")
+        if given.get(k) is not None
+    }
     config = training_settings(init is not None, device=given["device"], **settings)
     if isinstance(validation, tuple):
         val_pairs = _pairs(*validation, "validation data")
@@ -277,6 +281,7 @@ def fine_tune(
     adapt_norm: bool | None = None,
     refresh_norm: bool | None = None,
     freeze_norm: bool | None = None,
+    fit_heads: bool | None = None,
     device: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -287,8 +292,8 @@ def fine_tune(
     the Train dock and ``cellprep train --init`` use: its architecture and normalisation kept,
     the fine-tuning defaults (``engine.plan.FINE_TUNE_DEFAULTS``, no held-out pixels), the class
     count may change. ``adapt_norm`` (re-estimate BatchNorm statistics on the new images first),
-    ``refresh_norm`` (again after every epoch) and ``freeze_norm`` (keep them fixed):
-    ``engine.plan.TrainConfig``. ``labels_kind`` and
+    ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed) and
+    ``fit_heads`` (new heads fitted to the labels before the first step): ``engine.plan.TrainConfig``. ``labels_kind`` and
     the other arguments as in ``train``.
     """
     given = dict(locals())

@@ -81,6 +81,7 @@ SETTINGS_OPTIONS = {
     "freeze_norm": "freeze_norm",
     "adapt_norm": "adapt_norm",
     "refresh_norm": "refresh_norm",
+    "fit_heads": "fit_heads",
     "self_supervised": "self_supervised_weight",
 }
 """``{option dest: TrainConfig field}``."""
@@ -370,6 +371,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-estimate the BatchNorm statistics on training patches at the end of every epoch, before it "
         f"is scored and kept (default: {'on' if FINE_TUNE_DEFAULTS.get('refresh_norm') else 'off'} with --init, "
         "off otherwise)",
+    )
+    opt.add_argument(
+        "--fit-heads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --init into another class count: fit the new heads to the labels, the rest of the model "
+        "fixed, before the first step (linear probing; default: "
+        f"{'on' if FINE_TUNE_DEFAULTS.get('fit_heads') else 'off'} with --init)",
     )
     opt.add_argument(
         "--freeze-norm",

@@ -44,6 +44,8 @@ class TrainConfig:
     as well as the best so far, so that a shown preview never gets worse on what was painted.
     ``fresh_learning_rate``: when fine-tuning, the parameters not copied from the starting model
     (new heads after a change of class count) learn at this rate (``None``: ``learning_rate``).
+    ``fit_heads``: when fine-tuning leaves heads fresh, first fit them alone to the painted pixels
+    with the rest of the model fixed (``engine.head_fit``; after AdaBN when ``adapt_norm``).
     ``self_supervised_weight`` W > 0 (not in the paper; needs ``ModelConfig.denoise_head``):
     each batch is Noise2Void-masked (``model.loss.n2v_mask``), the one forward pass runs on the
     masked patches, and W × the denoise head's masked-pixel MSE to the unmasked patches is added
@@ -71,6 +73,7 @@ class TrainConfig:
     adapt_norm: bool = False
     refresh_norm: bool = False
     fresh_learning_rate: float | None = None
+    fit_heads: bool = False
     select_on_strokes: bool = False
     self_supervised_weight: float = 0.0
     self_supervised_share: float = 0.5

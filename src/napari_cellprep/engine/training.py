@@ -36,6 +36,7 @@ from .data import (
 from .devices import describe_device, resolve_device
 from .errors import OutputExistsError, SettingsError
 from .events import EpochEnd, NormAdapted, StepEnd, drive
+from .head_fit import FIT_BATCHES, fit_heads, fresh_head_parameters
 from .inference import predict_iter
 from .labels import check_values
 from .metrics import Scores, confusion_matrix, finite_or_none, scores
@@ -174,6 +175,22 @@ def _parameter_groups(model: SegmentationNet, copied: list[str], config: TrainCo
         return [{"params": [p for _, p in named], "lr": config.learning_rate}]
     kept = [p for name, p in named if name in copied]
     return [{"params": kept, "lr": config.learning_rate}, {"params": fresh, "lr": fresh_lr}]
+
+
+def _fit_fresh_heads(
+    model: SegmentationNet, copied: list[str], train: list[LabeledImage], config: TrainConfig, device: torch.device
+) -> float | None:
+    """``fit_heads`` on ``FIT_BATCHES`` batches of training patches (their own generator: the
+    training patches are the same with or without the fit); the fit's loss, or None."""
+    params = fresh_head_parameters(model, copied)
+    if not params:
+        return None
+    sampler = PatchSampler(train, config.patch_size, np.random.default_rng([config.seed, 2]), config.augment)
+    batches = []
+    for _ in range(FIT_BATCHES):
+        images, targets, _ = sampler.sample(config.batch_size)
+        batches.append((torch.from_numpy(images).to(device), torch.from_numpy(targets).to(device)))
+    return fit_heads(model, params, batches)
 
 
 def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
@@ -320,6 +337,8 @@ def train_iter(
     if config.freeze_norm or config.adapt_norm:
         batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
         adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
+    head_fit_loss = _fit_fresh_heads(model, copied, train, config, device) if config.fit_heads else None
+    if config.freeze_norm or config.adapt_norm:
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
     refresher = None
     if config.refresh_norm and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -367,6 +386,8 @@ def train_iter(
             "seed": config.seed,
             "learning_rate": config.learning_rate,
             "fresh_learning_rate": config.fresh_learning_rate,
+            "fit_heads": config.fit_heads,
+            "head_fit_loss": head_fit_loss,
             "betas": list(config.betas),
             "batch_size": config.batch_size,
             "patch_size": config.patch_size,

@@ -71,6 +71,14 @@ class SegmentationNet(nn.Module):
     def _forward(self, x: torch.Tensor) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """The maps the class-dependent layers read, for an input padded to the size multiple."""
+        raise NotImplementedError
+
+    def heads(self, trunk: dict[str, torch.Tensor]) -> ModelOutput:  # pragma: no cover - abstract
+        """The class-dependent layers (heads, ensemble) on ``trunk``'s maps."""
+        raise NotImplementedError
+
 
 class PlainNet(SegmentationNet):
     """The baseline: one backbone and a 1×1 head (S = 1)."""
@@ -83,11 +91,19 @@ class PlainNet(SegmentationNet):
         self.denoise = _denoise_head(config, self.backbone.out_channels)
 
     def _forward(self, x: torch.Tensor) -> ModelOutput:
-        features = self.backbone(x)
+        return self.heads(self.trunk(x))
+
+    def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the class-dependent layers read (``heads``): the backbone's features."""
+        return {"features": self.backbone(x)}
+
+    def heads(self, trunk: dict[str, torch.Tensor]) -> ModelOutput:
+        """The class-dependent layers on ``trunk``'s features."""
+        features = trunk["features"]
         logits = self.head(features)
-        one = torch.ones(1, device=x.device)
+        one = torch.ones(1, device=features.device)
         denoised = self.denoise(features) if self.denoise is not None else None
-        zero = torch.zeros((), device=x.device)
+        zero = torch.zeros((), device=features.device)
         return ModelOutput(logits.unsqueeze(1), logits, one, zero, denoised=denoised)
 
 
@@ -121,21 +137,31 @@ class CellPrepNet(SegmentationNet):
         self.denoise = _denoise_head(config, config.penultimate_width)
 
     def _forward(self, x: torch.Tensor) -> ModelOutput:
-        batch, c = x.shape[0], self.config.num_classes
+        return self.heads(self.trunk(x))
+
+    def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything before the heads: network 1's penultimate maps ``hp`` (the first C are the
+        filters), the translated images and network 2's features on each (B·C, width, H, W)."""
+        c = self.config.num_classes
         hp = self.penultimate(self.net1(x))
+        translated = torch.sigmoid(x.unsqueeze(1) + hp[:, :c].unsqueeze(2))  # B, C, in, H, W
+        features2 = self.net2(translated.flatten(0, 1))  # one call for all C images
+        return {"hp": hp, "translated": translated, "features2": features2}
+
+    def heads(self, trunk: dict[str, torch.Tensor]) -> ModelOutput:
+        """The heads on ``trunk``'s maps, and the ensemble of the S branches."""
+        hp, translated = trunk["hp"], trunk["translated"]
+        batch, c = hp.shape[0], self.config.num_classes
         logits1 = self.head1(hp)
-        filters = hp[:, :c]
-        translated = torch.sigmoid(x.unsqueeze(1) + filters.unsqueeze(2))  # B, C, in, H, W
-        logits2 = self.head2(self.net2(translated.flatten(0, 1)))  # one call for all C images
-        logits2 = logits2.unflatten(0, (batch, c))  # B, C (translated image), C (class), H, W
+        logits2 = self.head2(trunk["features2"]).unflatten(0, (batch, c))  # B, C (image), C (class), H, W
         branches = torch.cat([logits1.unsqueeze(1), logits2], dim=1)  # B, S, C, H, W
-        weights, bias = self.ensemble_parameters(x.device)
+        weights, bias = self.ensemble_parameters(hp.device)
         if self.ensemble is not None:
             ensemble = self.ensemble(branches).squeeze(1)
         else:
             ensemble = torch.einsum("s,bschw->bchw", weights.to(branches.dtype), branches)
         denoised = self.denoise(hp) if self.denoise is not None else None
-        return ModelOutput(branches, ensemble, weights, bias, filters, translated, denoised)
+        return ModelOutput(branches, ensemble, weights, bias, hp[:, :c], translated, denoised)
 
     def ensemble_parameters(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The weights w_1..w_S and bias of the ensemble (fixed modes give their constants)."""
