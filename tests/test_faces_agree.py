@@ -224,4 +224,4 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
              "fit_heads", "freeze_norm")  # adapt_norm, refresh_norm, fit_heads, fresh rate: not in the form
     assert [training[k] for k in shown] == [getattr(defaults, k) for k in shown]
     assert defaults.adapt_norm is True and defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"]
-    assert defaults.fresh_learning_rate == FINE_TUNE_DEFAULTS["fresh_learning_rate"] != TrainConfig().fresh_learning_rate
+    assert defaults.fit_heads is FINE_TUNE_DEFAULTS["fit_heads"] is not TrainConfig().fit_heads

@@ -108,7 +108,7 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "steps_per_epoch": 5,
     "adapt_norm": True,
     "refresh_norm": True,
-    "fresh_learning_rate": 1e-2,
+    "fit_heads": True,
 }
 """Where fine-tuning a trained model departs from ``TrainConfig``'s defaults (training afresh).
 Measured in ``benchmarks/scribbles.py`` (docs/archive/scribbles-v1.md, variant ``p128-noval-lr1e-4``, the
@@ -129,6 +129,12 @@ no longer wrecks the pretrained weights, and beat 1e-4 in all six cases at 30 s 
 the rate, as before: on vnc-em (2 → 3 classes) 1e-2 gave 0.39/0.35 at 60 s and 0.51/0.39 at 120 s
 (clean/very low light) against 0.19/0.27 and 0.41/0.36 at 1e-3; at 30 s 0.18/0.15 against 0.16/0.26.
 One image per case.
+``fit_heads`` replaced that (docs/scribbles-variants/fit-heads.md, vnc-em images 4 and 19): heads
+fitted to the strokes before the first step lifted the 30 s preview in every paired case (image 4
+clean 0.37 vs 0.14–0.18, very low light 0.37 vs 0.15–0.28; image 19 clean 0.15–0.31 vs 0.02) and
+tied at 120 s (0.39–0.57 vs 0.39–0.51). After the fit the heads learn at the rate of the rest
+(LP-FT), no faster: 1e-3 against 1e-2 was not distinguishable (−0.17…+0.18 at 30 s, −0.05…+0.11 at
+120 s over four cases, two of them slowed by other work).
 ``adapt_norm`` (docs/scribbles-variants/adapt-norm.md, the current bundled model, the same four
 cases): the first preview came after 1.3–2.0 s instead of 4.8–5.9 s, and scored 0.848 instead of
 nothing at 5 s and 0.878 instead of 0.393 at 15 s on very-low-light nist-phase, with 30/120 s
