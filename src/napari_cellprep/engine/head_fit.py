@@ -18,6 +18,7 @@ import torch
 
 from ..model.loss import IGNORE_INDEX, method_loss
 from ..model.networks import SegmentationNet
+from .plan import HEADS
 
 FIT_BATCHES = 2
 """Batches of training patches the heads are fitted on."""
@@ -26,12 +27,12 @@ FIT_ITERATIONS = 50
 
 
 def fresh_head_parameters(model: SegmentationNet, copied: list[str]) -> list[torch.nn.Parameter]:
-    """The parameters that ``heads`` uses and fine-tuning did not copy (empty when all were)."""
+    """The head and ensemble parameters (``plan.HEADS``) that fine-tuning did not copy (none when
+    training afresh, ``copied`` empty)."""
     if not copied:
         return []
-    probe = {name for name, _ in model.named_parameters()} - set(copied)
-    trunk_params = {"penultimate.", "net1.", "net2.", "backbone."}
-    return [p for name, p in model.named_parameters() if name in probe and not name.startswith(tuple(trunk_params))]
+    kept = set(copied)
+    return [p for name, p in model.named_parameters() if name not in kept and name.startswith(HEADS)]
 
 
 def _at(maps: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:

@@ -237,8 +237,12 @@ def model_to_train(
     return ModelInfo(config, names, normalization or normalization_for(init), colors, name=name)
 
 
+HEADS = ("head.", "head1.", "head2.", "ensemble")
+"""Name prefixes of the parameters whose shapes follow the class count: the heads and the ensemble."""
+
+
 def _class_dependent(name: str, config: ModelConfig) -> bool:
-    heads = ("head.", "head1.", "head2.", "ensemble")
+    heads = HEADS
     if config.penultimate_width == config.num_classes:
         heads += ("penultimate.",)
     return name.startswith(heads)
