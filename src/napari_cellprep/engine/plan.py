@@ -143,7 +143,8 @@ scores equal or better on three cases and within 0.02 on ISBI 2012 clean.
 new): fine-tuning the 2-class bundled model into vnc-em's 3 classes stayed at mIoU 0.10–0.17 for
 120 s with every parameter at 1e-4; with it and frozen norms 0.433 at 120 s on one image
 (docs/scribbles-variants/frozen-freshlr.md), but with it alone (docs/archive/scribbles-v3.md) still
-0.06–0.25: not a measured gain, kept because fresh heads at the pretrained rate barely move.
+0.06–0.25: not a measured gain; it was kept because fresh heads at the pretrained rate barely
+moved, and is now an option only (``fit_heads`` above replaced it).
 Two-class fine-tuning copies every parameter, so it is unchanged.
 ``refresh_norm`` (the bundled model with blur pooling; 100 steps of the dock's settings, each epoch's
 model scored on the whole image with and without the refresh, one image per case): nist-phase low
