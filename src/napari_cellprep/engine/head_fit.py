@@ -64,9 +64,6 @@ def fit_heads(
                 stored.append(({k: _at(v, labeled) for k, v in model.trunk(x).items()}, y[labeled].view(1, 1, -1)))
     if not stored:
         return None
-    frozen = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in params)]
-    for p in frozen:
-        p.requires_grad_(False)
     optimizer = torch.optim.LBFGS(params, max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -75,10 +72,7 @@ def fit_heads(
         loss.backward()
         return loss
 
-    try:
-        optimizer.step(closure)
-        with torch.no_grad():
-            return float(sum(method_loss(model.heads(t), y)[0] for t, y in stored) / len(stored))
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+    optimizer.step(closure)
+    model.zero_grad(set_to_none=True)  # the trunk maps carry no graph; other head weights got gradients
+    with torch.no_grad():
+        return float(sum(method_loss(model.heads(t), y)[0] for t, y in stored) / len(stored))

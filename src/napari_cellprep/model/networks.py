@@ -68,8 +68,8 @@ class SegmentationNet(nn.Module):
             denoised=_crop(out.denoised, size),
         )
 
-    def _forward(self, x: torch.Tensor) -> ModelOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _forward(self, x: torch.Tensor) -> ModelOutput:
+        return self.heads(self.trunk(x))
 
     def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """The maps the class-dependent layers read, for an input padded to the size multiple."""
@@ -89,9 +89,6 @@ class PlainNet(SegmentationNet):
         self.backbone = _backbone(config)
         self.head = nn.Conv2d(self.backbone.out_channels, config.num_classes, 1)
         self.denoise = _denoise_head(config, self.backbone.out_channels)
-
-    def _forward(self, x: torch.Tensor) -> ModelOutput:
-        return self.heads(self.trunk(x))
 
     def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the class-dependent layers read (``heads``): the backbone's features."""
@@ -135,9 +132,6 @@ class CellPrepNet(SegmentationNet):
         )
         # made last: the other weights start as without it (the same seed, the same init)
         self.denoise = _denoise_head(config, config.penultimate_width)
-
-    def _forward(self, x: torch.Tensor) -> ModelOutput:
-        return self.heads(self.trunk(x))
 
     def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything before the heads: network 1's penultimate maps ``hp`` (the first C are the
