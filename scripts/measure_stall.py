@@ -50,7 +50,8 @@ class GapProbe:
         from qtpy.QtCore import QTimer
 
         self.gaps: list[float] = []
-        self._last = time.perf_counter()
+        self.ends: list[float] = []
+        self._start = self._last = time.perf_counter()
         self._timer = QTimer()
         self._timer.setInterval(10)
         self._timer.timeout.connect(self._tick)
@@ -59,6 +60,7 @@ class GapProbe:
     def _tick(self) -> None:
         now = time.perf_counter()
         self.gaps.append(now - self._last)
+        self.ends.append(now - self._start)
         self._last = now
 
     def run_until(self, condition) -> None:
@@ -76,7 +78,7 @@ class GapProbe:
         self._timer.stop()
         ms = np.array(self.gaps) * 1000
         return (
-            f"{ms.size} ticks; longest gap {ms.max():.0f} ms, "
+            f"{ms.size} ticks; longest gap {ms.max():.0f} ms (ending {self.ends[int(ms.argmax())]:.1f} s in), "
             f"99th percentile {np.percentile(ms, 99):.0f} ms, "
             f"median {np.median(ms):.1f} ms, gaps over 100 ms: {int((ms > 100).sum())}"
         )
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline", type=float, default=5.0, help="first measure this long without training"
     )
     parser.add_argument(
+        "--presses", type=int, default=2, help="train this many times in a row (a later press reuses the preview layer)"
+    )
+    parser.add_argument(
         "--preview", action=argparse.BooleanOptionalAction, default=True, help="the live preview (the dock's default: on)"
     )
     args = parser.parse_args(argv)
@@ -119,16 +124,20 @@ def main(argv: list[str] | None = None) -> None:
     opening = GapProbe()
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellprep", "Train")
     warm_up = threads.warm_up_optimizer()
-    opening.run_until(lambda: not warm_up.is_alive())
+    base = widget._base.value  # read from its file in the background when the dock opens
+    opening.run_until(lambda: not warm_up.is_alive() and (base is None or base.loaded is not None))
     opening = opening.summary()
-    if args.start == "new":
-        widget._start.value = train_widget.Start.NEW
-        widget._width.value, widget._depth.value = args.width, args.depth
-        widget._epochs.value, widget._steps.value = 100_000, args.steps
-        widget._batch.value, widget._patch.value = args.batch, args.patch
-    else:
-        widget._start.value = train_widget.Start.FINE_TUNE  # the form then holds the dock's settings
-    widget._preview.value = args.preview
+
+    def configure() -> None:
+        if args.start == "new":
+            widget._start.value = train_widget.Start.NEW
+            widget._width.value, widget._depth.value = args.width, args.depth
+            widget._epochs.value, widget._steps.value = 100_000, args.steps
+            widget._batch.value, widget._patch.value = args.batch, args.patch
+        else:
+            widget._start.value = train_widget.Start.FINE_TUNE  # the form then holds the dock's settings
+        widget._preview.value = args.preview
+
     previews: list[float] = []
     show = widget.preview.show
     widget.preview.show = lambda event: (previews.append(time.perf_counter()), show(event))
@@ -137,37 +146,47 @@ def main(argv: list[str] | None = None) -> None:
     probe.run_for(args.baseline)
     baseline = probe.summary()
 
-    started = time.perf_counter()
-    widget.train()
-    click = time.perf_counter() - started
-    if widget.controls.worker is None:
-        raise SystemExit(f"training did not start: {widget.controls.status.value}")
-    probe = GapProbe()
-    probe.run_for(args.seconds)
-    widget.stop()
-    probe.run_until(lambda: widget.controls.worker is None)
-    elapsed = time.perf_counter() - started
+    for press in range(1, args.presses + 1):
+        previews.clear()
+        configure()
+        started = time.perf_counter()
+        widget.train()
+        click = time.perf_counter() - started
+        if widget.controls.worker is None:
+            raise SystemExit(f"training did not start: {widget.controls.status.value}")
+        probe = GapProbe()
+        probe.run_for(args.seconds)
+        widget.stop()
+        probe.run_until(lambda: widget.controls.worker is None)
+        elapsed = time.perf_counter() - started
+        report(args, widget, press, elapsed, click, probe, [t - started for t in previews])
+    print(f"event loop while the Train dock opens (and torch's optimizer warms up): {opening}")
+    print(f"event loop while idle ({args.baseline:.0f} s): {baseline}")
+    viewer.close()
 
+
+def report(args, widget, press, elapsed, click, probe, previews) -> None:
     what = (
         f"width {args.width}, depth {args.depth}, batch {args.batch}×{args.patch}²"
         if args.start == "new"
         else f"fine-tuning the bundled model, batch {widget._batch.value}×{widget._patch.value}²"
     )
     print(
-        f"trained {elapsed:.1f} s: {len(widget.plot.step_loss)} steps, {len(widget.plot.epochs)} epochs "
+        f"press {press}: trained {elapsed:.1f} s: {len(widget.plot.step_loss)} steps, {len(widget.plot.epochs)} epochs "
         f"({what}, preview {args.preview}, "
         f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{v:.1f}' for v in os.getloadavg())})"
     )
-    print(f"event loop while the Train dock opens (and torch's optimizer warms up): {opening}")
-    print(f"event loop while idle ({args.baseline:.0f} s): {baseline}")
     print(
-        f"Train button (checks and set-up on the GUI thread, before the worker starts): {click * 1000:.0f} ms"
+        f"press {press}: Train button (checks and set-up on the GUI thread, before the worker starts): "
+        f"{click * 1000:.0f} ms"
     )
-    print(f"event loop while training:  {probe.summary()}")
+    print(f"press {press}: event loop while training:  {probe.summary()}")
     if previews:
-        print(f"live preview: first shown {previews[0] - started:.1f} s after Train was pressed, {len(previews)} in all")
-    viewer.close()
+        print(
+            f"press {press}: live preview first shown {previews[0]:.1f} s after Train was pressed, "
+            f"{len(previews)} in all"
+        )
 
 
 if __name__ == "__main__":

@@ -144,6 +144,23 @@ def test_registry_default_files_and_trained(tmp_path, tiny_checkpoint, monkeypat
     assert get_reader([str(tiny_checkpoint), str(foreign)]) is None
 
 
+def test_registry_preloads_in_the_background_and_keeps_errors_for_use(tmp_path, tiny_checkpoint):
+    registry = ModelRegistry(include_default=False)
+    entry = registry.add_file(tiny_checkpoint)
+    thread = registry.preload(entry)
+    thread.join(timeout=30)
+    assert entry.loaded is not None and registry.load(entry) is entry.loaded
+    assert registry.preload(entry) is None  # already in memory: nothing to do
+    broken = tmp_path / "broken.cellprep"
+    broken.write_bytes(tiny_checkpoint.read_bytes())
+    damaged = registry.add_file(broken)
+    broken.write_bytes(broken.read_bytes()[:100])  # damaged after it was registered
+    registry.preload(damaged).join(timeout=30)  # no exception escapes the thread
+    assert damaged.loaded is None
+    with pytest.raises(CheckpointError):
+        registry.load(damaged)  # the user sees the message when the model is used
+
+
 def test_painted_items_from_a_stack_and_errors():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 4000, (3, 40, 40)).astype(np.uint16)

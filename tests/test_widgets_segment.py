@@ -1,5 +1,7 @@
 """The Segment dock in a real napari viewer (under Xvfb): manifest, runs, layers, grid, reader."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -374,3 +376,4 @@ def test_a_bug_in_a_job_is_reported_with_its_traceback(
     [(kind, exc, traceback)] = received
     assert kind is ZeroDivisionError and str(exc) == "an internal bug" and traceback is not None
     assert widget.controls.run_button.enabled and not viewer.layers[1:]
+    assert gc.get_freeze_count() == 0  # the collector sees every object again after a failed job

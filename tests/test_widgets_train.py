@@ -1,6 +1,7 @@
 """The Train dock in a real napari viewer (under Xvfb): training, Stop, plot, registry, saving,
 preview, and the messages for bad input."""
 
+import gc
 import math
 
 import numpy as np
@@ -49,10 +50,12 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
 
     widget.train()
     assert widget.controls.worker is not None and not widget.controls.run_button.enabled and widget.controls.stop_button.enabled
+    assert gc.get_freeze_count() > 0  # full collections skip the viewer's objects while training
     qtbot.waitUntil(lambda: len(widget.plot.epochs) >= 2, timeout=60_000)
     assert widget.controls.progress.value >= 4 and widget.controls.progress.max == 1000 * 2
     widget.stop()
     qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
+    assert gc.get_freeze_count() == 0
 
     plot = widget.plot
     assert plot.epochs[:2] == [1, 2] and len(plot.epoch_loss) == len(plot.val_miou) == len(plot.epochs)
@@ -101,6 +104,15 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     reloaded = load_checkpoint(target).model.state_dict()
     assert all(np.array_equal(reloaded[k].numpy(), weights[k].numpy()) for k in weights)
 
+    # training again reuses the preview layer (adding a layer costs napari 100-200 ms on the GUI thread)
+    small_settings(widget)
+    widget.train()
+    qtbot.waitUntil(lambda: preview.data.any(), timeout=60_000)
+    widget.stop()
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
+    assert [layer.name for layer in viewer.layers].count("cells | training preview") == 1
+    assert viewer.layers["cells | training preview"] is preview and set(np.unique(preview.data)) <= {1, 2}
+
 
 def test_fine_tune_on_a_stack_then_segment_with_it(
     make_napari_viewer, qtbot, registry, tiny_checkpoint, cells
@@ -119,6 +131,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     assert widget._start.value == train_module.Start.FINE_TUNE  # a model exists: fine-tuning is offered first
     widget._base.value = registry.entries[0]
+    qtbot.waitUntil(lambda: registry.entries[0].loaded is not None, timeout=10_000)  # read in the background
     assert not widget._names.native.isHidden() and widget._names.value == "background, colony"  # base names
     widget._names.value = "background, nucleus"  # renamed for this image
     widget._epochs.value, widget._steps.value, widget._batch.value, widget._patch.value = 2, 2, 2, 32

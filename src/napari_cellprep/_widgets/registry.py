@@ -111,6 +111,21 @@ class ModelRegistry:
                 entry.loaded = load_checkpoint(entry.path, "cpu")
             return entry.loaded
 
+    def preload(self, entry: ModelEntry) -> threading.Thread | None:
+        """Load the entry's model in a background thread, so that the first Train (or Segment)
+        that needs it does not read the file on the GUI thread; None if already in memory."""
+        if entry.loaded is not None:
+            return None
+        thread = threading.Thread(target=self._try_load, args=(entry,), name="cellprep-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def _try_load(self, entry: ModelEntry) -> None:
+        try:
+            self.load(entry)
+        except (CheckpointError, OSError):
+            pass  # reported, with its message, when the model is used
+
 
 _registry: ModelRegistry | None = None
 

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.errors import CellprepError
 from .about import version_label
+from .threads import job_ended, job_started
 
 
 class RunControls(Container):
@@ -80,6 +81,7 @@ class RunControls(Container):
         self.worker.finished.connect(self._on_finished)
         self._set_running(True)
         self.status.value = busy
+        job_started()
         self.worker.start()
 
     def stop(self, message: str = "Stopping…") -> None:
@@ -116,6 +118,7 @@ class RunControls(Container):
             self.progress.value = 0
 
     def _on_finished(self) -> None:
+        job_ended()
         self.worker = None
         self._set_running(False)
         for callback in self._on_idle:

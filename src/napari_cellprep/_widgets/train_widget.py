@@ -165,9 +165,11 @@ class TrainWidget(Container):
         ]
 
     def _take_base_classes(self, *_args) -> None:
-        """Fine-tuning starts with the base model's classes (their count and names may change)."""
+        """Fine-tuning starts with the base model's classes (their count and names may change);
+        the model is read from its file now, in the background, not when Train is pressed."""
         entry = self._base.value
         if entry is not None:
+            self._registry.preload(entry)
             self._classes.value = entry.info.config.num_classes
             self._names.value = ", ".join(entry.info.class_names)
 
