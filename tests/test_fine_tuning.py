@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,50 @@ def test_fit_heads_runs_before_the_first_step_and_is_recorded():
     two = [from_mask(image, (mask > 0).astype(np.uint8), Normalization())]
     same_classes = train(two, None, init.info, settings, init=init).model.info.training  # nothing fresh
     assert same_classes["head_fit_loss"] is None
+    refit = replace(settings, fit_copied_heads=True)
+    copied_fitted = train(two, None, init.info, refit, init=init).model.info.training  # the copied heads too
+    assert copied_fitted["fit_copied_heads"] is True and copied_fitted["head_fit_loss"] > 0
+
+
+def test_cpu_bfloat16_trains_under_autocast_only_where_the_cpu_has_it(monkeypatch):
+    from napari_cellprep.engine import devices
+    from napari_cellprep.engine import training as training_module
+
+    image, mask, init = _two_class_case(2)
+    items = [from_mask(image, mask, Normalization())]
+    settings = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", cpu_bfloat16=True)
+    seen = []
+    real = training_module.training_loss
+
+    def spy(model, x, *args):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real(model, x, *args)
+
+    monkeypatch.setattr(training_module, "training_loss", spy)
+    for native in (True, False):
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+        seen.clear()
+        result = train(items, None, init.info, settings, init=init)
+        assert seen == [native, native] and result.model.info.training["cpu_bfloat16"] is native
+        assert all(p.dtype == torch.float32 for p in result.model.model.parameters())  # the weights stay float32
+        assert np.isfinite(result.history[-1].train_loss)
+    off = train(items, None, init.info, replace(settings, cpu_bfloat16=False), init=init)
+    assert off.model.info.training["cpu_bfloat16"] is False
+
+
+def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
+    from napari_cellprep._widgets import train_job
+    from napari_cellprep.engine import devices
+
+    image, mask, init = _two_class_case(2)
+    items = [from_mask(image, mask, Normalization())]
+    settings = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu", cpu_bfloat16=True)
+    asked = []
+    real = train_job.predict
+    monkeypatch.setattr(train_job, "predict", lambda *a, **k: asked.append(k["precision"]) or real(*a, **k))
+    for native, precision in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+        asked.clear()
+        events = list(train_job.training_job(items, None, init.info, settings, init=init, preview=image))
+        shown = [e for e in events if isinstance(e, train_job.PreviewReady)]
+        assert shown and asked == [precision] * len(shown) and set(np.unique(shown[-1].labels)) <= {0, 1}

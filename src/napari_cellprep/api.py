@@ -207,7 +207,7 @@ def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
     )
     settings = {
         k: given[k]
-        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads")
+        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads", "cpu_bfloat16")
         if given.get(k) is not None
     }
     config = training_settings(init is not None, device=given["device"], **settings)
@@ -282,6 +282,7 @@ def fine_tune(
     refresh_norm: bool | None = None,
     freeze_norm: bool | None = None,
     fit_heads: bool | None = None,
+    cpu_bfloat16: bool | None = None,
     device: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -293,7 +294,8 @@ def fine_tune(
     the fine-tuning defaults (``engine.plan.FINE_TUNE_DEFAULTS``, no held-out pixels), the class
     count may change. ``adapt_norm`` (re-estimate BatchNorm statistics on the new images first),
     ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed) and
-    ``fit_heads`` (new heads fitted to the labels before the first step): ``engine.plan.TrainConfig``. ``labels_kind`` and
+    ``fit_heads`` (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
+    (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. ``labels_kind`` and
     the other arguments as in ``train``.
     """
     given = dict(locals())

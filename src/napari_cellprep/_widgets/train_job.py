@@ -11,6 +11,7 @@ import numpy as np
 
 from ..engine.checkpoint import ModelInfo
 from ..engine.data import LabeledImage, labeled_items
+from ..engine.devices import cpu_bfloat16_applies
 from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.inference import predict
 from ..engine.labels import LabelKind, correction_weights
@@ -90,7 +91,8 @@ def training_job(
     """``train_iter``, plus a ``PreviewReady`` after each epoch that improved (and after
     ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model takes it) is given, on
     ``threads`` torch threads (``None``: unchanged).
-    The preview runs the improved epoch's model that ``train_iter`` hands out; the returned
+    The preview runs the improved epoch's model that ``train_iter`` hands out (in bfloat16 where
+    ``config.cpu_bfloat16`` applies, as the steps do); the returned
     model lives in memory only (``path`` None)."""
     with torch_threads(threads):
         return (yield from _training_job(train, val, info, config, init, stop, preview, preview_channel_axis))
@@ -109,5 +111,9 @@ def _training_job(train, val, info, config, init, stop, preview, preview_channel
         else:
             shown, epoch = (event.best_model, event.epoch) if isinstance(event, EpochEnd) else (None, None)
         if preview is not None and shown is not None and not (stop is not None and stop.is_set()):
-            labels = predict(shown, preview, channel_axis=preview_channel_axis, outputs=()).labels
+            device = next(shown.model.parameters()).device
+            precision = "bfloat16" if cpu_bfloat16_applies(config.cpu_bfloat16, device) else "float32"
+            labels = predict(
+                shown, preview, channel_axis=preview_channel_axis, outputs=(), precision=precision
+            ).labels
             yield PreviewReady(labels, epoch)

@@ -82,6 +82,7 @@ SETTINGS_OPTIONS = {
     "adapt_norm": "adapt_norm",
     "refresh_norm": "refresh_norm",
     "fit_heads": "fit_heads",
+    "cpu_bfloat16": "cpu_bfloat16",
     "self_supervised": "self_supervised_weight",
 }
 """``{option dest: TrainConfig field}``."""
@@ -379,6 +380,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --init into another class count: fit the new heads to the labels, the rest of the model "
         "fixed, before the first step (linear probing; default: "
         f"{'on' if FINE_TUNE_DEFAULTS.get('fit_heads') else 'off'} with --init)",
+    )
+    opt.add_argument(
+        "--cpu-bfloat16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on a CPU with bfloat16 in hardware (AMX, AVX512-BF16), run the training steps under bfloat16 "
+        "autocast, weights kept float32; nothing elsewhere (default: "
+        f"{'on' if FINE_TUNE_DEFAULTS.get('cpu_bfloat16') else 'off'} with --init, off otherwise)",
     )
     opt.add_argument(
         "--freeze-norm",

@@ -31,6 +31,19 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16), where autocast to
+    it speeds convolutions up; elsewhere bfloat16 is emulated and slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def cpu_bfloat16_applies(enabled: bool, device: torch.device) -> bool:
+    """Whether a ``cpu_bfloat16`` setting takes effect on ``device``: a CPU with native bfloat16."""
+    return enabled and device.type == "cpu" and cpu_has_native_bfloat16()
+
+
 def describe_device(device: torch.device) -> str:
     """A plain-words name for the device, e.g. ``cuda:0 (NVIDIA H100)``."""
     if device.type == "cuda":

@@ -26,12 +26,14 @@ FIT_ITERATIONS = 50
 """L-BFGS iterations (each one evaluates only the heads on the stored trunk maps)."""
 
 
-def fresh_head_parameters(model: SegmentationNet, copied: list[str]) -> list[torch.nn.Parameter]:
-    """The head and ensemble parameters (``plan.HEADS``) that fine-tuning did not copy (none when
-    training afresh, ``copied`` empty)."""
+def fresh_head_parameters(
+    model: SegmentationNet, copied: list[str], include_copied: bool = False
+) -> list[torch.nn.Parameter]:
+    """The head and ensemble parameters (``plan.HEADS``) that fine-tuning did not copy, or all of
+    them with ``include_copied`` (none when training afresh, ``copied`` empty)."""
     if not copied:
         return []
-    kept = set(copied)
+    kept = set() if include_copied else set(copied)
     return [p for name, p in model.named_parameters() if name not in kept and name.startswith(HEADS)]
 
 

@@ -33,7 +33,7 @@ from .data import (
     check_training_data,
     labeled_box_area,
 )
-from .devices import describe_device, resolve_device
+from .devices import cpu_bfloat16_applies, describe_device, resolve_device
 from .errors import OutputExistsError, SettingsError
 from .events import EpochEnd, NormAdapted, StepEnd, drive
 from .head_fit import FIT_BATCHES, fit_heads, fresh_head_parameters
@@ -182,7 +182,7 @@ def _fit_fresh_heads(
 ) -> float | None:
     """``fit_heads`` on ``FIT_BATCHES`` batches of training patches (their own generator: the
     training patches are the same with or without the fit); the fit's loss, or None."""
-    params = fresh_head_parameters(model, copied)
+    params = fresh_head_parameters(model, copied, include_copied=config.fit_copied_heads)
     if not params:
         return None
     sampler = PatchSampler(train, config.patch_size, np.random.default_rng([config.seed, 2]), config.augment)
@@ -327,6 +327,7 @@ def train_iter(
 
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
+    cpu_bf16 = cpu_bfloat16_applies(config.cpu_bfloat16, device)
     model = initial_model(model_config, config.seed)
     copied = transfer_weights(model, init) if init is not None else []
     model.to(device)
@@ -387,6 +388,7 @@ def train_iter(
             "learning_rate": config.learning_rate,
             "fresh_learning_rate": config.fresh_learning_rate,
             "fit_heads": config.fit_heads,
+            "fit_copied_heads": config.fit_copied_heads,
             "head_fit_loss": head_fit_loss,
             "betas": list(config.betas),
             "batch_size": config.batch_size,
@@ -401,6 +403,7 @@ def train_iter(
             "self_supervised_share": anywhere,
             "augment": config.augment,
             "mixed_precision": amp,
+            "cpu_bfloat16": cpu_bf16,
             "device": describe_device(device),
             "train_labeled_pixels": sum(item.labeled_pixels for item in train),
             "val_labeled_pixels": sum(item.labeled_pixels for item in val or []),
@@ -433,7 +436,7 @@ def train_iter(
                 else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
             )
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16, enabled=amp or cpu_bf16):
                 loss, parts, output = training_loss(model, x, y, w, self_supervised, masking)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
