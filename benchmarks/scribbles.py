@@ -103,7 +103,7 @@ def _dock(fine_tune: bool) -> dict:
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
-                refresh_norm=int(t.refresh_norm), fresh_learning_rate=t.fresh_learning_rate, fit_heads=int(t.fit_heads), fit_copied_heads=int(t.fit_copied_heads), cpu_bfloat16=int(t.cpu_bfloat16), select_on_strokes=int(t.select_on_strokes),
+                refresh_norm=int(t.refresh_norm), fresh_learning_rate=t.fresh_learning_rate, fit_heads=int(t.fit_heads), fit_copied_heads=int(t.fit_copied_heads), cpu_bfloat16=int(t.cpu_bfloat16), average_weights=t.average_weights, select_on_strokes=int(t.select_on_strokes),
                 seed=t.seed, denoise_head=int(ModelConfig.denoise_head),
                 self_supervised_weight=t.self_supervised_weight, self_supervised_share=t.self_supervised_share)
 
@@ -118,7 +118,7 @@ OVERRIDES: dict = {}
 """What fine-tuning runs train with: ``DOCK`` with the ``--set KEY=VALUE`` overrides (``OVERRIDES``, a
 variant, ``--tag``); scratch runs apply the same overrides to ``_dock(False)``."""
 FLOAT_SETTINGS = ("learning_rate", "val_fraction", "fresh_learning_rate", "self_supervised_weight",
-                  "self_supervised_share")
+                  "self_supervised_share", "average_weights")
 """``--set`` values read as floats (``device`` as text, the others as integers)."""
 
 
@@ -302,6 +302,7 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          fit_heads=bool(settings.get("fit_heads")),
                          fit_copied_heads=bool(settings.get("fit_copied_heads")),
                          cpu_bfloat16=bool(settings.get("cpu_bfloat16")),
+                         average_weights=settings.get("average_weights") or 0.0,
                          select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"],
                          self_supervised_weight=settings["self_supervised_weight"],
                          self_supervised_share=settings["self_supervised_share"])

@@ -284,3 +284,28 @@ def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
         events = list(train_job.training_job(items, None, init.info, settings, init=init, preview=image))
         shown = [e for e in events if isinstance(e, train_job.PreviewReady)]
         assert shown and asked == [precision] * len(shown) and set(np.unique(shown[-1].labels)) <= {0, 1}
+
+
+def test_average_weights_keeps_a_moving_average_of_the_steps():
+    from napari_cellprep.engine.training import _average_into
+
+    model = torch.nn.Linear(2, 1)
+    averaged = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        averaged.weight.fill_(1.0), model.weight.fill_(3.0)
+    _average_into(averaged, model, 0.75)
+    assert torch.allclose(averaged.weight, torch.full_like(averaged.weight, 1.5))  # 0.75·1 + 0.25·3
+
+    image, mask, init = _two_class_case(2)
+    items = [from_mask(image, mask, Normalization())]
+    settings = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", average_weights=0.5)
+    plain = train(items, None, init.info, replace(settings, average_weights=0.0), init=init).model.model.state_dict()
+    result = train(items, None, init.info, settings, init=init)
+    kept = result.model.model.state_dict()
+    assert result.model.info.training["average_weights"] == 0.5
+    name = next(k for k in kept if k.endswith("weight") and kept[k].dim() == 4)
+    assert not torch.allclose(kept[name], plain[name])  # the kept model is the average, not the last weights
+    start = init.model.state_dict()[name]  # the average lies between the start and the last weights
+    assert float((kept[name] - start).abs().sum()) < float((plain[name] - start).abs().sum())
+    with pytest.raises(SettingsError, match="average_weights"):
+        TrainConfig(average_weights=1.0)

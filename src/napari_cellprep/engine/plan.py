@@ -49,6 +49,10 @@ class TrainConfig:
     ``cpu_bfloat16``: on a CPU that computes bfloat16 in hardware (``devices.cpu_has_native_bfloat16``),
     each training step's forward pass runs under bfloat16 autocast (weights, gradients and the
     optimizer stay float32; previews and validation stay float32); elsewhere it does nothing.
+    ``average_weights`` d in (0, 1): each epoch's model (scored, previewed, kept) is an exponential
+    moving average of the weights over the steps so far (after every step, average ← d·average +
+    (1 − d)·weights; its BatchNorm statistics refreshed when ``refresh_norm``, else copied), which
+    smooths the epoch-to-epoch swings of a few noisy steps (0: off, the last weights).
     ``fit_copied_heads`` (with ``fit_heads``): fit the heads copied from the starting model too, so
     that a model fine-tuned into another task with the same class count starts from heads fitted to
     its strokes rather than to the old task.
@@ -82,6 +86,7 @@ class TrainConfig:
     fit_heads: bool = False
     fit_copied_heads: bool = False
     cpu_bfloat16: bool = False
+    average_weights: float = 0.0
     select_on_strokes: bool = False
     self_supervised_weight: float = 0.0
     self_supervised_share: float = 0.5
@@ -101,6 +106,10 @@ class TrainConfig:
         if not self.self_supervised_weight >= 0 or math.isinf(self.self_supervised_weight):
             raise SettingsError(
                 f"self_supervised_weight must be 0 (off) or positive, got {self.self_supervised_weight}"
+            )
+        if not 0.0 <= self.average_weights < 1.0:
+            raise SettingsError(
+                f"average_weights must be 0 (off) or a decay below 1 (e.g. 0.9), got {self.average_weights}"
             )
         if not 0.0 <= self.self_supervised_share <= 1.0:
             raise SettingsError(

@@ -177,6 +177,12 @@ def _parameter_groups(model: SegmentationNet, copied: list[str], config: TrainCo
     return [{"params": kept, "lr": config.learning_rate}, {"params": fresh, "lr": fresh_lr}]
 
 
+def _average_into(averaged: SegmentationNet, model: SegmentationNet, decay: float) -> None:
+    """One step of the weights' moving average: ``averaged ← decay·averaged + (1 − decay)·model``."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), 1.0 - decay)
+
+
 def _fit_fresh_heads(
     model: SegmentationNet, copied: list[str], train: list[LabeledImage], config: TrainConfig, device: torch.device
 ) -> float | None:
@@ -358,6 +364,7 @@ def train_iter(
     names = output_names(model_config) + ["ensemble"] + (["denoising"] if self_supervised else [])
     masking = torch.Generator().manual_seed(config.seed) if self_supervised else None
 
+    averaged = copy.deepcopy(model) if config.average_weights > 0 else None
     history: list[EpochEnd] = []
     best, best_miou, best_epoch, best_scores = None, None, None, None
     if init is not None and val is None and val_windows:  # the starting model is the bar to beat
@@ -404,6 +411,7 @@ def train_iter(
             "augment": config.augment,
             "mixed_precision": amp,
             "cpu_bfloat16": cpu_bf16,
+            "average_weights": config.average_weights,
             "device": describe_device(device),
             "train_labeled_pixels": sum(item.labeled_pixels for item in train),
             "val_labeled_pixels": sum(item.labeled_pixels for item in val or []),
@@ -441,6 +449,8 @@ def train_iter(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if averaged is not None:
+                _average_into(averaged, model, config.average_weights)
             if scheduler is not None:
                 scheduler.step()
             total = float(loss.detach())
@@ -452,11 +462,15 @@ def train_iter(
             )
         if stopped or steps_done == 0:  # stopped, or the budget ran out at an epoch's start
             break
+        epoch_model = model if averaged is None else averaged  # what is scored, shown and kept
+        if averaged is not None and refresher is None:
+            for mine, theirs in zip(averaged.buffers(), model.buffers(), strict=True):
+                mine.copy_(theirs)
         if refresher is not None:
             batches = (refresher.sample(config.batch_size)[0] for _ in range(REFRESH_BATCHES))
-            adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
+            adapt_batch_norm(epoch_model, (torch.from_numpy(images).to(device) for images in batches))
         weights = output.ensemble_weights.detach().float().cpu().tolist()
-        result = validation_scores(model, info, val_windows, amp=amp, stop=stop) if val_windows else None
+        result = validation_scores(epoch_model, info, val_windows, amp=amp, stop=stop) if val_windows else None
         if val_windows and result is None:
             stopped = True
             break
@@ -472,7 +486,7 @@ def train_iter(
             best_miou, best_epoch, best_scores = (
                 (result.miou, epoch, result) if result else (None, epoch, None)
             )
-            best = copy.deepcopy(model).eval()
+            best = copy.deepcopy(epoch_model).eval()
             best_model = LoadedModel(best, replace(info, training=summary()))
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, best, best_model.info, overwrite=True)
