@@ -242,13 +242,20 @@ def test_fit_heads_runs_before_the_first_step_and_is_recorded():
     assert copied_fitted["fit_copied_heads"] is True and copied_fitted["head_fit_loss"] > 0
 
 
+def _bfloat16_case(steps: int):
+    """An image, its training items, a tiny model and one epoch of ``steps`` with ``cpu_bfloat16``."""
+    image, mask, init = _two_class_case(2)
+    settings = TrainConfig(
+        epochs=1, steps_per_epoch=steps, batch_size=2, patch_size=32, device="cpu", cpu_bfloat16=True
+    )
+    return image, [from_mask(image, mask, Normalization())], init, settings
+
+
 def test_cpu_bfloat16_trains_under_autocast_only_where_the_cpu_has_it(monkeypatch):
     from napari_cellprep.engine import devices
     from napari_cellprep.engine import training as training_module
 
-    image, mask, init = _two_class_case(2)
-    items = [from_mask(image, mask, Normalization())]
-    settings = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", cpu_bfloat16=True)
+    image, items, init, settings = _bfloat16_case(steps=2)
     seen = []
     real = training_module.training_loss
 
@@ -272,9 +279,7 @@ def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
     from napari_cellprep._widgets import train_job
     from napari_cellprep.engine import devices
 
-    image, mask, init = _two_class_case(2)
-    items = [from_mask(image, mask, Normalization())]
-    settings = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu", cpu_bfloat16=True)
+    image, items, init, settings = _bfloat16_case(steps=1)
     asked = []
     real = train_job.predict
     monkeypatch.setattr(train_job, "predict", lambda *a, **k: asked.append(k["precision"]) or real(*a, **k))
