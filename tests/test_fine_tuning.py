@@ -218,8 +218,8 @@ def test_fitting_fresh_heads_moves_only_them_and_fits_the_painted_pixels():
         accuracy = np.mean([float((model(x).ensemble_logits.argmax(1) == y).float().mean()) for x, y in batches])
     assert accuracy > 0.6  # chance: 1/3
     after = model.state_dict()
-    for name in before:
-        changed = not torch.equal(before[name], after[name])
+    for name, old in before.items():
+        changed = not torch.equal(old, after[name])
         assert changed == (name in fitted), name  # the trunk (weights and statistics) is untouched
     assert all(p.requires_grad for p in model.parameters())
 
@@ -255,7 +255,7 @@ def test_cpu_bfloat16_trains_under_autocast_only_where_the_cpu_has_it(monkeypatc
     from napari_cellprep.engine import devices
     from napari_cellprep.engine import training as training_module
 
-    image, items, init, settings = _bfloat16_case(steps=2)
+    _, items, init, settings = _bfloat16_case(steps=2)
     seen = []
     real = training_module.training_loss
 
@@ -265,7 +265,7 @@ def test_cpu_bfloat16_trains_under_autocast_only_where_the_cpu_has_it(monkeypatc
 
     monkeypatch.setattr(training_module, "training_loss", spy)
     for native in (True, False):
-        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda native=native: native)
         seen.clear()
         result = train(items, None, init.info, settings, init=init)
         assert seen == [native, native] and result.model.info.training["cpu_bfloat16"] is native
@@ -284,7 +284,7 @@ def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
     real = train_job.predict
     monkeypatch.setattr(train_job, "predict", lambda *a, **k: asked.append(k["precision"]) or real(*a, **k))
     for native, precision in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: native)
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda native=native: native)
         asked.clear()
         events = list(train_job.training_job(items, None, init.info, settings, init=init, preview=image))
         shown = [e for e in events if isinstance(e, train_job.PreviewReady)]

@@ -293,8 +293,8 @@ def fine_tune(
     the Train dock and ``cellprep train --init`` use: its architecture and normalisation kept,
     the fine-tuning defaults (``engine.plan.FINE_TUNE_DEFAULTS``, no held-out pixels), the class
     count may change. ``adapt_norm`` (re-estimate BatchNorm statistics on the new images first),
-    ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed) and
-    ``fit_heads`` (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
+    ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed), ``fit_heads``
+    (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
     (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. ``labels_kind`` and
     the other arguments as in ``train``.
     """

@@ -48,7 +48,8 @@ class TrainConfig:
     with the rest of the model fixed (``engine.head_fit``; after AdaBN when ``adapt_norm``).
     ``cpu_bfloat16``: on a CPU that computes bfloat16 in hardware (``devices.cpu_has_native_bfloat16``),
     each training step's forward pass runs under bfloat16 autocast (weights, gradients and the
-    optimizer stay float32; previews and validation stay float32); elsewhere it does nothing.
+    optimizer stay float32; validation stays float32, the dock's live preview follows the steps);
+    elsewhere it does nothing.
     ``average_weights`` d in (0, 1): each epoch's model (scored, previewed, kept) is an exponential
     moving average of the weights over the steps so far (after every step, average ← d·average +
     (1 − d)·weights; its BatchNorm statistics refreshed when ``refresh_norm``, else copied), which
@@ -155,9 +156,9 @@ tied at 120 s (0.39–0.57 vs 0.39–0.51). After the fit the heads learn at the
 120 s over four cases, two of them slowed by other work).
 ``cpu_bfloat16`` (docs/scribbles-variants/cpu-bfloat16.md; 2 held-out images of each set, clean and
 very low light, fine-tuning run beside fine-tuning with float32 on the same images, one core each):
-35–70% more steps in 120 s (1.72× faster steps alone: benchmarks/bench_train_step.py); at 30 s higher or equal in 9 of 12 paired
+32–70% more steps in 120 s (1.72× faster steps alone: benchmarks/bench_train_step.py); at 30 s higher or equal in 9 of 12 paired
 cases (mean +0.027 mIoU; ISBI 2012 +0.00 to +0.09, nist-phase −0.04 to +0.08, vnc-em −0.03 to
-+0.04), at 120 s mean +0.019 (vnc-em +0.04 to +0.11). Does nothing on CPUs without bfloat16
++0.04), at 120 s mean +0.020 (vnc-em +0.04 to +0.11). Does nothing on CPUs without bfloat16
 hardware, where it would be emulated and slower.
 ``adapt_norm`` (docs/scribbles-variants/adapt-norm.md, the current bundled model, the same four
 cases): the first preview came after 1.3–2.0 s instead of 4.8–5.9 s, and scored 0.848 instead of
