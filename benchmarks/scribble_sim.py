@@ -4,7 +4,8 @@ and where to put the next ones (numpy, scipy and scikit-image only).
 A stroke is a random walk with momentum (a short, gently bending polyline) whose centre line
 stays inside its class eroded by the brush radius, drawn with a round brush of ``brush`` pixels;
 so every painted pixel lies inside the stroke's class. Seeds are drawn uniformly (random
-strokes) or greedily at the maxima of a score map (branch disagreement, errors), spaced apart.
+strokes), greedily at the maxima of a score map (branch disagreement, errors), or at random with
+probability proportional to the score (an annotator following a heat map), spaced apart.
 Everything is deterministic for a given ``numpy.random.Generator`` seed.
 """
 
@@ -106,6 +107,28 @@ def pick_seeds(score: np.ndarray, allowed: np.ndarray, count: int, min_distance:
     return seeds
 
 
+def sample_seeds(score: np.ndarray, allowed: np.ndarray, count: int, min_distance: int,
+                 rng: np.random.Generator, smooth: float = 2.0) -> list[tuple[int, int]]:
+    """Up to ``count`` pixels of ``allowed`` drawn one after another with probability proportional
+    to ``score`` (Gaussian-smoothed by ``smooth`` pixels), each at least ``min_distance`` from the
+    others: uncertain places are likelier, but the strokes spread over all of them. Stops early
+    where no allowed pixel with a positive score is left."""
+    smoothed = ndi.gaussian_filter(np.asarray(score, dtype=np.float64), smooth) if smooth else np.asarray(score, float)
+    weights = np.where(allowed, np.clip(smoothed, 0.0, None), 0.0).ravel()
+    width = score.shape[1]
+    rr, cc = np.divmod(np.arange(weights.size), width)
+    seeds: list[tuple[int, int]] = []
+    for _ in range(count):
+        total = weights.sum()
+        if total <= 0:
+            break
+        index = int(rng.choice(weights.size, p=weights / total))
+        r, c = divmod(index, width)
+        seeds.append((r, c))
+        weights[(rr - r) ** 2 + (cc - c) ** 2 < min_distance**2] = 0.0
+    return seeds
+
+
 def per_class(total: int, num_classes: int) -> list[int]:
     """``total`` strokes shared as evenly as possible between the classes (first classes get
     the remainder)."""
@@ -114,13 +137,15 @@ def per_class(total: int, num_classes: int) -> list[int]:
 
 def add_strokes(mask: np.ndarray, total: int, rng: np.random.Generator, *, brush: int = 3,
                 length: int = 30, painted: np.ndarray | None = None, score: np.ndarray | None = None,
-                margin: int = 2) -> list[Stroke]:
+                margin: int = 2, sample: bool = False, within: np.ndarray | None = None) -> list[Stroke]:
     """``total`` new strokes, balanced over the classes of ``mask`` (class indices 0..C-1).
 
     Seeds avoid pixels within ``margin`` of what is already ``painted`` (labels, 0 = none). With
     ``score`` None seeds are uniform over each class's paintable area; otherwise they are the
-    maxima of ``score`` there (``pick_seeds``, spaced by half a stroke length), topped up at
-    random where the score has no positive value left. A class too thin for the brush is
+    maxima of ``score`` there (``pick_seeds``, spaced by half a stroke length), or with ``sample``
+    drawn in proportion to it (``sample_seeds``), topped up at random where the score has no
+    positive value left. ``within`` (bool, optional) restricts the seeds to an area, such as the
+    squares a cue shows, where the class has room there. A class too thin for the brush is
     painted with a 1-pixel brush instead.
     """
     num_classes = int(mask.max()) + 1
@@ -138,7 +163,15 @@ def add_strokes(mask: np.ndarray, total: int, rng: np.random.Generator, *, brush
         allowed_free = allowed & free
         if not allowed_free.any():
             allowed_free = allowed
-        seeds = [] if score is None else pick_seeds(score, allowed_free, count, max(1, length // 2))
+        if within is not None and (allowed_free & within).any():
+            allowed_free = allowed_free & within
+        spacing = max(1, length // 2)
+        if score is None:
+            seeds = []
+        elif sample:
+            seeds = sample_seeds(score, allowed_free, count, spacing, rng)
+        else:
+            seeds = pick_seeds(score, allowed_free, count, spacing)
         if len(seeds) < count:
             pool = np.flatnonzero(allowed_free)
             taken = set(seeds)

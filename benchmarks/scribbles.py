@@ -24,8 +24,10 @@ image (vnc-em: the central 512² crop):
 - **rounds** (``--parts rounds``): fine-tune ``--round-seconds`` on the strokes, then 5 times add
   ``--round-strokes`` strokes (a) at random, (b) at the maxima of the branch disagreement of the
   current model's prediction (the engine's ``Prediction.disagreement``), (c) at the maxima of its
-  errors (oracle), and fine-tune again for ``--round-seconds`` from the previous round's model;
-  the forest is refitted on the same strokes each round.
+  errors (oracle), (s) drawn in proportion to the disagreement (an annotator following the
+  disagreement layer), or (q) drawn so inside the squares of the "paint here next" cue
+  (``engine.uncertainty.uncertain_regions``), and fine-tune again for ``--round-seconds`` from the
+  previous round's model; the forest is refitted on the same strokes each round.
 
 mIoU is over the whole image against its full ground truth. Results go to ``--out``.json
 after every case (re-running skips cases already there), then ``--out``.md and ``--out``.png.
@@ -84,13 +86,15 @@ from napari_cellprep.engine.io import find_pairs, read_image, read_mask  # noqa:
 from napari_cellprep.engine.metrics import confusion_matrix, scores  # noqa: E402
 from napari_cellprep.engine.plan import default_val_fraction, training_settings  # noqa: E402
 from napari_cellprep.engine.training import TrainConfig  # noqa: E402
+from napari_cellprep.engine.uncertainty import uncertain_regions  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
 SETS = ("nist-phase", "isbi2012-membrane", "vnc-em")
 CROP = 512
 """vnc-em images (1024²) are cut to their central CROP² pixels."""
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
-STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)"}
+STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)",
+              "s": "sampled by branch disagreement", "q": "in the cue's squares"}
 
 def _dock(fine_tune: bool) -> dict:
     """The Train dock's settings for a start mode, read from the engine (``training_settings``,
@@ -117,22 +121,30 @@ SETTINGS = dict(DOCK, threads=None)
 OVERRIDES: dict = {}
 """What fine-tuning runs train with: ``DOCK`` with the ``--set KEY=VALUE`` overrides (``OVERRIDES``, a
 variant, ``--tag``); scratch runs apply the same overrides to ``_dock(False)``."""
+LATER_ROUNDS: dict = {}
+"""``--later-set KEY=VALUE``: settings of the rounds after the first only (a variant, ``--tag``): the
+dock continuing from a model it already fine-tuned on this image."""
 FLOAT_SETTINGS = ("learning_rate", "val_fraction", "fresh_learning_rate", "self_supervised_weight",
                   "self_supervised_share", "average_weights")
 """``--set`` values read as floats (``device`` as text, the others as integers)."""
 
 
-def override(key: str, value: str) -> None:
-    """``--set key=value``: change a setting of ``SETTINGS`` for every run (``ValueError`` if unknown)."""
+def override(key: str, value: str, into: dict | None = None) -> None:
+    """``--set key=value``: change a setting of ``SETTINGS`` for every run (``ValueError`` if
+    unknown); ``into`` (``LATER_ROUNDS``, ``--later-set``): record it there instead."""
     if key not in SETTINGS:
         raise ValueError(f"unknown setting {key!r}; choose from {list(SETTINGS)}")
     if key == "device":
-        SETTINGS[key] = value
+        parsed = value
     elif value.lower() in ("none", "auto"):
-        SETTINGS[key] = None
+        parsed = None
     else:
-        SETTINGS[key] = float(value) if key in FLOAT_SETTINGS else int(value)
-    OVERRIDES[key] = SETTINGS[key]
+        parsed = float(value) if key in FLOAT_SETTINGS else int(value)
+    if into is not None:
+        into[key] = parsed
+        return
+    SETTINGS[key] = parsed
+    OVERRIDES[key] = parsed
 
 
 def threads() -> int:
@@ -277,18 +289,19 @@ def _inner_model(job) -> torch.nn.Module | None:
 
 
 def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), preview=True,
-              epochs: int | None = None, last_weights: bool = False) -> dict:
-    """One press of Train with the dock's settings, stopped once ``seconds`` of the dock's clock
-    have passed (or at the dock's epoch count). Returns timings, the previews' scores, the
-    ``last`` scores right after each budget and the returned (best) model; with ``last_weights``
-    also ``last_model``, the weights after the last step (in eval mode; a diagnosis)."""
+              epochs: int | None = None, last_weights: bool = False, extra: dict | None = None) -> dict:
+    """One press of Train with the dock's settings (and ``extra`` on top), stopped once ``seconds``
+    of the dock's clock have passed (or at the dock's epoch count). Returns timings, the previews'
+    scores, the ``last`` scores right after each budget and the returned (best) model; with
+    ``last_weights`` also ``last_model``, the weights after the last step (in eval mode; a
+    diagnosis)."""
     num_classes = info.config.num_classes
     stop = threading.Event()
     clock = 0.0
     start = time.perf_counter()
     items = painted_items(image, labels, rgb=False, in_channels=info.config.in_channels,
                           normalization=info.normalization, class_names=info.class_names)
-    settings = SETTINGS if init is not None else {**_dock(False), **OVERRIDES}
+    settings = {**(SETTINGS if init is not None else {**_dock(False), **OVERRIDES}), **(extra or {})}
     if settings["val_fraction"]:
         train, val = split_validation(items, settings["val_fraction"], settings["seed"])
     else:  # the dock's validation "none": every epoch counts as best, so each one is previewed
@@ -425,6 +438,7 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
     num_classes = len(names)
     info, init = model_info("finetune", base, names)
     out = {"image": name, "index": index, "round_seconds": args.round_seconds, "settings": dict(SETTINGS),
+           "later_rounds": dict(LATER_ROUNDS),
            "round_strokes": args.round_strokes, "loadavg_start": os.getloadavg(), "strategies": {}}
     first = train_run(image, labels0, mask, info, init, seconds=args.round_seconds, preview=False)
     model0 = first.pop("model")
@@ -437,19 +451,23 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
         rng = np.random.default_rng([args.seed, SETS.index(dataset), index, ord(key)])
         model, labels, pred, history = model0, labels0, pred0, [round0]
         for r in range(1, args.rounds + 1):
-            if key == "a":
-                score = None
-            elif key == "b":
+            score, within = None, None
+            if key in ("b", "s", "q"):
                 score = pred.disagreement
-            else:
+            elif key == "c":
                 score = (pred.labels != mask).astype(np.float32)
+            if key == "q":
+                within = np.zeros(mask.shape, dtype=bool)
+                for square in uncertain_regions(pred.disagreement):
+                    within[square.top : square.bottom, square.left : square.right] = True
             new = add_strokes(mask, args.round_strokes, rng, brush=args.brush, length=args.length,
-                              painted=labels, score=score)
+                              painted=labels, score=score, sample=key in ("s", "q"), within=within)
             chosen_disagreement = None if pred.disagreement is None else float(
                 np.mean([pred.disagreement[s.rows, s.cols].mean() for s in new]))
             chosen_error = float(np.mean([(pred.labels[s.rows, s.cols] != s.cls).mean() for s in new]))
             labels = paint(new, mask.shape, labels)
-            run = train_run(image, labels, mask, info, model, seconds=args.round_seconds, preview=False)
+            run = train_run(image, labels, mask, info, model, seconds=args.round_seconds, preview=False,
+                            extra=LATER_ROUNDS)
             model = run.pop("model")
             pred = predict(model, image, outputs=("branches",))
             history.append({"round": r, **stroke_stats(labels, num_classes), "steps": run["steps"],
@@ -509,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help=f"a variant: change a training setting of the dock ({', '.join(SETTINGS)}); needs --tag")
+    parser.add_argument("--later-set", action="append", default=[], metavar="KEY=VALUE", dest="later",
+                        help="a variant: change a setting in the rounds after the first only; needs --tag")
     parser.add_argument("--start", type=Path, default=None, metavar="FILE.cellprep",
                         help="fine-tune this checkpoint instead of the bundled model (a variant: name it with --tag)")
     parser.add_argument("--tag", default="", help="name of the variant (cases are stored apart as PART+TAG)")
@@ -521,8 +541,14 @@ def main(argv: list[str] | None = None) -> int:
             override(key, value)
         except ValueError as exc:
             parser.error(f"--set {item}: {exc}")
-    if (args.overrides or args.start) and not args.tag:
-        parser.error("--set and --start make a variant: name it with --tag")
+    for item in args.later:
+        key, _, value = item.partition("=")
+        try:
+            override(key, value, into=LATER_ROUNDS)
+        except ValueError as exc:
+            parser.error(f"--later-set {item}: {exc}")
+    if (args.overrides or args.later or args.start) and not args.tag:
+        parser.error("--set, --later-set and --start make a variant: name it with --tag")
     start_path = args.start or default_checkpoint_path()
 
     out = Path(args.out)
@@ -547,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             "dock": DOCK,
             "tag": args.tag,
             "variant": {k: v for k, v in SETTINGS.items() if k not in DOCK or DOCK[k] != v},
+            "later_rounds": dict(LATER_ROUNDS),
             "bundled_model_sha256": hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()[:16],
             "start_model": str(args.start) if args.start else "bundled",
             "start_model_sha256": hashlib.sha256(start_path.read_bytes()).hexdigest()[:16],

@@ -69,6 +69,30 @@ def test_picker_goes_where_disagreement_is_highest():
     assert (((rows - 20) ** 2 + (cols - 100) ** 2) < 12**2).mean() > 0.8
 
 
+def test_sampled_seeds_follow_the_map_spread_out_and_stay_within_the_cue():
+    score = np.zeros((128, 128))
+    score[:, :32] = 1.0  # hot strip on the left, cold elsewhere
+    allowed = np.ones(score.shape, bool)
+    seeds = sim.sample_seeds(score, allowed, 6, min_distance=10, rng=np.random.default_rng(0), smooth=0)
+    assert len(seeds) == 6 and all(c < 32 for _, c in seeds)  # only where the score is positive
+    gaps = [np.hypot(a[0] - b[0], a[1] - b[1]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    assert min(gaps) >= 10
+    # not the greedy maxima: another generator draws other seeds from the same map
+    again = sim.sample_seeds(score, allowed, 6, min_distance=10, rng=np.random.default_rng(1), smooth=0)
+    assert set(again) != set(seeds)
+    # restricted to the cue's squares where the class has room there
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:, 64:] = 1
+    within = np.zeros(mask.shape, bool)
+    within[90:128, 40:100] = True
+    strokes = sim.add_strokes(mask, 6, np.random.default_rng(0), score=np.ones(mask.shape), length=4,
+                              sample=True, within=within)
+    assert [s.cls for s in strokes] == [0, 0, 0, 1, 1, 1]
+    for stroke in strokes:
+        assert (mask[stroke.rows, stroke.cols] == stroke.cls).all()
+        assert np.mean(stroke.rows >= 84) > 0.5 and np.mean((stroke.cols >= 34) & (stroke.cols < 106)) > 0.5
+
+
 def test_new_strokes_avoid_painted_pixels():
     mask = _mask()
     first = sim.paint(sim.add_strokes(mask, 30, np.random.default_rng(0)), mask.shape)
