@@ -44,14 +44,29 @@ def to_zarr(loaded, array, out, block=96, **options):
                                       **TILING, **options))
 
 
+def assert_argmax_equal_off_ties(actual, expected, probabilities, class_axis, tie=1e-4):
+    """Labels equal wherever the top two class probabilities differ by more than ``tie``.
+
+    Blocks sum their overlapping tiles in another order than one in-memory pass, so probabilities
+    agree to float rounding (asserted separately) and a pixel on an exact tie may take either class.
+    """
+    top2 = np.sort(probabilities, axis=class_axis)
+    margin = np.take(top2, -1, axis=class_axis) - np.take(top2, -2, axis=class_axis)
+    decided = margin > tie
+    assert decided.mean() > 0.99  # the ties excused are a handful of pixels, not the comparison
+    assert np.array_equal(actual[decided], expected[decided])
+
+
 def test_blocks_equal_the_in_memory_tiled_prediction(model, tmp_path):
     stack = image((2, 300, 333))  # two planes, 4 × 4 blocks each, sides not multiples of anything
     ref = predict(model, stack, outputs=OUTPUTS, **TILING)
     root = zarr.open_group(to_zarr(model, stack, tmp_path / "o.zarr", outputs=OUTPUTS), mode="r")
     assert root["done"].shape == (2, 4, 4) and root["labels"].chunks == (1, 96, 96)
-    assert np.array_equal(root["labels"][...], ref.labels)
-    for name in ("probabilities", "filters", "translated", "branch_probabilities", "branch_labels", "disagreement"):
+    for name in ("probabilities", "filters", "translated", "branch_probabilities", "disagreement"):
         np.testing.assert_allclose(root[name][...], getattr(ref, name), atol=1e-5, err_msg=name)
+    assert_argmax_equal_off_ties(root["labels"][...], ref.labels, ref.probabilities, class_axis=1)
+    assert_argmax_equal_off_ties(root["branch_labels"][...], ref.branch_labels, ref.branch_probabilities,
+                                 class_axis=2)
     assert 0.05 < ref.labels.mean() < 0.95  # both classes occur: the comparison means something
 
 
