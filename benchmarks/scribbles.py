@@ -32,6 +32,8 @@ image (vnc-em: the central 512² crop):
 mIoU is over the whole image against its full ground truth. Results go to ``--out``.json
 after every case (re-running skips cases already there), then ``--out``.md and ``--out``.png.
 
+Needs the ``benchmarks`` extra (scikit-learn for the forest): ``pip install -e ".[benchmarks]"``.
+
 Quick check (a few minutes)::
 
     python benchmarks/scribbles.py --sets nist-phase --conditions clean --images 1 --budgets 5 15 30
