@@ -98,14 +98,14 @@ BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)",
               "s": "sampled by branch disagreement", "q": "in the cue's squares"}
 
-def _dock(fine_tune: bool) -> dict:
+def _dock(fine_tune: bool, continuing: bool = False) -> dict:
     """The Train dock's settings for a start mode, read from the engine (``training_settings``,
     ``default_val_fraction``): epochs, lr, batch, patch, steps per epoch, device, validation share of
     the painted pixels (0: none), BatchNorm handling, seed (weights, patches and the validation
     split, as the dock uses it); a new model is width 16, depth 4. Not in the dock (issue #10 §1,
     engine defaults: off): ``denoise_head`` (1: a new model gets one; a fine-tuned model keeps the
     base's architecture) and the Noise2Void ``self_supervised_weight`` and ``self_supervised_share``."""
-    t = training_settings(fine_tune)
+    t = training_settings(fine_tune, continuing=continuing)
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
@@ -119,6 +119,11 @@ DOCK = _dock(True)
 1036fba the dock fine-tuned with the from-scratch settings (lr 1e-3, 256² patches, about one pass,
 20% held out): docs/archive/scribbles-v1.md. ``threads`` None: as the dock sets them
 (``gui_torch_threads``)."""
+CONTINUING = {key: value for key, value in _dock(True, continuing=True).items() if DOCK[key] != value}
+"""What the dock changes when it fine-tunes a model it fine-tuned before (Train again after
+correcting; ``engine.plan.CONTINUE_DEFAULTS``): the rounds after the first train with it, then
+with ``--later-set``. Rounds measured before it existed (commit 195f634 and earlier) record
+``later_rounds`` without it."""
 SETTINGS = dict(DOCK, threads=None)
 OVERRIDES: dict = {}
 """What fine-tuning runs train with: ``DOCK`` with the ``--set KEY=VALUE`` overrides (``OVERRIDES``, a
@@ -440,7 +445,7 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
     num_classes = len(names)
     info, init = model_info("finetune", base, names)
     out = {"image": name, "index": index, "round_seconds": args.round_seconds, "settings": dict(SETTINGS),
-           "later_rounds": dict(LATER_ROUNDS),
+           "later_rounds": {**CONTINUING, **LATER_ROUNDS},
            "round_strokes": args.round_strokes, "loadavg_start": os.getloadavg(), "strategies": {}}
     first = train_run(image, labels0, mask, info, init, seconds=args.round_seconds, preview=False)
     model0 = first.pop("model")
@@ -469,7 +474,7 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
             chosen_error = float(np.mean([(pred.labels[s.rows, s.cols] != s.cls).mean() for s in new]))
             labels = paint(new, mask.shape, labels)
             run = train_run(image, labels, mask, info, model, seconds=args.round_seconds, preview=False,
-                            extra=LATER_ROUNDS)
+                            extra={**CONTINUING, **LATER_ROUNDS})
             model = run.pop("model")
             pred = predict(model, image, outputs=("branches",))
             history.append({"round": r, **stroke_stats(labels, num_classes), "steps": run["steps"],
@@ -575,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             "dock": DOCK,
             "tag": args.tag,
             "variant": {k: v for k, v in SETTINGS.items() if k not in DOCK or DOCK[k] != v},
-            "later_rounds": dict(LATER_ROUNDS),
+            "later_rounds": {**CONTINUING, **LATER_ROUNDS},
             "bundled_model_sha256": hashlib.sha256(default_checkpoint_path().read_bytes()).hexdigest()[:16],
             "start_model": str(args.start) if args.start else "bundled",
             "start_model_sha256": hashlib.sha256(start_path.read_bytes()).hexdigest()[:16],

@@ -135,3 +135,24 @@ def test_a_time_budget_is_a_normal_end_that_keeps_the_best_model(scribbles, tmp_
         run("train", "--pair", image, labels, "--painted", "--out", out, "--overwrite", "--seconds", "0"),
         "time budget must be positive",
     )
+
+
+def test_a_further_round_continues_by_the_engines_rule_and_flags_override_it(scribbles, tmp_path):
+    image, labels, _ = scribbles[0]
+    first, second, plain = tmp_path / "first.cellprep", tmp_path / "second.cellprep", tmp_path / "plain.cellprep"
+    common = ["--pair", image, labels, "--painted", *FAST]
+    assert run("train", *common, "--init", "default", "--out", first)[0] == 0
+    assert run("train", *common, "--init", first, "--out", second)[0] == 0
+    code, _, err = run(
+        "train", *common, "--init", first, "--out", plain, "--average-weights", "0", "--no-select-on-strokes"
+    )
+    assert code == 0, err
+    once, again, overridden = (read_info(path).training for path in (first, second, plain))
+    assert once["average_weights"] == 0 and not once["select_on_strokes"]  # the bundled model was trained afresh
+    continuing = training_settings(True, continuing=True)
+    assert again["fine_tuned_from"] and again["fine_tuned_from"] != once["fine_tuned_from"]
+    assert (again["average_weights"], again["select_on_strokes"]) == (
+        continuing.average_weights,
+        continuing.select_on_strokes,
+    ) != (0, False)
+    assert (overridden["average_weights"], overridden["select_on_strokes"]) == (0, False)

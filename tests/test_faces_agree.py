@@ -225,3 +225,21 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
     assert [training[k] for k in shown] == [getattr(defaults, k) for k in shown]
     assert defaults.adapt_norm is True and defaults.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"]
     assert defaults.fit_heads is FINE_TUNE_DEFAULTS["fit_heads"] is not TrainConfig().fit_heads
+
+
+def test_a_further_round_of_fine_tuning_takes_the_continue_rule_and_what_is_given_wins():
+    from types import SimpleNamespace
+
+    from napari_cellprep.engine.plan import CONTINUE_DEFAULTS, continues_fine_tuning
+
+    def loaded(training):  # what the rule reads of a LoadedModel: its training record
+        return SimpleNamespace(info=SimpleNamespace(training=training))
+
+    tuned, fresh = loaded({"fine_tuned_from": "default"}), loaded({"fine_tuned_from": None})
+    assert continues_fine_tuning(tuned) and not continues_fine_tuning(fresh) and not continues_fine_tuning(None)
+    once, again = training_settings(True), training_settings(True, continuing=True)
+    assert once.average_weights == 0 and not once.select_on_strokes
+    assert {key: getattr(again, key) for key in CONTINUE_DEFAULTS} == CONTINUE_DEFAULTS
+    assert again.learning_rate == once.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"]
+    assert training_settings(True, continuing=True, average_weights=0.5).average_weights == 0.5
+    assert training_settings(False, continuing=True) == TrainConfig()  # a new model has nothing to continue

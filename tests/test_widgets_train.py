@@ -14,6 +14,7 @@ from napari_cellprep._widgets import run_controls  # noqa: E402
 from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
+from napari_cellprep.engine.plan import CONTINUE_DEFAULTS  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -148,11 +149,37 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     trained = widget.trained
     assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
     assert trained.info.class_names == ["background", "nucleus"]
+    assert trained.info.training["average_weights"] == 0 and not trained.info.training["select_on_strokes"]
+
+    # the loop: Train again continues from the model just trained, by the engine's continuing rule
+    assert widget._start.value == train_module.Start.FINE_TUNE and widget._base.value is trained
+    assert widget.controls.status.value.endswith("Train again continues from it."), widget.controls.status.value
+    widget._validation.value = train_module.Validation.NONE
+    widget.train()
+    assert widget.controls.status.value.startswith("Continuing 'tiny fine-tuned on cells' on ")
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=60_000)
+    again = widget.trained
+    assert again.label == "tiny fine-tuned on cells (2)"  # numbered, not "… fine-tuned on cells fine-tuned on cells"
+    assert again.info.training["fine_tuned_from"] == "tiny fine-tuned on cells"
+    assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
+    assert again.info.training["select_on_strokes"] is CONTINUE_DEFAULTS["select_on_strokes"] is True
 
     segment.select_model(trained)
     segment.run()
     qtbot.waitUntil(lambda: segment.controls.worker is None, timeout=30_000)
     assert segment.output_layers()[-2].data.shape == (3, 64, 64)  # the ensemble
+
+
+def test_the_users_settings_survive_layers_added_and_removed(make_napari_viewer, registry, tiny_checkpoint, cells):
+    viewer = make_napari_viewer()
+    registry.add_file(tiny_checkpoint)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    widget._patch.value, widget._lr.value, widget._steps.value = 48, 0.02, 3
+    viewer.add_image(cells(), name="cells")  # napari resets the dock's choices: the radio buttons re-emit
+    viewer.layers.remove("cells")
+    assert (widget._patch.value, widget._lr.value, widget._steps.value) == (48, 0.02, 3)
+    widget._start.value = train_module.Start.NEW  # a change of mode still takes that mode's settings
+    assert widget._patch.value == train_module.training_settings(False).patch_size != 48
 
 
 def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, registry, cells, monkeypatch):

@@ -31,7 +31,13 @@ from .engine.instances import (  # noqa: F401  (write_measurements: in __all__)
 )
 from .engine.labels import LabelKind, check_values, class_count
 from .engine.layout import input_channels
-from .engine.plan import default_val_fraction, model_to_train, normalization_for, training_settings
+from .engine.plan import (
+    continues_fine_tuning,
+    default_val_fraction,
+    model_to_train,
+    normalization_for,
+    training_settings,
+)
 from .engine.training import TrainingResult, train_iter
 from .model import NAMED_CONFIGS
 
@@ -207,10 +213,13 @@ def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
     )
     settings = {
         k: given[k]
-        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads", "cpu_bfloat16")
+        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads", "cpu_bfloat16",
+                  "average_weights", "select_on_strokes")
         if given.get(k) is not None
     }
-    config = training_settings(init is not None, device=given["device"], **settings)
+    config = training_settings(
+        init is not None, continuing=continues_fine_tuning(init), device=given["device"], **settings
+    )
     if isinstance(validation, tuple):
         val_pairs = _pairs(*validation, "validation data")
         val = _items(val_pairs, kind, norm, channels, rgb, channel_axis, class_names, "validation image")
@@ -283,6 +292,8 @@ def fine_tune(
     freeze_norm: bool | None = None,
     fit_heads: bool | None = None,
     cpu_bfloat16: bool | None = None,
+    average_weights: float | None = None,
+    select_on_strokes: bool | None = None,
     device: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
@@ -295,8 +306,9 @@ def fine_tune(
     count may change. ``adapt_norm`` (re-estimate BatchNorm statistics on the new images first),
     ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed), ``fit_heads``
     (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
-    (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. ``labels_kind`` and
-    the other arguments as in ``train``.
+    (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. A ``model``
+    that was itself fine-tuned continues by ``engine.plan.CONTINUE_DEFAULTS`` (``average_weights``,
+    ``select_on_strokes``). ``labels_kind`` and the other arguments as in ``train``.
     """
     given = dict(locals())
     return _run(_model(given.pop("model"), device), given)

@@ -3,6 +3,7 @@ with a live loss/mIoU plot, a Stop button, an optional live preview, and saving.
 
 from __future__ import annotations
 
+import re
 import time
 from enum import Enum
 from pathlib import Path
@@ -28,7 +29,14 @@ from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.labels import CORRECTION_WEIGHT, label_mapping
 from ..engine.layout import input_channels
-from ..engine.plan import DEFAULT_VAL_FRACTION, TrainConfig, default_val_fraction, model_to_train, training_settings
+from ..engine.plan import (
+    DEFAULT_VAL_FRACTION,
+    TrainConfig,
+    continues_fine_tuning,
+    default_val_fraction,
+    model_to_train,
+    training_settings,
+)
 from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
@@ -42,6 +50,14 @@ from .training_preview import TrainingPreview
 
 STEP_DISPLAY_INTERVAL_S = 0.25
 """Progress and status show a step at most this often (every step still reaches the plot's data)."""
+
+
+def fine_tuned_name(base: str, image: str) -> str:
+    """``base fine-tuned on image``; a further round on the same image keeps the name (the
+    registry numbers it) instead of growing it."""
+    suffix = f" fine-tuned on {image}"
+    stem = re.sub(r" \(\d+\)$", "", base)
+    return stem if stem.endswith(suffix) else base + suffix
 
 
 class Start(Enum):
@@ -138,6 +154,7 @@ class TrainWidget(Container):
         if self._registry.entries:
             self._base.value = self._registry.entries[0]
         self._take_base_classes()
+        self._applied_start: Start | None = None
         self._take_start_defaults()
         self._start.changed.connect(self._take_start_defaults)
         self._registry.changed.connect(self._base.reset_choices)
@@ -174,7 +191,12 @@ class TrainWidget(Container):
             self._names.value = ", ".join(entry.info.class_names)
 
     def _take_start_defaults(self, *_args) -> None:
-        """Fine-tuning and training afresh start from their own settings (``engine.plan``)."""
+        """Fine-tuning and training afresh start from their own settings (``engine.plan``), once
+        per change of mode: the radio buttons re-emit their value whenever napari resets the
+        dock's choices (a layer added or removed), and the user's settings must survive that."""
+        if self._start.value is self._applied_start:
+            return
+        self._applied_start = self._start.value
         fine_tune = self._start.value is Start.FINE_TUNE
         settings = training_settings(fine_tune)
         self._lr.value, self._patch.value = settings.learning_rate, settings.patch_size
@@ -208,7 +230,7 @@ class TrainWidget(Container):
             if entry is None:
                 raise SettingsError("choose a model to fine-tune, or start from a new model")
             init = self._registry.load(entry)
-            name = f"{init.label} fine-tuned on {image_layer.name}"
+            name = fine_tuned_name(init.label, image_layer.name)
             info = model_to_train(
                 self._classes.value, init.info.config.in_channels, init=init, class_names=names, name=name
             )
@@ -249,6 +271,7 @@ class TrainWidget(Container):
         info, init, channel_axis = self._model_info(image_layer)
         config = training_settings(  # the engine's defaults for what the form does not show (adapt_norm)
             self._start.value is Start.FINE_TUNE,
+            continuing=continues_fine_tuning(init),
             epochs=self._epochs.value,
             batch_size=self._batch.value,
             learning_rate=self._lr.value,
@@ -291,9 +314,10 @@ class TrainWidget(Container):
         pixels = sum(item.labeled_pixels for item in job["train"])
         corrected = sum(int((item.weight > 1).sum()) for item in job["train"] if item.weight is not None)
         corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
+        verb = "Continuing" if continues_fine_tuning(job["init"]) else "Training"
         self.controls.start(
             training_job,
-            busy=f"Training {job['info'].name!r} on {pixels} painted pixels{corrections}…",
+            busy=f"{verb} {job['info'].name!r} on {pixels} painted pixels{corrections}…",
             on_event=self._on_event,
             on_result=self._on_result,
             stop=self.controls.stop_event,
@@ -336,6 +360,9 @@ class TrainWidget(Container):
 
     def _on_result(self, result: TrainingResult) -> None:
         self.trained = self._registry.add_trained(result.model)
+        # the loop: correct its result, Train again, and it continues from this model
+        self._start.value = Start.FINE_TUNE  # after a new model, the form takes the fine-tuning settings
+        self._base.value = self.trained
         ending = "Stopped" if result.stopped else "Finished"
         best = (
             ""
@@ -344,7 +371,7 @@ class TrainWidget(Container):
         )
         self.controls.status.value = (
             f"{ending} after {result.epochs_run} epochs{best}. {self.trained.label!r} is now in the Segment "
-            f"widget's model list; save it to keep it."
+            f"widget's model list (save it to keep it); Train again continues from it."
         )
 
     def _on_idle(self) -> None:

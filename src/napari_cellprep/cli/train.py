@@ -22,9 +22,11 @@ from ..engine.layout import input_channels
 from ..engine.normalize import Normalization
 from ..engine.plan import (
     DEFAULT_VAL_FRACTION,
+    CONTINUE_DEFAULTS,
     FINE_TUNE_DEFAULTS,
     LR_SCHEDULES,
     TrainConfig,
+    continues_fine_tuning,
     default_val_fraction,
     model_to_train,
     normalization_for,
@@ -83,6 +85,8 @@ SETTINGS_OPTIONS = {
     "refresh_norm": "refresh_norm",
     "fit_heads": "fit_heads",
     "cpu_bfloat16": "cpu_bfloat16",
+    "average_weights": "average_weights",
+    "select_on_strokes": "select_on_strokes",
     "self_supervised": "self_supervised_weight",
 }
 """``{option dest: TrainConfig field}``."""
@@ -215,7 +219,12 @@ def run(args: argparse.Namespace) -> int:
         normalization=normalization,
         name=args.name or "",
     )
-    settings = training_settings(init is not None, device=str(device), **options_given(args, SETTINGS_OPTIONS))
+    settings = training_settings(
+        init is not None,
+        continuing=continues_fine_tuning(init),
+        device=str(device),
+        **options_given(args, SETTINGS_OPTIONS),
+    )
     if args.val_images is not None or args.val_masks is not None:
         val_pairs = pair_paths(args.val_images, args.val_masks, None, "validation data")
         val = _read_items(val_pairs, normalization, in_channels, args)
@@ -388,6 +397,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on a CPU with bfloat16 in hardware (AMX, AVX512-BF16), run the training steps under bfloat16 "
         "autocast, weights kept float32; nothing elsewhere (default: "
         f"{'on' if FINE_TUNE_DEFAULTS.get('cpu_bfloat16') else 'off'} with --init, off otherwise)",
+    )
+    opt.add_argument(
+        "--average-weights",
+        type=float,
+        metavar="DECAY",
+        help="keep a moving average of the weights (average <- DECAY*average + (1-DECAY)*weights after "
+        "every step) as each epoch's model; 0: the last weights (default: "
+        f"{CONTINUE_DEFAULTS.get('average_weights', 0)} when --init is itself a fine-tuned model, 0 otherwise)",
+    )
+    opt.add_argument(
+        "--select-on-strokes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="without validation data, keep an epoch only when it fits the training labels at least as well "
+        "as the starting model and the epochs before (default: "
+        f"{'on' if CONTINUE_DEFAULTS.get('select_on_strokes') else 'off'} when --init is itself a fine-tuned "
+        "model, off otherwise)",
     )
     opt.add_argument(
         "--freeze-norm",
