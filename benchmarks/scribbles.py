@@ -679,6 +679,12 @@ def _describe(dock: dict) -> str:
             f"lr {dock['learning_rate']:g}, {dock['val_fraction']:.0%} of the painted pixels held out, {norm}")
 
 
+def _describe_later(settings: dict) -> str:
+    """``average_weights 0.9, select_on_strokes on``: rates as numbers, switches as on/off."""
+    return ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {'on' if value else 'off'}"
+                     for key, value in settings.items())
+
+
 def write_report(results: dict, out: Path) -> None:
     budgets = _budgets(results)
     lines = ["# The scribbles benchmark: a few painted strokes → a segmentation, ours vs a pixel classifier", ""]
@@ -781,9 +787,15 @@ def write_report(results: dict, out: Path) -> None:
                   f"Round 0: the 60 strokes, fine-tuning the bundled model for {some['round_seconds']:g} s of the "
                   f"dock's clock. Each later round adds {some['round_strokes']} strokes (balanced over the classes) "
                   f"and fine-tunes {some['round_seconds']:g} s more from the previous round's model (the "
-                  "best by validation, as the dock returns it). (a) random seeds; (b) seeds at the maxima of "
+                  "best by validation, as the dock returns it), "
+                  + (f"continuing with {_describe_later(some['later_rounds'])} (the dock's rule for a further "
+                     "round, `engine.plan.CONTINUE_DEFAULTS`)" if some.get("later_rounds")
+                     else "with the first round's settings") + ". "
+                  "(a) random seeds; (b) seeds at the maxima of "
                   "the current model's branch disagreement (`Prediction.disagreement`, smoothed σ=2 px), "
-                  "within each class; (c) seeds at the maxima of its errors (oracle). The forest is refitted on "
+                  "within each class; (c) seeds at the maxima of its errors (oracle); (s) seeds drawn in "
+                  "proportion to the disagreement; (q) the same inside the squares of the dock's \"paint here "
+                  "next\" cue (`engine.uncertainty.uncertain_regions`). The forest is refitted on "
                   "the same strokes each round. mIoU, mean over images (min–max).", ""]
         n_rounds = max(len(h) for cases in rounds.values() for c in cases for h in c["strategies"].values())
         lines += ["| case | n | strategy | " + " | ".join(f"round {r}" for r in range(n_rounds))
