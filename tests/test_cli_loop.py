@@ -156,3 +156,7 @@ def test_a_further_round_continues_by_the_engines_rule_and_flags_override_it(scr
         continuing.select_on_strokes,
     ) != (0, False)
     assert (overridden["average_weights"], overridden["select_on_strokes"]) == (0, False)
+    elsewhere = tmp_path / "elsewhere.cellprep"  # the fine-tuned model on another image: a first round
+    other_image, other_labels, _ = scribbles[1]
+    assert run("train", "--pair", other_image, other_labels, "--painted", *FAST, "--init", first, "--out", elsewhere)[0] == 0
+    assert read_info(elsewhere).training["average_weights"] == 0 and not read_info(elsewhere).training["select_on_strokes"]

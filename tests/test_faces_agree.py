@@ -230,13 +230,21 @@ def test_dock_fine_tunes_into_another_class_count(viewer_with_docks, qtbot, regi
 def test_a_further_round_of_fine_tuning_takes_the_continue_rule_and_what_is_given_wins():
     from types import SimpleNamespace
 
+    from napari_cellprep.engine.data import LabeledImage
     from napari_cellprep.engine.plan import CONTINUE_DEFAULTS, continues_fine_tuning
 
     def loaded(training):  # what the rule reads of a LoadedModel: its training record
         return SimpleNamespace(info=SimpleNamespace(training=training))
 
-    tuned, fresh = loaded({"fine_tuned_from": "default"}), loaded({"fine_tuned_from": None})
-    assert continues_fine_tuning(tuned) and not continues_fine_tuning(fresh) and not continues_fine_tuning(None)
+    rng = np.random.default_rng(0)
+    same, other = (LabeledImage(rng.random((1, 40, 50), dtype=np.float32), np.zeros((40, 50), np.int64)) for _ in "ab")
+    relabeled = LabeledImage(same.image.copy(), np.ones((40, 50), np.int64))  # the same image, new strokes
+    tuned = loaded({"fine_tuned_from": "default", "image_digests": [same.digest()]})
+    assert continues_fine_tuning(tuned, [relabeled]) and continues_fine_tuning(tuned, [other, relabeled])
+    assert not continues_fine_tuning(tuned, [other])  # a fine-tuned model on a new image: a first round
+    assert not continues_fine_tuning(loaded({"fine_tuned_from": None, "image_digests": [same.digest()]}), [same])
+    assert not continues_fine_tuning(loaded({"fine_tuned_from": "default"}), [same])  # recorded before digests
+    assert not continues_fine_tuning(None, [same])
     once, again = training_settings(True), training_settings(True, continuing=True)
     assert once.average_weights == 0 and not once.select_on_strokes
     assert {key: getattr(again, key) for key in CONTINUE_DEFAULTS} == CONTINUE_DEFAULTS

@@ -163,6 +163,12 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert again.info.training["fine_tuned_from"] == "tiny fine-tuned on cells"
     assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
     assert again.info.training["select_on_strokes"] is CONTINUE_DEFAULTS["select_on_strokes"] is True
+    # the same model taken to another image starts as a first round does
+    widget._image.value, widget._labels.value = viewer.layers["other cells"], viewer.layers["other labels"]
+    widget.train()
+    assert widget.controls.status.value.startswith("Training 'tiny fine-tuned on cells fine-tuned on other cells'")
+    qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=60_000)
+    assert widget.trained.info.training["average_weights"] == 0 and not widget.trained.info.training["select_on_strokes"]
 
     segment.select_model(trained)
     segment.run()

@@ -218,7 +218,7 @@ def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
         if given.get(k) is not None
     }
     config = training_settings(
-        init is not None, continuing=continues_fine_tuning(init), device=given["device"], **settings
+        init is not None, continuing=continues_fine_tuning(init, train_items), device=given["device"], **settings
     )
     if isinstance(validation, tuple):
         val_pairs = _pairs(*validation, "validation data")
@@ -307,7 +307,7 @@ def fine_tune(
     ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed), ``fit_heads``
     (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
     (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. A ``model``
-    that was itself fine-tuned continues by ``engine.plan.CONTINUE_DEFAULTS`` (``average_weights``,
+    that was itself fine-tuned on these images continues by ``engine.plan.CONTINUE_DEFAULTS`` (``average_weights``,
     ``select_on_strokes``). ``labels_kind`` and the other arguments as in ``train``.
     """
     given = dict(locals())

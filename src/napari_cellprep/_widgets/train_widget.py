@@ -269,9 +269,10 @@ class TrainWidget(Container):
                 "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
             )
         info, init, channel_axis = self._model_info(image_layer)
+        items = self._items(image_layer, labels_layer, info, channel_axis)
         config = training_settings(  # the engine's defaults for what the form does not show (adapt_norm)
             self._start.value is Start.FINE_TUNE,
-            continuing=continues_fine_tuning(init),
+            continuing=continues_fine_tuning(init, items),
             epochs=self._epochs.value,
             batch_size=self._batch.value,
             learning_rate=self._lr.value,
@@ -279,7 +280,6 @@ class TrainWidget(Container):
             steps_per_epoch=self._steps.value or None,
             device=self._device.value,
         )
-        items = self._items(image_layer, labels_layer, info, channel_axis)
         check_training_data(items, info.config.num_classes, config.patch_size)
         val = None
         if self._validation.value is Validation.FRACTION:
@@ -314,7 +314,7 @@ class TrainWidget(Container):
         pixels = sum(item.labeled_pixels for item in job["train"])
         corrected = sum(int((item.weight > 1).sum()) for item in job["train"] if item.weight is not None)
         corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
-        verb = "Continuing" if continues_fine_tuning(job["init"]) else "Training"
+        verb = "Continuing" if continues_fine_tuning(job["init"], job["train"]) else "Training"
         self.controls.start(
             training_job,
             busy=f"{verb} {job['info'].name!r} on {pixels} painted pixels{corrections}…",

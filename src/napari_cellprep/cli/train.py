@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     )
     settings = training_settings(
         init is not None,
-        continuing=continues_fine_tuning(init),
+        continuing=continues_fine_tuning(init, train),
         device=str(device),
         **options_given(args, SETTINGS_OPTIONS),
     )
@@ -404,7 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DECAY",
         help="keep a moving average of the weights (average <- DECAY*average + (1-DECAY)*weights after "
         "every step) as each epoch's model; 0: the last weights (default: "
-        f"{CONTINUE_DEFAULTS.get('average_weights', 0)} when --init is itself a fine-tuned model, 0 otherwise)",
+        f"{CONTINUE_DEFAULTS.get('average_weights', 0)} when --init was itself fine-tuned on these images, 0 "
+        "otherwise)",
     )
     opt.add_argument(
         "--select-on-strokes",
@@ -412,8 +413,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="without validation data, keep an epoch only when it fits the training labels at least as well "
         "as the starting model and the epochs before (default: "
-        f"{'on' if CONTINUE_DEFAULTS.get('select_on_strokes') else 'off'} when --init is itself a fine-tuned "
-        "model, off otherwise)",
+        f"{'on' if CONTINUE_DEFAULTS.get('select_on_strokes') else 'off'} when --init was itself fine-tuned on "
+        "these images, off otherwise)",
     )
     opt.add_argument(
         "--freeze-norm",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -12,6 +13,9 @@ from .errors import ImageLayoutError, SettingsError, TrainingDataError
 from .labels import Labeled, LabelKind, check_classes, to_targets
 from .layout import to_planes
 from .normalize import Normalization, normalize_channels
+
+DIGEST_STRIDE = 7
+"""Every 7th row and column of an image make its digest (``LabeledImage.digest``)."""
 
 
 @dataclass
@@ -32,6 +36,12 @@ class LabeledImage:
     def labeled(self) -> Labeled:
         """(name, target, kind), what the checks of ``engine.labels`` take."""
         return self.name, self.target, self.kind
+
+    def digest(self) -> str:
+        """A short fingerprint of the normalised image (a strided sample of it, whatever the labels):
+        a training record keeps it, so that a later run can tell it trains on the same image."""
+        sample = np.ascontiguousarray(self.image[:, ::DIGEST_STRIDE, ::DIGEST_STRIDE], dtype=np.float32)
+        return hashlib.blake2b(sample.tobytes() + repr(self.image.shape).encode(), digest_size=8).hexdigest()
 
 
 def labeled_items(

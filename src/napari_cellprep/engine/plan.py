@@ -10,6 +10,7 @@ from typing import Any
 
 from ..model import ModelConfig, SegmentationNet
 from .checkpoint import LoadedModel, ModelInfo
+from .data import LabeledImage
 from .errors import SettingsError
 from .normalize import Normalization
 
@@ -189,8 +190,8 @@ CONTINUE_DEFAULTS: dict[str, Any] = {
     "select_on_strokes": True,
 }
 """Where a further round of fine-tuning departs from ``FINE_TUNE_DEFAULTS``: the model being
-fine-tuned was itself fine-tuned (``continues_fine_tuning``), as when the Train dock is pressed
-again after correcting its result. Such a model already fits the image, so each epoch's model is
+fine-tuned was itself fine-tuned on the same image (``continues_fine_tuning``), as when the Train
+dock is pressed again after correcting its result. Such a model already fits the image, so each epoch's model is
 a moving average of the weights (``average_weights``) and is kept only when it fits the painted
 labels, old and new, at least as well as the model the round started from and the epochs before it
 (``select_on_strokes``): a round never hands back a model that paints worse on what was painted.
@@ -202,16 +203,21 @@ than 0.02 worse, against 6) and from 0.016 to 0.008 on ISBI 2012; either change 
 (averaging 0.083, selection 0.156)."""
 
 
-def continues_fine_tuning(init: LoadedModel | None) -> bool:
-    """Whether training from ``init`` is a further round of fine-tuning: ``init`` was itself
-    fine-tuned (its training record names the model it started from)."""
-    return init is not None and bool(init.info.training.get("fine_tuned_from"))
+def continues_fine_tuning(init: LoadedModel | None, items: Sequence[LabeledImage]) -> bool:
+    """Whether training ``items`` from ``init`` is a further round of fine-tuning on the same data:
+    ``init`` was itself fine-tuned (its training record names the model it started from), on at
+    least one of these images (the record's ``image_digests``, ``LabeledImage.digest``). A
+    fine-tuned model taken to a new image starts as a first round does."""
+    if init is None or not init.info.training.get("fine_tuned_from"):
+        return False
+    return not set(init.info.training.get("image_digests") or ()).isdisjoint(item.digest() for item in items)
 
 
 def training_settings(fine_tune: bool, *, continuing: bool = False, **given: Any) -> TrainConfig:
     """The settings of a run: ``TrainConfig``'s defaults, ``FINE_TUNE_DEFAULTS`` on top when
     fine-tuning, ``CONTINUE_DEFAULTS`` on top of those when ``continuing`` (the model fine-tuned
-    was itself fine-tuned: ``continues_fine_tuning``), then what the user ``given``."""
+    was itself fine-tuned on the same image: ``continues_fine_tuning``), then what the user
+    ``given``."""
     rules = {**FINE_TUNE_DEFAULTS, **(CONTINUE_DEFAULTS if continuing else {})} if fine_tune else {}
     return TrainConfig(**{**rules, **given})
 

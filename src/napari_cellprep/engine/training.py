@@ -376,6 +376,8 @@ def train_iter(
     start = time.perf_counter()
     first_step: float | None = None  # when the time budget starts
 
+    digests = sorted({item.digest() for item in train})  # what a further round checks (plan.continues_fine_tuning)
+
     def summary() -> dict:
         return {
             "epochs_run": epochs_run,
@@ -416,6 +418,7 @@ def train_iter(
             "train_labeled_pixels": sum(item.labeled_pixels for item in train),
             "val_labeled_pixels": sum(item.labeled_pixels for item in val or []),
             "fine_tuned_from": init.label if init is not None else None,
+            "image_digests": digests,
             "weights_copied": len(copied),
             "seconds": round(time.perf_counter() - start, 1),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
