@@ -502,35 +502,41 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} | {branch} | {weights} |"
                 )
             lines.append("")
-            unet = {
-                (r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, "unet"), [])
-            }
-            diffs = []
+            def test_miou(method: str) -> dict[tuple, float]:
+                return {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, method), [])}
+
+            unet = test_miou("unet")
+            diffs, equal_compute = [], []
             for key in keys:
                 if key[2] == "unet":
                     continue
-                other = {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows[key]}
-                d = paired_difference(other, unet)
-                if d is not None:
-                    mean, low, high, n = d
-                    verdict = (
-                        "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
-                    )
-                    diffs.append(f"| {key[2]} | {n} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |")
-            if diffs:
-                lines += [
-                    "Paired difference to `unet` (same fold and seed), mIoU points, 95% t interval:",
-                    "",
-                    "| method | pairs | mean | 95% interval | verdict |",
-                    "|---|---|---|---|---|",
-                    *diffs,
-                    "",
-                ]
+                row = _difference_row(key[2], paired_difference(test_miou(key[2]), unet))
+                diffs += [row] if row else []
+                matched = test_miou(f"unet@flops-of-{key[2]}")  # U-Net given this method's training FLOPs
+                row = _difference_row(key[2], paired_difference(test_miou(key[2]), matched) if matched else None)
+                equal_compute += [row] if row else []
+            for title, table in (
+                ("Paired difference to `unet` (same fold and seed)", diffs),
+                ("At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the "
+                 "method's FLOPs; same fold and seed)", equal_compute),
+            ):
+                if table:
+                    lines += [f"{title}, mIoU points, 95% t interval:", "",
+                              "| method | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", *table, ""]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
+
+
+def _difference_row(method: str, d: tuple[float, float, float, int] | None) -> str | None:
+    """A row of a paired-difference table (``paired_difference``), ``None`` without pairs."""
+    if d is None:
+        return None
+    mean, low, high, n = d
+    verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
+    return f"| {method} | {n} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |"
 
 
 def main(argv: list[str] | None = None) -> int:

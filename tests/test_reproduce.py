@@ -103,6 +103,7 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
             ("unet", 0.80 + fold / 100),
             ("cellprep", 0.78 + fold / 100 + (fold == 1) / 50),
             ("cellprep-product", 0.83 + fold / 100),
+            ("unet@flops-of-cellprep-product", 0.85 + fold / 100 - (fold == 2) / 100),
         ):
             run = Run("nist-phase", "low-light", fold, 0, method)
             results[run.key] = fake_result(
@@ -121,3 +122,5 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     assert "| 20 | 3/3 |" in text  # U-Net's best epochs all in the last tenth
     assert "| cellprep-product | 3 | +3.00 | [+3.00, +3.00] | better |" in text
     assert "| cellprep | 3 | -1.33 |" in text and "not distinguishable |" in text
+    equal = text[text.index("At equal compute") :]  # the product against U-Net given its FLOPs: −2, −2, −1
+    assert "| cellprep-product | 3 | -1.67 |" in equal and "| cellprep | " not in equal.split("\n\n")[1]
