@@ -517,8 +517,8 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                 equal_compute += [row] if row else []
             for title, table in (
                 ("Paired difference to `unet` (same fold and seed)", diffs),
-                ("At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the "
-                 "method's FLOPs; same fold and seed)", equal_compute),
+                (("At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the "
+                  "method's FLOPs; same fold and seed)"), equal_compute),
             ):
                 if table:
                     lines += [f"{title}, mIoU points, 95% t interval:", "",
