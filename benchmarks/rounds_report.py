@@ -59,9 +59,12 @@ def _interval(d) -> str:
     return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}] (n={n}{verdict})"
 
 
-def report(variants: dict) -> list[str]:
+def report(variants: dict, against: str | None = None) -> list[str]:
+    """The tables; ``against``: a strategy every other one is also paired with (a column more)."""
+    extra = f" − ({against}), rounds 1–5 |" if against else ""
     lines = ["| case | variant | strategy | " + " | ".join(f"round {r}" for r in range(6))
-             + " | beats (a) in rounds | − (a), rounds 1–5 |", "|---|---|---|" + "---|" * 8]
+             + " | beats (a) in rounds | − (a), rounds 1–5 |" + extra,
+             "|---|---|---|" + "---|" * (8 + bool(against))]
     cases = sorted({case for found in variants.values() for case in found})
     for case in cases:
         for name, found in variants.items():
@@ -75,6 +78,10 @@ def report(variants: dict) -> list[str]:
                 cells = [f"{means[r]:.3f}" if r in means else "–" for r in range(6)]
                 diff = "" if key == "a" else _interval(paired_difference(later, random))
                 beats = "" if key == "a" else (", ".join(map(str, wins)) or "none")
+                if against:
+                    other = strategies.get(against, {})
+                    versus = "" if key == against or not other else _interval(paired_difference(later, other))
+                    diff += f" | {versus}"
                 lines.append(f"| {case[0]}, {case[1]} | {name} | ({key}) {STRATEGIES[key]} | "
                              + " | ".join(cells) + f" | {beats} | {diff} |")
     first = next(iter(variants))
@@ -115,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", metavar="NAME=FILE.json[@PART]")
     parser.add_argument("--out", type=Path, help="write the tables here (default: print them)")
+    parser.add_argument("--against", choices=sorted(STRATEGIES), help="also pair every strategy with this one")
     args = parser.parse_args(argv)
-    text = "\n".join(report(load(args.variants))) + "\n"
+    text = "\n".join(report(load(args.variants), args.against)) + "\n"
     if args.out:
         args.out.write_text(text)
     else:

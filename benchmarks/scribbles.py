@@ -25,9 +25,11 @@ image (vnc-em: the central 512² crop):
   ``--round-strokes`` strokes (a) at random, (b) at the maxima of the branch disagreement of the
   current model's prediction (the engine's ``Prediction.disagreement``), (c) at the maxima of its
   errors (oracle), (s) drawn in proportion to the disagreement (an annotator following the
-  disagreement layer), or (q) drawn so inside the squares of the "paint here next" cue
-  (``engine.uncertainty.uncertain_regions``), and fine-tune again for ``--round-seconds`` from the
-  previous round's model; the forest is refitted on the same strokes each round.
+  disagreement layer), (q) drawn so inside the squares of ``engine.uncertainty.uncertain_regions``
+  (the "paint here next" cue before it knew the strokes), or (p) the same with the disagreement
+  near the strokes already painted discounted (``engine.uncertainty.coverage_discount``: the
+  Segment dock's cue now), and fine-tune again for ``--round-seconds`` from the previous round's
+  model; the forest is refitted on the same strokes each round.
 
 mIoU is over the whole image against its full ground truth. Results go to ``--out``.json
 after every case (re-running skips cases already there), then ``--out``.md and ``--out``.png.
@@ -88,7 +90,7 @@ from napari_cellprep.engine.io import find_pairs, read_image, read_mask  # noqa:
 from napari_cellprep.engine.metrics import confusion_matrix, scores  # noqa: E402
 from napari_cellprep.engine.plan import default_val_fraction, training_settings  # noqa: E402
 from napari_cellprep.engine.training import TrainConfig  # noqa: E402
-from napari_cellprep.engine.uncertainty import uncertain_regions  # noqa: E402
+from napari_cellprep.engine.uncertainty import coverage_discount, uncertain_regions  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
 SETS = ("nist-phase", "isbi2012-membrane", "vnc-em")
@@ -96,7 +98,8 @@ CROP = 512
 """vnc-em images (1024²) are cut to their central CROP² pixels."""
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)",
-              "s": "sampled by branch disagreement", "q": "in the cue's squares"}
+              "s": "sampled by branch disagreement", "q": "in the cue's squares",
+              "p": "in the cue's squares, away from the strokes (the dock's cue)"}
 
 def _dock(fine_tune: bool, continuing: bool = False) -> dict:
     """The Train dock's settings for a start mode, read from the engine (``training_settings``,
@@ -461,14 +464,16 @@ def rounds_case(dataset, condition, index, args, base) -> dict:
             score, within = None, None
             if key in ("b", "s", "q"):
                 score = pred.disagreement
+            elif key == "p":
+                score = pred.disagreement * coverage_discount(labels)
             elif key == "c":
                 score = (pred.labels != mask).astype(np.float32)
-            if key == "q":
+            if key in ("q", "p"):
                 within = np.zeros(mask.shape, dtype=bool)
-                for square in uncertain_regions(pred.disagreement):
+                for square in uncertain_regions(pred.disagreement, painted=labels if key == "p" else None):
                     within[square.top : square.bottom, square.left : square.right] = True
             new = add_strokes(mask, args.round_strokes, rng, brush=args.brush, length=args.length,
-                              painted=labels, score=score, sample=key in ("s", "q"), within=within)
+                              painted=labels, score=score, sample=key in ("s", "q", "p"), within=within)
             chosen_disagreement = None if pred.disagreement is None else float(
                 np.mean([pred.disagreement[s.rows, s.cols].mean() for s in new]))
             chosen_error = float(np.mean([(pred.labels[s.rows, s.cols] != s.cls).mean() for s in new]))

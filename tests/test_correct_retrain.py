@@ -98,3 +98,22 @@ def test_paint_here_next_moves_the_view_to_the_most_uncertain_regions(
     assert np.allclose(centre, 2.0 * np.asarray(shown[1].center))  # world = 2 × data here
     assert cue.selected_data == {1}
     assert "Paint here next: region 2 of" in widget.controls.status.value
+
+
+def test_the_cue_moves_away_from_what_the_user_has_painted(
+    make_napari_viewer, qtbot, registry, trained_checkpoint
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(debris_image(), name="cells")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    widget.select_model(registry.add_file(trained_checkpoint))
+    segment(qtbot, widget)
+    first = widget.next_region()
+    strokes = viewer.add_labels(np.zeros(debris_image().shape, np.uint8), name="my strokes")
+    strokes.data[first.top : first.bottom, first.left : first.right] = 1  # the user labels that square
+    painted = strokes.data.copy()
+    segment(qtbot, widget)  # the same model: the same disagreement, now with that square painted
+    regions = viewer.layers["cells | paint here next"].metadata[MARKER]["regions"]
+    assert all((r["top"], r["left"]) != (first.top, first.left) for r in regions)
+    np.testing.assert_array_equal(strokes.data, painted)  # the user's layer is read, never changed
+    assert [mask.sum() for mask in widget.annotations()] == [painted.astype(bool).sum()]

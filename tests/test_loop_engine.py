@@ -11,12 +11,12 @@ from conftest import disks
 
 from napari_cellprep.engine.checkpoint import ModelInfo
 from napari_cellprep.engine.data import LabeledImage, PatchSampler, from_mask, labeled_items, split_validation
-from napari_cellprep.engine.errors import SettingsError
-from napari_cellprep.engine.labels import LabelKind, correction_weights, labels_dtype, to_painted
+from napari_cellprep.engine.errors import LabelError, SettingsError
+from napari_cellprep.engine.labels import LabelKind, annotated_pixels, correction_weights, labels_dtype, to_painted
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.plan import TrainConfig
 from napari_cellprep.engine.training import train, weighted_loss
-from napari_cellprep.engine.uncertainty import uncertain_regions
+from napari_cellprep.engine.uncertainty import coverage_discount, uncertain_regions
 from napari_cellprep.model import ModelConfig, ModelOutput, method_loss
 
 
@@ -113,6 +113,35 @@ def test_uncertain_regions_are_the_most_uncertain_squares_and_do_not_overlap():
                 assert a.bottom <= b.top or b.bottom <= a.top or a.right <= b.left or b.right <= a.left
     small = uncertain_regions(np.zeros((48, 48)), count=9)
     assert len(small) == 9 and small[0].bottom - small[0].top == 16  # a third of a small image
+
+
+def test_the_cue_looks_away_from_what_is_already_painted():
+    disagreement = np.zeros((256, 256))
+    disagreement[:64, :64] = 1.0  # most uncertain, but painted
+    disagreement[128:192, 128:192] = 0.8
+    painted = np.zeros((256, 256), np.uint8)
+    painted[30:34, 10:50] = 2
+    discount = coverage_discount(painted)
+    assert discount[painted > 0].max() == 0.0 and discount[200, 200] > 0.99
+    assert discount[31, 81] == pytest.approx(1 - np.exp(-0.5), abs=1e-6)  # one radius from the stroke
+    assert uncertain_regions(disagreement, count=1)[0].top == 0
+    best = uncertain_regions(disagreement, count=2, painted=painted)
+    assert (best[0].top, best[0].left) == (128, 128) and best[0].score == pytest.approx(0.8, abs=1e-3)
+    assert best[1].top == 0 and best[1].score < 0.5
+    assert np.array_equal(coverage_discount(np.zeros((2, 8, 8))), np.ones((2, 8, 8)))  # nothing painted
+    with pytest.raises(ValueError, match="labels of the image that was segmented"):
+        uncertain_regions(disagreement, painted=painted[:100])
+
+
+def test_annotated_pixels_are_strokes_or_corrections():
+    predicted = np.array([[1, 1, 2], [2, 2, 1]], np.uint8)
+    strokes = np.array([[0, 3, 0], [1, 0, 0]], np.uint8)
+    assert annotated_pixels(strokes).tolist() == [[False, True, False], [True, False, False]]
+    corrected = predicted.copy()
+    corrected[0, 0], corrected[1, 2] = 2, 0  # one pixel painted over, one erased
+    assert annotated_pixels(corrected, predicted).tolist() == [[True, False, False], [False, False, False]]
+    with pytest.raises(LabelError, match="cannot be compared"):
+        annotated_pixels(corrected, predicted[:1])
 
 
 def test_labeled_items_hold_every_labeled_plane_of_a_stack():

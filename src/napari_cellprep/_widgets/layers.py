@@ -101,6 +101,7 @@ def prediction_layers(
     show: Collection[str] = SHOWABLE,
     geometry: dict[str, tuple[float, ...]] | None = None,
     objects: tuple[Instances, dict[str, np.ndarray]] | None = None,
+    annotated: Sequence[np.ndarray] = (),
 ) -> list[LayerData]:
     """Layer-data tuples for a prediction on the image layer named ``source``, in reading order.
 
@@ -111,6 +112,8 @@ def prediction_layers(
     where the branches disagree most (a Shapes layer, ``cue_layer``). ``objects`` (instances and
     their measurements, ``engine.instances``) add a Labels layer of the objects after the
     ensemble, the measurements its ``features`` (napari's features table, one row per object).
+    ``annotated``: masks of pixels the user already labeled (``engine.labels.annotated_pixels``);
+    those the shape of the labels steer the cue away from what is already painted.
     """
     unknown = set(show) - set(SHOWABLE)
     if unknown:
@@ -177,14 +180,20 @@ def prediction_layers(
                 "image",
             )
         )
-        layers.append(cue_layer(data, meta("paint here next", "cue")))
+        layers.append(cue_layer(data, meta("paint here next", "cue"), annotated))
     return layers
 
 
-def cue_layer(disagreement: np.ndarray, meta: dict[str, Any]) -> LayerData:
+def cue_layer(
+    disagreement: np.ndarray, meta: dict[str, Any], annotated: Sequence[np.ndarray] = ()
+) -> LayerData:
     """The "paint here next" cue: a numbered outline around each of the squares where the branches
-    disagree most (``engine.uncertainty``), listed most uncertain first in the marker."""
-    regions = uncertain_regions(disagreement)
+    disagree most (``engine.uncertainty``), listed most uncertain first in the marker; the
+    disagreement near pixels already ``annotated`` (masks of other shapes are ignored) is
+    discounted, so the cue spreads over what is not painted yet."""
+    matching = [np.asarray(mask) for mask in annotated if np.shape(mask) == disagreement.shape]
+    painted = np.logical_or.reduce(matching) if matching else None
+    regions = uncertain_regions(disagreement, painted=painted)
     shapes = [
         np.array([[*r.plane, y, x] for y, x in corners], dtype=float)
         for r in regions
@@ -223,6 +232,7 @@ def segment_layers(
     instances: bool = False,
     min_size: int = 0,
     boundary_class: ClassChoice = AUTO,
+    annotated: Sequence[np.ndarray] = (),
 ) -> Generator[Progress, None, list[LayerData]]:
     """Segment an image layer's data; yield progress, return the output layers in reading order.
 
@@ -230,7 +240,8 @@ def segment_layers(
     so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device. The ensemble
     layer's marker holds ``familiarity`` (``engine.familiarity``: is the image like the training
     data?) as a dict. ``instances`` adds the objects layer (``min_size``, ``boundary_class``:
-    ``engine.instances.find_instances``) with its measurements.
+    ``engine.instances.find_instances``) with its measurements. ``annotated``: the pixels already
+    labeled, for the cue (``prediction_layers``).
     """
     channel_axis = find_channel_axis(image.shape, loaded.info.config.in_channels, rgb=rgb)
     prediction = yield from predict_iter(
@@ -257,7 +268,9 @@ def segment_layers(
         )
         table = measure_instances(found, image, prediction.disagreement, rgb=rgb, channel_axis=channel_axis)
         objects = (found, table)
-    layers = prediction_layers(prediction, source, loaded.info.class_colors, show, geometry, objects)
+    layers = prediction_layers(
+        prediction, source, loaded.info.class_colors, show, geometry, objects, annotated=annotated
+    )
     markers = [meta["metadata"][MARKER] for _, meta, _ in layers]
     next(m for m in markers if m["output"] == "ensemble")["familiarity"] = asdict(familiarity)
     return layers

@@ -8,16 +8,17 @@ from pathlib import Path
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog
 
 from ..engine.errors import CellprepError
 from ..engine.events import Progress
 from ..engine.familiarity import Familiarity, training_summary
 from ..engine.instances import AUTO, write_measurements
+from ..engine.labels import annotated_pixels
 from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
-from .layers import MARKER, SHOWABLE, LayerData, is_output_of, segment_layers
+from .layers import MARKER, PREDICTION, SHOWABLE, LayerData, is_output_of, segment_layers
 from .big_segment import BigImageRun
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -198,6 +199,7 @@ class SegmentWidget(Container):
             instances=self._objects.value,
             min_size=self._min_size.value,
             boundary_class=None if self._boundary.value == NO_BOUNDARY else self._boundary.value,
+            annotated=self.annotations(),
         )
         options = self._big.prepare(layer, entry, options)
         if options is None:  # a big layer: its out-of-core job has started
@@ -210,6 +212,20 @@ class SegmentWidget(Container):
             on_aborted=self._on_aborted,
             **options,
         )
+
+    def annotations(self) -> list[np.ndarray]:
+        """What the user has labeled so far, for the "paint here next" cue: the painted pixels of
+        each in-memory Labels layer that is not one of our untouched outputs (on a corrected
+        segmentation, only the corrections)."""
+        masks = []
+        for layer in self._viewer.layers:
+            if not isinstance(layer, Labels) or MARKER in layer.metadata or not isinstance(layer.data, np.ndarray):
+                continue
+            predicted = layer.metadata.get(PREDICTION)
+            if predicted is not None and np.shape(predicted) != layer.data.shape:
+                predicted = None
+            masks.append(annotated_pixels(layer.data, predicted))
+        return masks
 
     def cancel(self) -> None:
         """Stop after the current tile batch; no layer is added."""

@@ -10,7 +10,9 @@ Training targets are class indices with ``IGNORE_INDEX`` (-1) where a pixel has 
 
 Corrections count for more: on a Labels layer that holds a segmentation (its predicted values
 kept beside it), a pixel the user painted to another class has loss weight
-``CORRECTION_WEIGHT``, a pixel left as predicted weight 1 (``correction_weights``).
+``CORRECTION_WEIGHT``, a pixel left as predicted weight 1 (``correction_weights``). The pixels
+the user annotated are the painted ones on a stroke layer, the corrected ones on a segmentation
+(``annotated_pixels``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,20 @@ def correction_weights(
     if weight < 1:
         raise SettingsError(f"a correction weighs at least as much as a predicted pixel, got {weight}")
     return np.where(np.asarray(painted) != np.asarray(predicted), np.float32(weight), np.float32(1.0))
+
+
+def annotated_pixels(painted: np.ndarray, predicted: np.ndarray | None = None) -> np.ndarray:
+    """Where the user annotated (bool, the shape of ``painted``): the nonzero painted values, and
+    on a segmentation layer (``predicted``: its values as predicted) only those the user changed."""
+    painted = np.asarray(painted)
+    annotated = painted != 0
+    if predicted is not None:
+        if np.shape(predicted) != painted.shape:
+            raise LabelError(
+                f"labels of shape {painted.shape} cannot be compared with a prediction of {np.shape(predicted)}"
+            )
+        annotated &= painted != np.asarray(predicted)
+    return annotated
 
 
 def label_mapping(class_names: Sequence[str]) -> str:

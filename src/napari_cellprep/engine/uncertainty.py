@@ -2,7 +2,10 @@
 
 Branch disagreement (``Prediction.disagreement``) is high where the model is unsure; labels
 painted there teach it most. The squares lie on a grid of half their size, so a cluster of
-uncertain pixels is never split between two squares that each look mild.
+uncertain pixels is never split between two squares that each look mild. Given what is already
+painted, disagreement near the strokes is discounted (``coverage_discount``): the model has just
+been taught there, and a cue that keeps pointing beside the old strokes teaches less than one that
+spreads over the image.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 REGION_SIZE = 64
 """Side of a suggested region in pixels: about what a few brush strokes cover at a glance."""
+
+COVERAGE_RADIUS = 32.0
+"""Distance from the painted pixels (pixels) at which their discount has fallen to e^-1/2."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,35 @@ def _origins(length: int, size: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, length - size + 1, stride), length - size))
 
 
-def uncertain_regions(disagreement: np.ndarray, size: int = REGION_SIZE, count: int = 5) -> list[Region]:
+def coverage_discount(painted: np.ndarray, radius: float = COVERAGE_RADIUS) -> np.ndarray:
+    """1 − exp(−d² / 2r²) per pixel, d the distance to the nearest painted pixel of its plane
+    (``painted``: (..., H, W), True or nonzero where annotated): 0 on the strokes, above 0.86 two
+    radii away; all ones on a plane with nothing painted."""
+    painted = np.asarray(painted) != 0
+    out = np.ones(painted.shape, dtype=np.float64)
+    for plane in np.ndindex(painted.shape[:-2]):
+        if painted[plane].any():
+            distance = ndi.distance_transform_edt(~painted[plane])
+            out[plane] = -np.expm1(-(distance**2) / (2.0 * radius**2))
+    return out
+
+
+def uncertain_regions(
+    disagreement: np.ndarray, size: int = REGION_SIZE, count: int = 5, painted: np.ndarray | None = None
+) -> list[Region]:
     """The ``count`` most uncertain squares of ``size`` pixels, not overlapping, most uncertain
-    first; ``disagreement`` is (..., H, W) in 0..1. On an image smaller than three squares
-    across, the squares shrink to a third of it (at least 16 pixels), so that several fit."""
+    first; ``disagreement`` is (..., H, W) in 0..1, ``painted`` (optional, same shape) the pixels
+    already annotated, whose surroundings are discounted (``coverage_discount``; a square's score
+    is then its mean discounted disagreement). On an image smaller than three squares across, the
+    squares shrink to a third of it (at least 16 pixels), so that several fit."""
     disagreement = np.asarray(disagreement, dtype=np.float64)
+    if painted is not None:
+        if np.shape(painted) != disagreement.shape:
+            raise ValueError(
+                f"the painted labels have shape {np.shape(painted)}, the disagreement {disagreement.shape}: "
+                "pass the labels of the image that was segmented"
+            )
+        disagreement = disagreement * coverage_discount(painted)
     height, width = disagreement.shape[-2:]
     size = min(size, max(16, min(height, width) // 3))
     side_y, side_x = min(size, height), min(size, width)
