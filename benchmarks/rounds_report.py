@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", metavar="NAME=FILE.json[@PART]")
     parser.add_argument("--out", type=Path, help="write the tables here (default: print them)")
-    parser.add_argument("--against", choices=sorted(STRATEGIES), help="also pair every strategy with this one")
+    parser.add_argument(
+        "--against", choices=sorted(STRATEGIES), help="also pair every strategy with this one"
+    )
     args = parser.parse_args(argv)
     text = "\n".join(report(load(args.variants), args.against)) + "\n"
     if args.out:

@@ -12,7 +12,13 @@ from conftest import disks
 from napari_cellprep.engine.checkpoint import ModelInfo
 from napari_cellprep.engine.data import LabeledImage, PatchSampler, from_mask, labeled_items, split_validation
 from napari_cellprep.engine.errors import LabelError, SettingsError
-from napari_cellprep.engine.labels import LabelKind, annotated_pixels, correction_weights, labels_dtype, to_painted
+from napari_cellprep.engine.labels import (
+    LabelKind,
+    annotated_pixels,
+    correction_weights,
+    labels_dtype,
+    to_painted,
+)
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.plan import TrainConfig
 from napari_cellprep.engine.training import train, weighted_loss

@@ -219,7 +219,8 @@ class SegmentWidget(Container):
         segmentation, only the corrections)."""
         masks = []
         for layer in self._viewer.layers:
-            if not isinstance(layer, Labels) or MARKER in layer.metadata or not isinstance(layer.data, np.ndarray):
+            ours = MARKER in layer.metadata
+            if not isinstance(layer, Labels) or ours or not isinstance(layer.data, np.ndarray):
                 continue
             predicted = layer.metadata.get(PREDICTION)
             if predicted is not None and np.shape(predicted) != layer.data.shape:

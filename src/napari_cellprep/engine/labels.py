@@ -101,7 +101,8 @@ def annotated_pixels(painted: np.ndarray, predicted: np.ndarray | None = None) -
     if predicted is not None:
         if np.shape(predicted) != painted.shape:
             raise LabelError(
-                f"labels of shape {painted.shape} cannot be compared with a prediction of {np.shape(predicted)}"
+                f"labels of shape {painted.shape} cannot be compared with a prediction of "
+                f"{np.shape(predicted)}"
             )
         annotated &= painted != np.asarray(predicted)
     return annotated
