@@ -79,7 +79,8 @@ def test_fine_tuning_has_its_own_defaults_and_what_is_given_wins():
     fresh, tuned = training_settings(False), training_settings(True)
     assert fresh == TrainConfig()
     assert all(getattr(tuned, key) == value for key, value in FINE_TUNE_DEFAULTS.items())
-    assert tuned.batch_size == fresh.batch_size  # the rest is shared
+    assert (tuned.batch_size, tuned.steps_per_epoch) == (4, 10) != (fresh.batch_size, fresh.steps_per_epoch)
+    assert tuned.epochs == fresh.epochs and tuned.augment == fresh.augment  # the rest is shared
     assert training_settings(True, learning_rate=0.01).learning_rate == 0.01
     assert (default_val_fraction(False), default_val_fraction(True)) == (DEFAULT_VAL_FRACTION, 0.0)
 

@@ -200,6 +200,7 @@ class TrainWidget(Container):
         fine_tune = self._start.value is Start.FINE_TUNE
         settings = training_settings(fine_tune)
         self._lr.value, self._patch.value = settings.learning_rate, settings.patch_size
+        self._batch.value = settings.batch_size
         self._steps.value = settings.steps_per_epoch or 0
         self._validation.value = Validation.FRACTION if default_val_fraction(fine_tune) else Validation.NONE
 
