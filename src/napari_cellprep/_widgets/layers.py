@@ -112,8 +112,8 @@ def prediction_layers(
     where the branches disagree most (a Shapes layer, ``cue_layer``). ``objects`` (instances and
     their measurements, ``engine.instances``) add a Labels layer of the objects after the
     ensemble, the measurements its ``features`` (napari's features table, one row per object).
-    ``annotated``: masks of pixels the user already labeled (``engine.labels.annotated_pixels``);
-    those the shape of the labels steer the cue away from what is already painted.
+    ``annotated``: masks of the pixels the user already labeled (``engine.labels.annotated_pixels``);
+    those of the labels' shape steer the cue away from what is painted.
     """
     unknown = set(show) - set(SHOWABLE)
     if unknown:
