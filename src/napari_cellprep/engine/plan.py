@@ -187,7 +187,10 @@ the same run): each epoch sees the same pixels in twice the updates, 2.1–2.3×
 the first preview earlier in all 12 cases (0.8–4.6 s against 1.7–6.3 s). Paired over the 12
 cases: +2.6 mIoU points [+0.1, +5.0] at 30 s; +3.2 at 15 s, +2.2 at 60 s, +1.7 at 120 s, not
 distinguishable (ISBI 2012 and vnc-em higher at 30 s in 7 of 8 cases; one nist-phase very low
-light image fell to 0.59/0.56 at 60/120 s against 0.80/0.79)."""
+light image fell to 0.59/0.56 at 60/120 s against 0.80/0.79). At low light, in a second run after
+the change (docs/scribbles-variants/b4x10-low-light.md, the same 6 images): +1.1 [−4.9, +7.0] at
+30 s, +3.0 [−1.6, +7.7] at 120 s, not distinguishable; vnc-em 0.415 against 0.354 at 30 s, ISBI
+2012 0.597 against 0.625."""
 
 FINE_TUNE_VAL_FRACTION = 0.0
 """Fine-tuning holds out no strokes by default: each epoch's model is kept and shown."""
