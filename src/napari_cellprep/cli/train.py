@@ -347,7 +347,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"default: {TrainConfig.epochs}")
-    opt.add_argument("--batch-size", type=int, help=f"default: {TrainConfig.batch_size}")
+    opt.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"default: {TrainConfig.batch_size} ({FINE_TUNE_DEFAULTS['batch_size']} with --init)",
+    )
     opt.add_argument(
         "--lr",
         type=float,
