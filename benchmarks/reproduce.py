@@ -429,6 +429,15 @@ def paired_difference(a: dict[tuple, float], b: dict[tuple, float]) -> tuple[flo
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
 
 
+def write_or_print(lines: list[str], out: Path | None) -> None:
+    """A report's lines to the file ``out``, or to standard output without one."""
+    text = "\n".join(lines) + "\n"
+    if out:
+        out.write_text(text)
+    else:
+        print(text, end="")
+
+
 def _fmt_weights(ws: list[float]) -> str:
     return "(" + ", ".join(f"{w:.2f}" for w in ws) + ")"
 

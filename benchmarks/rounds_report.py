@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce import paired_difference  # noqa: E402
+from reproduce import paired_difference, write_or_print  # noqa: E402
 from scribbles import STRATEGIES  # noqa: E402
 
 
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--against", choices=sorted(STRATEGIES), help="also pair every strategy with this one"
     )
     args = parser.parse_args(argv)
-    text = "\n".join(report(load(args.variants), args.against)) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text, end="")
+    write_or_print(report(load(args.variants), args.against), args.out)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce import paired_difference  # noqa: E402
+from reproduce import paired_difference, write_or_print  # noqa: E402
 
 
 def _part(tag: str) -> str:
@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if not set(base) & set(variant):
         names = [repr(t) if t else "the untagged runs" for t in (args.base_tag, args.tag)]
         parser.error(f"no case holds both {names[0]} and {names[1]}")
-    text = "\n".join(report(base, variant, args.tag, commands, args.base_tag)) + "\n"
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text, end="")
+    write_or_print(report(base, variant, args.tag, commands, args.base_tag), args.out)
     return 0
 
 
