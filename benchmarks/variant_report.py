@@ -54,7 +54,8 @@ def report(base: dict, variant: dict, tag: str, commands: list[dict], base_tag: 
     lines = [f"# Variant `{name}` against `{base_name}`, same run", "", "Commands:", ""]
     lines += [f"    {c['command']}" for c in commands] + [""]
     header = " | ".join(f"{float(b):g} s" for b in budgets)
-    lines += [f"| case | arm | first preview (s) | steps | {header} |", "|---|---|---|---|" + "---|" * len(budgets)]
+    lines += [f"| case | arm | first preview (s) | steps | {header} |",
+              "|---|---|---|---|" + "---|" * len(budgets)]
     for key in cases:
         for arm, results in ((base_name, base), (name, variant)):
             r = results[key]

@@ -23,7 +23,8 @@ def test_the_variant_is_paired_with_its_baseline_case_by_case(tmp_path):
         cases[f"budgets/vnc-em/clean/{i}"] = _finetune({"5.0": 0.1, "30.0": new}, 200)
     cases["budgets/vnc-em/clean/9"] = _finetune({"30.0": 0.9}, 200)  # no baseline: left out
     path = tmp_path / "runs.json"
-    path.write_text(json.dumps({"commands": [{"command": "python benchmarks/scribbles.py …"}], "cases": cases}))
+    commands = [{"command": "python benchmarks/scribbles.py …"}]
+    path.write_text(json.dumps({"commands": commands, "cases": cases}))
     out = tmp_path / "report.md"
     assert variant_report.main([str(path), "--tag", "", "--base-tag", "old", "--out", str(out)]) == 0
     text = out.read_text()

@@ -37,6 +37,14 @@ PREDICTION = "napari_cellprep_prediction"
 """Metadata key of the ensemble layer's values as predicted (painted values; kept when the user
 paints on the layer, to tell corrections from accepted pixels)."""
 
+
+def kept_prediction(metadata: dict, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The predicted values a segmentation layer keeps (``PREDICTION``), if they still match the
+    shape of its data (``None`` for a stroke layer, or one whose data was replaced)."""
+    predicted = metadata.get(PREDICTION)
+    return predicted if predicted is not None and np.shape(predicted) == tuple(shape) else None
+
+
 SHOWABLE = ("filters", "translated", "branches", "disagreement")
 """The optional outputs a user can tick; the ensemble labels are always shown."""
 

@@ -18,7 +18,7 @@ from ..engine.instances import AUTO, write_measurements
 from ..engine.labels import annotated_pixels
 from ..engine.uncertainty import Region
 from .image_input import device_choices, layer_array, layer_choices
-from .layers import MARKER, PREDICTION, SHOWABLE, LayerData, is_output_of, segment_layers
+from .layers import MARKER, SHOWABLE, LayerData, is_output_of, kept_prediction, segment_layers
 from .big_segment import BigImageRun
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -222,10 +222,7 @@ class SegmentWidget(Container):
             ours = MARKER in layer.metadata
             if not isinstance(layer, Labels) or ours or not isinstance(layer.data, np.ndarray):
                 continue
-            predicted = layer.metadata.get(PREDICTION)
-            if predicted is not None and np.shape(predicted) != layer.data.shape:
-                predicted = None
-            masks.append(annotated_pixels(layer.data, predicted))
+            masks.append(annotated_pixels(layer.data, kept_prediction(layer.metadata, layer.data.shape)))
         return masks
 
     def cancel(self) -> None:

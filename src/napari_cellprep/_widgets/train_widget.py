@@ -40,7 +40,7 @@ from ..engine.plan import (
 from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
-from .layers import PREDICTION
+from .layers import kept_prediction
 from .loss_plot import LossPlot
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -249,7 +249,6 @@ class TrainWidget(Container):
 
     def _items(self, image_layer: Image, labels_layer: Labels, info: ModelInfo, channel_axis: int | None):
         labels = layer_array(labels_layer.data, labels_layer.multiscale)
-        predicted = labels_layer.metadata.get(PREDICTION)  # a segmentation layer: corrections weigh more
         return painted_items(
             layer_array(image_layer.data, image_layer.multiscale),
             labels,
@@ -259,7 +258,7 @@ class TrainWidget(Container):
             class_names=info.class_names,
             channel_axis=channel_axis,
             name=image_layer.name,
-            predicted=predicted if predicted is not None and predicted.shape == labels.shape else None,
+            predicted=kept_prediction(labels_layer.metadata, labels.shape),  # corrections weigh more
         )
 
     def _prepare(self) -> dict:
