@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"{gui_torch_threads()})",
             "loadavg": os.getloadavg(),
             "convpaint": convpaint_class() if isinstance(convpaint_class(), str) else convpaint_class()[1],
-            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only", "note")},
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report_only", "note", "start")},
             "dock": DOCK,
             "tag": args.tag,
             "variant": {k: v for k, v in SETTINGS.items() if k not in DOCK or DOCK[k] != v},

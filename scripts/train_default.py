@@ -7,6 +7,10 @@ Split (fixed): the sorted tile list, every fifth tile held out for testing (20 t
 samples among them); of the other 80, every tenth for validation (best epoch), 72 for training.
 ``--inverted`` adds each training tile with inverted intensities (bright objects on a dark
 background, as in fluorescence), so that the starting point for fine-tuning knows both polarities.
+``--low-light-copies K`` adds K copies of each training tile (and of its inverted copy) as acquired
+in low light (``engine.degrade.LowLight``: Poisson shot noise at a mean photon count drawn
+log-uniformly from 2 to 200 per pixel, Gaussian read noise of 0 to 3 photo-electrons; fixed seeds),
+so that the starting point has seen the low-quality images the product is for.
 
     python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep --inverted
 """
@@ -24,6 +28,7 @@ import numpy as np
 
 from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from napari_cellprep.engine.data import LabeledImage, from_mask
+from napari_cellprep.engine.degrade import LowLight
 from napari_cellprep.engine.evaluation import PairScored, evaluate_iter
 from napari_cellprep.engine.events import EpochEnd, drive
 from napari_cellprep.engine.familiarity import calibrate_model
@@ -38,6 +43,20 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
 
 
+def low_light_copies(pairs, normalization: Normalization, copies: int, seed: int) -> list[LabeledImage]:
+    """``copies`` low-light acquisitions of each (image, mask) pair, each at its own light level."""
+    rng = np.random.default_rng([seed, 20261203])
+    items = []
+    for image_path, mask_path in pairs:
+        image, mask = read_image(image_path), read_mask(mask_path)
+        for copy in range(copies):
+            level = LowLight(photons=float(np.exp(rng.uniform(np.log(2.0), np.log(200.0)))),
+                             read_noise=float(rng.uniform(0.0, 3.0)))
+            noisy = level.apply(image, seed=int(rng.integers(2**31)))
+            items.append(from_mask(noisy, mask, normalization, name=f"{image_path.stem} low light {copy}"))
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -45,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--norm", choices=NORMS, help="normalisation layers (default: the configuration's)")
     parser.add_argument("--inverted", action="store_true", help="also train on inverted copies of the tiles")
+    parser.add_argument(
+        "--low-light-copies", type=int, default=0, metavar="K",
+        help="also train on K low-light copies of each training tile (and inverted copy)",
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -79,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size, seed=args.seed,
                      steps_per_epoch=args.steps_per_epoch)
-    training_items = load(training)
+    training_items = load(training) + low_light_copies(training, normalization, args.low_light_copies, args.seed)
     if args.inverted:
         training_items += [LabeledImage(1.0 - t.image, t.target, t.name + " inverted") for t in training_items]
     start = time.perf_counter()
@@ -102,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = result.model
     loaded.info.training.update(
         data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test"
-        + (", with inverted copies of the training tiles" if args.inverted else ""),
+        + (", with inverted copies of the training tiles" if args.inverted else "")
+        + (f", {args.low_light_copies} low-light copies of each" if args.low_light_copies else ""),
         test_tiles=[p[0].name for p in test],
         test_miou=test_scores.miou,
         test_iou=test_scores.iou,
@@ -111,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         filter_lattice_ratio={name: grid[name] for name in sorted(grid)},
         filter_lattice_ratio_max=max(max(v) for v in grid.values()),
         inverted_copies=args.inverted,
+        low_light_copies=args.low_light_copies,
         familiarity_limits=calibrate_model(loaded, test_images.values()),
         command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
         wall_seconds=time.perf_counter() - start,
