@@ -11,6 +11,9 @@ background, as in fluorescence), so that the starting point for fine-tuning know
 in low light (``engine.degrade.LowLight``: Poisson shot noise at a mean photon count drawn
 log-uniformly from 2 to 200 per pixel, Gaussian read noise of 0 to 3 photo-electrons; fixed seeds),
 so that the starting point has seen the low-quality images the product is for.
+``--synthetic N`` adds N drawn tiles of generic structures (``synthetic_tiles``: cell tessellations
+with thin boundaries, blobs; class 1 the structure), so that the starting point has features for
+more than colonies.
 
     python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep --inverted
 """
@@ -38,6 +41,7 @@ from napari_cellprep.engine.periodicity import lattice_ratio
 from napari_cellprep.engine.training import TrainConfig, train
 from napari_cellprep.model import NAMED_CONFIGS, named_config
 from napari_cellprep.model.config import NORMS
+from synthetic_tiles import synthetic_tile
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
@@ -57,6 +61,16 @@ def low_light_copies(pairs, normalization: Normalization, copies: int, seed: int
     return items
 
 
+def synthetic_items(count: int, seed: int) -> list[LabeledImage]:
+    """``count`` synthetic tiles as training items (already in 0..1, as min-max normalised tiles are)."""
+    rng = np.random.default_rng([seed, 256])
+    items = []
+    for index in range(count):
+        image, mask = synthetic_tile(rng)
+        items.append(LabeledImage(image[None], mask.astype(np.int64), f"synthetic {index}"))
+    return items
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -68,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "--low-light-copies", type=int, default=0, metavar="K",
         help="also train on K low-light copies of each training tile (and inverted copy)",
     )
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N",
+                        help="also train on N synthetic tiles (scripts/synthetic_tiles.py)")
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -105,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     training_items = load(training) + low_light_copies(training, normalization, args.low_light_copies, args.seed)
     if args.inverted:
         training_items += [LabeledImage(1.0 - t.image, t.target, t.name + " inverted") for t in training_items]
+    training_items += synthetic_items(args.synthetic, args.seed)
     start = time.perf_counter()
     def report(event) -> None:
         if isinstance(event, EpochEnd):
@@ -126,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded.info.training.update(
         data="NIST phase-contrast tiles (usnistgov/semantic-segmentation-unet), 72 train / 8 val / 20 test"
         + (", with inverted copies of the training tiles" if args.inverted else "")
-        + (f", {args.low_light_copies} low-light copies of each" if args.low_light_copies else ""),
+        + (f", {args.low_light_copies} low-light copies of each" if args.low_light_copies else "")
+        + (f", and {args.synthetic} synthetic tiles (scripts/synthetic_tiles.py)" if args.synthetic else ""),
         test_tiles=[p[0].name for p in test],
         test_miou=test_scores.miou,
         test_iou=test_scores.iou,
@@ -136,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         filter_lattice_ratio_max=max(max(v) for v in grid.values()),
         inverted_copies=args.inverted,
         low_light_copies=args.low_light_copies,
+        synthetic_tiles=args.synthetic,
         familiarity_limits=calibrate_model(loaded, test_images.values()),
         command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
         wall_seconds=time.perf_counter() - start,

@@ -1,0 +1,44 @@
+"""scripts/synthetic_tiles.py: drawn tiles of generic structures for training the bundled model."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from synthetic_tiles import synthetic_tile  # noqa: E402
+
+
+def test_a_tessellation_marks_thin_connected_boundaries_between_cells():
+    image, mask = synthetic_tile(np.random.default_rng(3), size=128, kind="tessellation")
+    assert image.shape == mask.shape == (128, 128)
+    assert image.dtype == np.float32 and image.min() == 0.0 and image.max() == 1.0
+    assert set(np.unique(mask)) == {0, 1}
+    assert 0.02 < mask.mean() < 0.35  # boundaries, not regions
+    # the cells between boundaries are many separate regions
+    assert ndimage.label(mask == 0)[1] >= 4
+    # boundaries are thin: eroding twice leaves almost nothing
+    assert ndimage.binary_erosion(mask, iterations=3).sum() < 0.05 * mask.sum()
+
+
+def test_blobs_are_compact_objects_whose_pixels_differ_from_the_rest():
+    image, mask = synthetic_tile(np.random.default_rng(4), size=128, kind="blobs")
+    assert mask.any() and not mask.all()
+    assert ndimage.binary_erosion(mask, iterations=2).sum() > 0.2 * mask.sum()  # solid, not lines
+    # the structure has a contrast: its mean brightness differs from the rest's
+    assert abs(image[mask == 1].mean() - image[mask == 0].mean()) > 0.01
+
+
+def test_tiles_are_reproducible_from_their_generator_and_vary_between_draws():
+    a = synthetic_tile(np.random.default_rng(5), size=64)
+    b = synthetic_tile(np.random.default_rng(5), size=64)
+    c = synthetic_tile(np.random.default_rng(6), size=64)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_an_unknown_kind_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="tessellation"):
+        synthetic_tile(np.random.default_rng(0), kind="stars")
