@@ -57,22 +57,27 @@ def _warp(rng: np.random.Generator, *maps: np.ndarray) -> list[np.ndarray]:
     map, so that straight Voronoi edges and exact ellipses curve as membranes and cells do."""
     size = maps[0].shape[0]
     scale, amplitude = float(rng.uniform(16.0, 48.0)), float(rng.uniform(0.0, 12.0))
-    shift = [amplitude * _unit(ndimage.gaussian_filter(rng.standard_normal((size, size)), scale)) for _ in range(2)]
+    shift = [
+        amplitude * _unit(ndimage.gaussian_filter(rng.standard_normal((size, size)), scale)) for _ in range(2)
+    ]
     rows, cols = np.mgrid[:size, :size].astype(np.float64)
     coordinates = np.stack([np.clip(rows + shift[0], 0, size - 1), np.clip(cols + shift[1], 0, size - 1)])
     return [ndimage.map_coordinates(m, coordinates, order=0) for m in maps]
 
 
 def _unit(field: np.ndarray) -> np.ndarray:
+    """``field`` scaled so that its largest magnitude is 1."""
     return field / (np.abs(field).max() + 1e-12)
 
 
-def synthetic_tile(rng: np.random.Generator, size: int = 256, kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_tile(
+    rng: np.random.Generator, size: int = 256, kind: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One tile: image (size, size) float32 in 0..1 and mask uint8 (1 = the structure, 0 = the rest).
 
     ``kind`` is one of ``KINDS`` (``None``: drawn at random). Regions (cells, objects) get their
-    own brightness, the structure a contrast of either sign, all smoothly deformed, then texture, blur (σ 0–2 px) and
-    Gaussian noise (σ 0–0.5 of the structure's contrast).
+    own brightness and the structure a contrast of either sign, all smoothly deformed (``_warp``);
+    then texture, blur (σ 0–2 px) and Gaussian noise (σ 0–0.5 of the structure's contrast).
     """
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     if kind not in KINDS:

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patch_size=args.patch_size, seed=args.seed,
                      steps_per_epoch=args.steps_per_epoch)
-    training_items = load(training) + low_light_copies(training, normalization, args.low_light_copies, args.seed)
+    training_items = load(training)
+    training_items += low_light_copies(training, normalization, args.low_light_copies, args.seed)
     if args.inverted:
         training_items += [LabeledImage(1.0 - t.image, t.target, t.name + " inverted") for t in training_items]
     training_items += synthetic_items(args.synthetic, args.seed)

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from synthetic_tiles import synthetic_tile  # noqa: E402
+from synthetic_tiles import synthetic_tile
 
 
 def test_a_tessellation_marks_thin_connected_boundaries_between_cells():
