@@ -42,3 +42,26 @@ def test_tiles_are_reproducible_from_their_generator_and_vary_between_draws():
 def test_an_unknown_kind_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="tessellation"):
         synthetic_tile(np.random.default_rng(0), kind="stars")
+
+
+def test_the_default_models_extra_training_items_keep_their_labels(tmp_path):
+    import tifffile
+    from train_default import low_light_copies, synthetic_items
+
+    from napari_cellprep.engine.normalize import Normalization
+
+    image = np.tile(np.linspace(100, 4000, 64, dtype=np.float32), (64, 1)).astype(np.uint16)
+    mask = (image > 2000).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    tifffile.imwrite(tmp_path / "a_mask.tif", mask)
+    copies = low_light_copies([(tmp_path / "a.tif", tmp_path / "a_mask.tif")], Normalization("minmax"), 2, seed=0)
+    assert len(copies) == 2
+    for item in copies:
+        assert np.array_equal(item.target, mask)
+        assert item.image.shape == (1, 64, 64) and 0.0 <= item.image.min() and item.image.max() <= 1.0
+        # noisy: neighbouring pixels of the smooth ramp differ far more than in the clean image
+        assert np.abs(np.diff(item.image[0], axis=0)).mean() > 0.01
+    assert not np.array_equal(copies[0].image, copies[1].image)  # each copy at its own light level
+    drawn = synthetic_items(3, seed=0)
+    assert [item.target.shape for item in drawn] == [(256, 256)] * 3
+    assert all(set(np.unique(item.target)) == {0, 1} and item.image.shape == (1, 256, 256) for item in drawn)
