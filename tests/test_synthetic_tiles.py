@@ -54,7 +54,8 @@ def test_the_default_models_extra_training_items_keep_their_labels(tmp_path):
     mask = (image > 2000).astype(np.uint8)
     tifffile.imwrite(tmp_path / "a.tif", image)
     tifffile.imwrite(tmp_path / "a_mask.tif", mask)
-    copies = low_light_copies([(tmp_path / "a.tif", tmp_path / "a_mask.tif")], Normalization("minmax"), 2, seed=0)
+    pair = (tmp_path / "a.tif", tmp_path / "a_mask.tif")
+    copies = low_light_copies([pair], Normalization("minmax"), 2, seed=0)
     assert len(copies) == 2
     for item in copies:
         assert np.array_equal(item.target, mask)
