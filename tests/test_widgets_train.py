@@ -107,12 +107,15 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
 
     # training again reuses the preview layer (adding a layer costs napari 100-200 ms on the GUI thread)
     small_settings(widget)
-    widget.train()
+    widget.train()  # empties the preview layer, then starts the worker
+    redraws = []
+    preview.events.set_data.connect(redraws.append)
     qtbot.waitUntil(lambda: preview.data.any(), timeout=60_000)
     widget.stop()
     qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=30_000)
     assert [layer.name for layer in viewer.layers].count("cells | training preview") == 1
     assert viewer.layers["cells | training preview"] is preview and set(np.unique(preview.data)) <= {1, 2}
+    assert redraws  # each preview is written into the layer's array, then redrawn
 
 
 def test_fine_tune_on_a_stack_then_segment_with_it(

@@ -25,7 +25,7 @@ from ..engine.outofcore import LocalExecutor, predict_to_zarr_iter
 from ..engine.sources import ImageSource
 from .layers import MARKER, LayerData, class_colormap, layer_prefix
 from .registry import ModelEntry, ModelRegistry
-from .threads import torch_threads
+from .threads import gui_job
 
 
 def is_big(layer: Any) -> bool:
@@ -162,7 +162,7 @@ def zarr_segment_job(
     device: str, show: Collection[str], threads: int | None = None,
 ) -> Generator[Progress, None, Path]:
     """Predict ``data`` block by block into ``store`` (in the dock's worker thread)."""
-    with torch_threads(threads):
+    with gui_job(threads):
         loaded = registry.load(entry)
         outputs = ("disagreement",) if "disagreement" in show else ()
         executor = LocalExecutor(None if device == "auto" else device)

@@ -22,7 +22,7 @@ from .layers import MARKER, SHOWABLE, LayerData, is_output_of, kept_prediction, 
 from .big_segment import BigImageRun
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
-from .threads import gui_torch_threads, torch_threads
+from .threads import gui_job, gui_torch_threads
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
 NO_BOUNDARY = "none"
@@ -33,7 +33,7 @@ def segment_job(
 ) -> Generator[Progress, None, list[LayerData]]:
     """Load the model and the pixels, then ``segment_layers`` on ``threads`` torch threads (all of
     it in the worker thread)."""
-    with torch_threads(threads):
+    with gui_job(threads):
         loaded = registry.load(entry)
         image = layer_array(data, multiscale)
         return (yield from segment_layers(image, loaded, **kwargs))

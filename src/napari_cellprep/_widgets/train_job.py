@@ -17,7 +17,7 @@ from ..engine.inference import predict
 from ..engine.labels import LabelKind, correction_weights
 from ..engine.normalize import Normalization
 from ..engine.training import TrainConfig, TrainingResult, train_iter
-from .threads import torch_threads
+from .threads import gui_job
 
 PREVIEW_SIZE = 512
 """The live preview segments at most this many pixels square of one plane, after every epoch."""
@@ -94,7 +94,7 @@ def training_job(
     The preview runs the improved epoch's model that ``train_iter`` hands out (in bfloat16 where
     ``config.cpu_bfloat16`` applies, as the steps do); the returned
     model lives in memory only (``path`` None)."""
-    with torch_threads(threads):
+    with gui_job(threads):
         return (yield from _training_job(train, val, info, config, init, stop, preview, preview_channel_axis))
 
 
