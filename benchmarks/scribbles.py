@@ -700,10 +700,9 @@ def write_report(results: dict, out: Path) -> None:
     if results["commands"]:
         first = results["commands"][0]
         lines += [
-            f"Machine: {first['machine']}. **The machine was shared**: other work ran beside this benchmark "
-            f"(a background experiment on one of the two cores; load average at the start "
-            f"{', '.join(f'{v:.2f}' for v in first['loadavg'])}, and per case in the JSON), so every time here "
-            "is wall-clock under load. napari-convpaint: "
+            f"Machine: {first['machine']}; load average at the start "
+            f"{', '.join(f'{v:.2f}' for v in first['loadavg'])} (per case in the JSON). Every time here is "
+            "wall-clock: what else ran on the machine meanwhile is in the notes at the end. napari-convpaint: "
             f"{first['convpaint']}.", "",
         ]
     lines += [
