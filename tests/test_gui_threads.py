@@ -1,4 +1,4 @@
-"""How many torch threads work started from the GUI gets."""
+"""How many torch threads work started from the GUI gets, and at what CPU priority."""
 
 import os
 import sys
