@@ -377,3 +377,16 @@ def test_a_bug_in_a_job_is_reported_with_its_traceback(
     assert kind is ZeroDivisionError and str(exc) == "an internal bug" and traceback is not None
     assert widget.controls.run_button.enabled and not viewer.layers[1:]
     assert gc.get_freeze_count() == 0  # the collector sees every object again after a failed job
+
+
+@pytest.mark.parametrize("dock", ["Segment", "Train"])
+def test_a_dock_whose_widgets_are_gone_stops_following_the_models(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, dock
+):
+    viewer = make_napari_viewer()
+    _, closed = viewer.window.add_plugin_dock_widget(PLUGIN, dock)
+    with qtbot.waitSignal(closed.native.destroyed, timeout=5_000):
+        closed.native.deleteLater()  # as when its viewer is closed
+    _, live = make_napari_viewer().window.add_plugin_dock_widget(PLUGIN, "Segment")
+    entry = registry.add_file(tiny_checkpoint)  # a model trained or opened in a later viewer
+    assert live.model_labels == [entry.label]

@@ -53,6 +53,13 @@ class ModelRegistry:
         """The registered models, oldest first (a copy)."""
         return list(self._entries)
 
+    def follow(self, widget, callback) -> None:
+        """Call ``callback`` whenever the models change, for as long as ``widget`` (a magicgui
+        widget) exists: a dock closed with its viewer stops following, instead of touching Qt
+        widgets that are gone when a dock of a later viewer trains a model."""
+        self.changed.connect(callback)
+        widget.native.destroyed.connect(lambda *_: self.changed.disconnect(callback))
+
     def choices(self, _widget=None) -> list[tuple[str, ModelEntry]]:
         """(label, entry) pairs for a magicgui ComboBox's ``choices``."""
         return [(entry.label, entry) for entry in self._entries]

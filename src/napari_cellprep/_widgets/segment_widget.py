@@ -113,7 +113,7 @@ class SegmentWidget(Container):
             ]
         )
 
-        self._registry.changed.connect(self._refresh_models)
+        self._registry.follow(self, self._refresh_models)
         self._open.changed.connect(self._open_file)
         self.controls.run_button.changed.connect(self.run)
         self._grid.changed.connect(self._apply_layout)

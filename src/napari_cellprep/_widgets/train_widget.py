@@ -157,7 +157,7 @@ class TrainWidget(Container):
         self._applied_start: Start | None = None
         self._take_start_defaults()
         self._start.changed.connect(self._take_start_defaults)
-        self._registry.changed.connect(self._base.reset_choices)
+        self._registry.follow(self, self._base.reset_choices)
         self._base.changed.connect(self._take_base_classes)
         self._image.changed.connect(self._channel_axis.reset_choices)
         for widget in (self._start, self._base, self._classes, self._names, self._validation):
