@@ -261,3 +261,16 @@ def test_cuda_matches_cpu(precision, tol, agree):
     for key in ("probabilities", "filters", "translated", "branch_probabilities"):
         np.testing.assert_allclose(getattr(gpu, key), getattr(cpu, key), rtol=tol, atol=tol)
     assert (gpu.labels == cpu.labels).mean() >= agree
+
+
+def test_the_cpu_is_described_with_its_thread_count():
+    from napari_cellprep.engine.devices import describe_device
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert describe_device(torch.device("cpu")) == "cpu (1 thread)"
+        torch.set_num_threads(2)
+        assert describe_device(torch.device("cpu")) == "cpu (2 threads)"
+    finally:
+        torch.set_num_threads(before)
