@@ -45,6 +45,20 @@ class Strokes:
     seed, strokes, brush, length = 0, 60, 3, 30
 
 
+def on_screen(previews: list[dict], epochs: int) -> list[float]:
+    """The mIoU of the preview on screen at the end of each epoch 1..``epochs``: the last one shown
+    by then (the dock previews only the epochs it keeps, e.g. with ``select_on_strokes``)."""
+    shown, scores = None, []
+    ordered = iter(sorted(previews, key=lambda p: p["epoch"]))
+    upcoming = next(ordered, None)
+    for epoch in range(1, epochs + 1):
+        while upcoming is not None and upcoming["epoch"] <= epoch:
+            shown, upcoming = upcoming["miou"], next(ordered, None)
+        if shown is not None:
+            scores.append(shown)
+    return scores
+
+
 def fix_refresh_patches() -> None:
     """Re-estimate the BatchNorm statistics on the first epoch's refresh patches at every epoch."""
     adapt, calls = training.adapt_batch_norm, []
@@ -90,7 +104,7 @@ def main() -> None:
         image, mask, _, names, _, labels = S.painted_case(dataset, condition, int(index), Strokes)
         info, init = S.model_info("finetune", base, names)
         run = S.train_run(image, labels, mask, info, init, seconds=1e9, epochs=args.epochs)
-        scores = [p["miou"] for p in run["previews"] if p["epoch"] >= 1]
+        scores = on_screen(run["previews"], run["epochs_run"])
         row = {"scores": scores, **summary(scores), "steps": run["steps"]}
         out.setdefault(args.tag, {})[case] = row
         args.out.write_text(json.dumps(out, indent=1))
