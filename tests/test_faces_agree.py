@@ -246,7 +246,7 @@ def test_a_further_round_of_fine_tuning_takes_the_continue_rule_and_what_is_give
     assert not continues_fine_tuning(loaded({"fine_tuned_from": "default"}), [same])  # recorded before digests
     assert not continues_fine_tuning(None, [same])
     once, again = training_settings(True), training_settings(True, continuing=True)
-    assert once.average_weights == 0 and not once.select_on_strokes
+    assert once.average_weights == 0 and once.select_on_strokes  # the selection: every round
     assert {key: getattr(again, key) for key in CONTINUE_DEFAULTS} == CONTINUE_DEFAULTS
     assert again.learning_rate == once.learning_rate == FINE_TUNE_DEFAULTS["learning_rate"]
     assert training_settings(True, continuing=True, average_weights=0.5).average_weights == 0.5

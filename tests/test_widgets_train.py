@@ -14,7 +14,7 @@ from napari_cellprep._widgets import run_controls  # noqa: E402
 from napari_cellprep._widgets import train_widget as train_module  # noqa: E402
 from napari_cellprep._widgets.layers import MARKER  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
-from napari_cellprep.engine.plan import CONTINUE_DEFAULTS  # noqa: E402
+from napari_cellprep.engine.plan import CONTINUE_DEFAULTS, FINE_TUNE_DEFAULTS  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -165,13 +165,13 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert again.label == "tiny fine-tuned on cells (2)"  # numbered, not "… fine-tuned on cells fine-tuned on cells"
     assert again.info.training["fine_tuned_from"] == "tiny fine-tuned on cells"
     assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
-    assert again.info.training["select_on_strokes"] is CONTINUE_DEFAULTS["select_on_strokes"] is True
+    assert again.info.training["select_on_strokes"] is FINE_TUNE_DEFAULTS["select_on_strokes"] is True  # every round
     # the same model taken to another image starts as a first round does
     widget._image.value, widget._labels.value = viewer.layers["other cells"], viewer.layers["other labels"]
     widget.train()
     assert widget.controls.status.value.startswith("Training 'tiny fine-tuned on cells fine-tuned on other cells'")
     qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=60_000)
-    assert widget.trained.info.training["average_weights"] == 0 and not widget.trained.info.training["select_on_strokes"]
+    assert widget.trained.info.training["average_weights"] == 0 and widget.trained.info.training["select_on_strokes"]
 
     segment.select_model(trained)
     segment.run()

@@ -307,8 +307,8 @@ def fine_tune(
     ``refresh_norm`` (again after every epoch), ``freeze_norm`` (keep them fixed), ``fit_heads``
     (new heads fitted to the labels before the first step) and ``cpu_bfloat16``
     (bfloat16 steps on a CPU that has it in hardware): ``engine.plan.TrainConfig``. A ``model``
-    that was itself fine-tuned on these images continues by ``engine.plan.CONTINUE_DEFAULTS`` (``average_weights``,
-    ``select_on_strokes``). ``labels_kind`` and the other arguments as in ``train``.
+    that was itself fine-tuned on these images continues by ``engine.plan.CONTINUE_DEFAULTS``
+    (``average_weights``). ``labels_kind`` and the other arguments as in ``train``.
     """
     given = dict(locals())
     return _run(_model(given.pop("model"), device), given)

@@ -417,8 +417,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="without validation data, keep an epoch only when it fits the training labels at least as well "
         "as the starting model and the epochs before (default: "
-        f"{'on' if CONTINUE_DEFAULTS.get('select_on_strokes') else 'off'} when --init was itself fine-tuned on "
-        "these images, off otherwise)",
+        f"{'on' if FINE_TUNE_DEFAULTS.get('select_on_strokes') else 'off'} with --init, off otherwise)",
     )
     opt.add_argument(
         "--freeze-norm",

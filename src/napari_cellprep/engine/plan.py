@@ -128,6 +128,7 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "steps_per_epoch": 10,
     "adapt_norm": True,
     "refresh_norm": True,
+    "select_on_strokes": True,
     "fit_heads": True,
     "cpu_bfloat16": True,
 }
@@ -190,7 +191,17 @@ distinguishable (ISBI 2012 and vnc-em higher at 30 s in 7 of 8 cases; one nist-p
 light image fell to 0.59/0.56 at 60/120 s against 0.80/0.79). At low light, in a second run after
 the change (docs/scribbles-variants/b4x10-low-light.md, the same 6 images): +1.1 [−4.9, +7.0] at
 30 s, +3.0 [−1.6, +7.7] at 120 s, not distinguishable; vnc-em 0.415 against 0.354 at 30 s, ISBI
-2012 0.597 against 0.625."""
+2012 0.597 against 0.625.
+``select_on_strokes`` from the first round on (it had been a rule of later rounds only): an epoch
+is kept and shown only when it fits the painted pixels at least as well as the adapted starting
+model and the epochs kept before it. Step-based, it calms the preview
+(docs/scribbles-variants/preview-stability.md; 25 epochs, 4 cases). The mean over epochs 4–25
+rose in all four cases (+0.122, +0.035, +0.022, +0.009), and the change between epochs fell 2–48×
+(nist-phase image 95 at very low light: 0.143 → 0.003). In the main table (docs/scribbles.md,
+against the table before it, both alone on the machine, the same 18 cases), it was not
+distinguishable at any budget: +1.2 points [−2.1, +4.6] at 30 s, +2.1 [−2.0, +6.2] at 120 s,
+−3.1 [−6.4, +0.2] at 5 s, where the adapted start stays on screen longer. Scoring the strokes
+costs 10–28% of the steps in 120 s on 512² images. It was adopted for the calmer preview."""
 
 FINE_TUNE_VAL_FRACTION = 0.0
 """Fine-tuning holds out no strokes by default: each epoch's model is kept and shown."""
@@ -198,14 +209,15 @@ FINE_TUNE_VAL_FRACTION = 0.0
 
 CONTINUE_DEFAULTS: dict[str, Any] = {
     "average_weights": 0.9,
-    "select_on_strokes": True,
 }
 """Where a further round of fine-tuning departs from ``FINE_TUNE_DEFAULTS``: the model being
 fine-tuned was itself fine-tuned on the same image (``continues_fine_tuning``), as when the Train
 dock is pressed again after correcting its result. Such a model already fits the image, so each epoch's model is
-a moving average of the weights (``average_weights``) and is kept only when it fits the painted
-labels, old and new, at least as well as the model the round started from and the epochs before it
-(``select_on_strokes``): a round never hands back a model that paints worse on what was painted.
+a moving average of the weights (``average_weights``). As in every round (``select_on_strokes``), it
+is kept only when it fits the painted labels, old and new, at least as well as the model the round
+started from and the epochs before it: a round never hands back a model that paints worse on what
+was painted. The measurement below chose both for later rounds, before the first round took
+the selection too.
 Measured in the rounds of ``benchmarks/scribbles.py`` (docs/scribbles-variants/later-rounds.md;
 nist-phase and ISBI 2012 at very low light, 2 images each, random strokes and the cue's squares):
 no mIoU difference distinguishable from continuing with the first round's settings, but the worst
