@@ -150,6 +150,7 @@ def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
     assert validation_scores(result.model.model, init.info, windows).miou == pytest.approx(bar)
     assert any(not e.improved for e in result.history)  # the high rate did make an epoch worse
     assert result.model.info.training["select_on_strokes"] is True
+    assert {e.scored_on for e in result.history} == {"painted"}  # what the dock and CLI call the score
 
 
 def test_refreshed_norm_changes_only_the_running_statistics_to_an_adabn_estimate_each_epoch():

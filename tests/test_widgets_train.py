@@ -149,6 +149,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     qtbot.waitUntil(lambda: widget.controls.worker is None, timeout=60_000)
     assert widget.controls.status.value.startswith("Finished after 2 epochs"), widget.controls.status.value
     assert widget.plot.epochs == [1, 2] and all(0 <= v <= 1 for v in widget.plot.val_miou)
+    assert widget.plot.score_label == "validation mIoU"
     trained = widget.trained
     assert trained.label == "tiny fine-tuned on cells" and trained.info.training["fine_tuned_from"] == "tiny"
     assert trained.info.class_names == ["background", "nucleus"]
@@ -166,6 +167,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert again.info.training["fine_tuned_from"] == "tiny fine-tuned on cells"
     assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
     assert again.info.training["select_on_strokes"] is FINE_TUNE_DEFAULTS["select_on_strokes"] is True  # every round
+    assert widget.plot.score_label == "mIoU on the painted labels"  # no validation data: scored on the strokes
     # the same model taken to another image starts as a first round does
     widget._image.value, widget._labels.value = viewer.layers["other cells"], viewer.layers["other labels"]
     widget.train()
@@ -222,3 +224,14 @@ def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, re
     widget._names.value = "background, colony, debris"
     assert "3 class names given for 2 classes" in attempt(painted(mask))
     assert len(errors) == 6
+
+
+def test_an_epoch_that_did_not_improve_says_which_model_is_kept():
+    from napari_cellprep._widgets.loss_plot import score_name
+    from napari_cellprep._widgets.train_widget import kept
+    from napari_cellprep.engine.events import EpochEnd
+
+    event = EpochEnd(epoch=3, epochs=5, train_loss=0.5, losses={}, elapsed=1.0, val_miou=0.8, best_miou=0.9,
+                     best_epoch=0, improved=False, scored_on="painted")
+    assert kept(event) == " (kept: the starting model, 0.900)" and score_name(event) == "mIoU on the painted labels"
+    assert kept(EpochEnd(3, 5, 0.5, {}, 1.0, val_miou=0.8, best_miou=0.85, best_epoch=2)) == " (kept: epoch 2, 0.850)"

@@ -24,6 +24,11 @@ STEP_REDRAW_INTERVAL_S = 0.25
 """Step losses are drawn at most this often (epoch ends at once): each repaint costs the GUI thread."""
 
 
+
+def score_name(event: EpochEnd) -> str:
+    """What an epoch's mIoU measures, in words (``EpochEnd.scored_on``)."""
+    return "validation mIoU" if event.scored_on == "validation" else "mIoU on the painted labels"
+
 class LossPlot(FigureCanvasQTAgg):
     """Loss per step (thin) and per epoch (dots) on a log axis, validation mIoU (0..1) on the right.
 
@@ -83,6 +88,11 @@ class LossPlot(FigureCanvasQTAgg):
             self._loss_axes.set_ylim(*y)
             self.draw_idle()
 
+    @property
+    def score_label(self) -> str:
+        """The mIoU axis's label: what the scores measure (``score_name``)."""
+        return self._miou_axes.get_ylabel()
+
     def add(self, event: StepEnd | EpochEnd) -> None:
         """Record a training event and update the plot."""
         if isinstance(event, StepEnd):
@@ -94,6 +104,9 @@ class LossPlot(FigureCanvasQTAgg):
             self.epochs.append(event.epoch)
             self.epoch_loss.append(loss)
             self.val_miou.append(math.nan if event.val_miou is None else event.val_miou)
+            if self.score_label != score_name(event):
+                self._miou_axes.set_ylabel(score_name(event), color=MIOU, fontsize=8)
+                self.draw_idle()
         if self._extend_limits(x, loss, event.epochs):
             self.draw_idle()
         elif isinstance(event, EpochEnd) or time.monotonic() - self._last_blit >= STEP_REDRAW_INTERVAL_S:

@@ -41,7 +41,7 @@ from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import kept_prediction
-from .loss_plot import LossPlot
+from .loss_plot import LossPlot, score_name
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
 from .threads import gui_torch_threads, warm_up_optimizer
@@ -77,6 +77,14 @@ class Validation(Enum):
 
 def _enum_choices(kind: type[Enum]) -> list[tuple[str, Enum]]:
     return [(member.value, member) for member in kind]
+
+
+def kept(event: EpochEnd) -> str:
+    """What the dock keeps and shows after an epoch that did not improve on it."""
+    if event.best_epoch is None or event.best_miou is None:
+        return ""
+    which = "the starting model" if event.best_epoch == 0 else f"epoch {event.best_epoch}"
+    return f" (kept: {which}, {event.best_miou:.3f})"
 
 
 class TrainWidget(Container):
@@ -355,7 +363,7 @@ class TrainWidget(Container):
             if event.val_miou is not None and not stopping:
                 self.controls.status.value = (
                     f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.3f}, "
-                    f"validation mIoU {event.val_miou:.3f}"
+                    f"{score_name(event)} {event.val_miou:.3f}" + ("" if event.improved else kept(event))
                 )
 
     def _on_result(self, result: TrainingResult) -> None:

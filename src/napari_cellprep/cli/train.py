@@ -133,7 +133,8 @@ def _epoch_line(event: EpochEnd) -> str:
     line = f"epoch {event.epoch}/{event.epochs}  loss {event.train_loss:.4f}"
     if event.val_miou is not None:
         line += (
-            f"  val mIoU {score(event.val_miou)}  (best {score(event.best_miou)} at epoch {event.best_epoch})"
+            f"  {'val' if event.scored_on == 'validation' else 'painted'} mIoU {score(event.val_miou)}  "
+            f"(best {score(event.best_miou)} at epoch {event.best_epoch})"
         )
     return line + ("  *" if event.improved and event.val_miou is not None else "")
 

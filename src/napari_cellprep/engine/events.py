@@ -37,7 +37,9 @@ class StepEnd:
 @dataclass(frozen=True)
 class EpochEnd:
     """One epoch finished, with validation scores when there is validation data; ``best_model``
-    is this epoch's model (a copy, eval mode) when it improved on the best so far."""
+    is this epoch's model (a copy, eval mode) when it improved on the best so far. ``scored_on``:
+    what the ``val_*`` scores measure, ``"validation"`` data or, without any (``select_on_strokes``),
+    the ``"painted"`` training labels themselves."""
 
     epoch: int
     epochs: int
@@ -51,6 +53,7 @@ class EpochEnd:
     best_miou: float | None = None
     best_epoch: int | None = None
     improved: bool = False
+    scored_on: str = "validation"
     ensemble_weights: list[float] = field(default_factory=list)
     best_model: LoadedModel | None = field(default=None, repr=False, compare=False)
 

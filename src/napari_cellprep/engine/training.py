@@ -506,6 +506,7 @@ def train_iter(
             best_miou=best_miou,
             best_epoch=best_epoch,
             improved=improved,
+            scored_on="validation" if val is not None else "painted",
             ensemble_weights=weights,
             best_model=best_model,
         )
