@@ -167,7 +167,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert again.info.training["fine_tuned_from"] == "tiny fine-tuned on cells"
     assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
     assert again.info.training["select_on_strokes"] is FINE_TUNE_DEFAULTS["select_on_strokes"] is True  # every round
-    assert widget.plot.score_label == "mIoU on the painted labels"  # no validation data: scored on the strokes
+    assert widget.plot.score_label == "mIoU on the painted labels"  # no validation data: the strokes
     # the same model taken to another image starts as a first round does
     widget._image.value, widget._labels.value = viewer.layers["other cells"], viewer.layers["other labels"]
     widget.train()
@@ -233,5 +233,7 @@ def test_an_epoch_that_did_not_improve_says_which_model_is_kept():
 
     event = EpochEnd(epoch=3, epochs=5, train_loss=0.5, losses={}, elapsed=1.0, val_miou=0.8, best_miou=0.9,
                      best_epoch=0, improved=False, scored_on="painted")
-    assert kept(event) == " (kept: the starting model, 0.900)" and score_name(event) == "mIoU on the painted labels"
-    assert kept(EpochEnd(3, 5, 0.5, {}, 1.0, val_miou=0.8, best_miou=0.85, best_epoch=2)) == " (kept: epoch 2, 0.850)"
+    assert kept(event) == " (kept: the starting model, 0.900)"
+    assert score_name(event) == "mIoU on the painted labels"
+    later = EpochEnd(3, 5, 0.5, {}, 1.0, val_miou=0.8, best_miou=0.85, best_epoch=2)
+    assert kept(later) == " (kept: epoch 2, 0.850)" and score_name(later) == "validation mIoU"
