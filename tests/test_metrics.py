@@ -66,3 +66,11 @@ def test_kfold_splits_cover_each_item_once():
 def test_kfold_splits_reject_bad_k(n, k):
     with pytest.raises(ValueError, match="2 <= k"):
         kfold_splits(n, k)
+
+
+def test_a_weighted_confusion_matrix_counts_each_pixel_by_its_weight():
+    target, pred = np.array([0, 0, 1, -1]), np.array([0, 1, 1, 0])
+    cm = confusion_matrix(pred, target, 2, weight=np.array([1.0, 10.0, 2.0, 5.0]))
+    np.testing.assert_allclose(cm, [[1.0, 10.0], [0.0, 2.0]])  # the ignored pixel's weight left out
+    with pytest.raises(ValueError, match="weights of shape"):
+        confusion_matrix(pred, target, 2, weight=np.ones(3))

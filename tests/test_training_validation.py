@@ -69,7 +69,8 @@ def test_scoring_windows_hold_the_labels_with_a_margin_aligned_to_the_size_multi
     windows = scoring_windows([full, sparse, empty], 16)
     assert len(windows) == 2
     assert windows[0][0].shape == (1, 400, 500) and windows[0][1].shape == (400, 500)  # the whole image
-    sparse_image, sparse_labels = windows[1]
+    sparse_image, sparse_labels, weight = windows[1]
+    assert weight is None  # no loss weights: every pixel counts once
     top, left = (201 - VALIDATION_MARGIN) // 16 * 16, (303 - VALIDATION_MARGIN) // 16 * 16
     assert sparse_labels.shape == (210 + VALIDATION_MARGIN - top, 320 + VALIDATION_MARGIN - left)
     assert sparse_image.shape[1:] == sparse_labels.shape
@@ -89,3 +90,20 @@ def test_stop_during_validation_ends_training_with_no_epoch_counted():
         _items(_pairs([1], (96, 96))), val, INFO, TrainConfig(epochs=3, **SETTINGS), stop=stop, callback=on_event
     )
     assert result.stopped and result.epochs_run == 0 and result.history == []
+
+
+def test_scoring_counts_each_labeled_pixel_by_its_loss_weight():
+    from napari_cellprep.engine.inference import predict
+    from napari_cellprep.engine.metrics import confusion_matrix, scores
+    from napari_cellprep.model import build_model
+
+    image, mask = disks(4, (64, 64))
+    model = build_model(CONFIG).eval()  # untrained: wrong on many pixels
+    plain = from_mask(image, mask, INFO.normalization)
+    labels = predict(LoadedModel(model, INFO), image).labels
+    weight = np.where(labels != mask, np.float32(10.0), np.float32(1.0))  # its errors weigh 10
+    weighted = LabeledImage(plain.image, plain.target, weight=weight)
+    unweighted = validation_scores(model, INFO, scoring_windows([plain], CONFIG.size_multiple))
+    scored = validation_scores(model, INFO, scoring_windows([weighted], CONFIG.size_multiple))
+    assert scored.miou == pytest.approx(scores(confusion_matrix(labels, mask, 2, weight=weight)).miou)
+    assert scored.miou < unweighted.miou

@@ -168,6 +168,7 @@ def test_fine_tune_on_a_stack_then_segment_with_it(
     assert again.info.training["average_weights"] == CONTINUE_DEFAULTS["average_weights"] > 0
     assert again.info.training["select_on_strokes"] is FINE_TUNE_DEFAULTS["select_on_strokes"] is True  # every round
     assert widget.plot.score_label == "mIoU on the painted labels"  # no validation data: the strokes
+    assert ", best mIoU on the painted labels " in widget.controls.status.value
     # the same model taken to another image starts as a first round does
     widget._image.value, widget._labels.value = viewer.layers["other cells"], viewer.layers["other labels"]
     widget.train()

@@ -374,8 +374,8 @@ class TrainWidget(Container):
         ending = "Stopped" if result.stopped else "Finished"
         best = (
             ""
-            if result.best_miou is None
-            else f", best validation mIoU {result.best_miou:.3f} at epoch {result.best_epoch}"
+            if result.best_miou is None or not result.history  # stopped before an epoch ended
+            else f", best {score_name(result.history[-1])} {result.best_miou:.3f} at epoch {result.best_epoch}"
         )
         self.controls.status.value = (
             f"{ending} after {result.epochs_run} epochs{best}. {self.trained.label!r} is now in the Segment "

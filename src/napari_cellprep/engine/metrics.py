@@ -11,9 +11,14 @@ import numpy as np
 
 
 def confusion_matrix(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = -1
+    pred: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    ignore_index: int = -1,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(C, C) int64 counts, rows = truth, columns = prediction; ``ignore_index`` pixels skipped."""
+    """(C, C) int64 counts, rows = truth, columns = prediction; ``ignore_index`` pixels skipped.
+    With ``weight`` (same shape) each pixel counts its weight instead (float64 sums)."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction of shape {pred.shape} does not match target of shape {target.shape}")
@@ -26,7 +31,12 @@ def confusion_matrix(
                 f"{what} holds class {int(values.min() if values.min() < 0 else values.max())}, "
                 f"outside 0..{num_classes - 1}"
             )
-    counts = np.bincount(truth * num_classes + guess, minlength=num_classes * num_classes)
+    weights = None
+    if weight is not None:
+        if np.shape(weight) != target.shape:
+            raise ValueError(f"weights of shape {np.shape(weight)} do not match target of shape {target.shape}")
+        weights = np.asarray(weight, dtype=np.float64)[keep]
+    counts = np.bincount(truth * num_classes + guess, weights=weights, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
 

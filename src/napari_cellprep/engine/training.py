@@ -46,8 +46,8 @@ from .plan import TrainConfig, transfer_weights
 
 @dataclass
 class TrainingResult:
-    """The outcome of a training run; ``model`` is the best by validation mIoU (the last epoch's
-    without validation), in eval mode. ``stopped``: ended by ``stop``; ``out_of_time``: ended
+    """The outcome of a training run; ``model`` is the best by validation mIoU (by the mIoU on the
+    painted labels with ``select_on_strokes``; else the last epoch's without validation), in eval mode. ``stopped``: ended by ``stop``; ``out_of_time``: ended
     by the time budget (``TrainConfig.seconds``), a normal end."""
 
     model: LoadedModel
@@ -230,8 +230,11 @@ VALIDATION_MARGIN = 64
 default tiling overlap, four times what any tiled pixel is guaranteed at a seam."""
 
 
-def scoring_windows(items: list[LabeledImage], multiple: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, target) views of the part of each item that scoring predicts: the bounding box of
+def scoring_windows(
+    items: list[LabeledImage], multiple: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(image, target, weight) views of the part of each item that scoring predicts (``weight``:
+    the item's per-pixel loss weights, ``None`` for 1 everywhere): the bounding box of
     its labeled pixels grown by ``VALIDATION_MARGIN`` and clipped to the image, its top-left
     corner on a multiple of ``multiple`` (the model's size multiple, so that pooling groups the
     pixels as in a whole-image pass). A fully labeled item is its whole image; sparse strokes on
@@ -245,27 +248,29 @@ def scoring_windows(items: list[LabeledImage], multiple: int) -> list[tuple[np.n
         top = max(0, rows[0] - VALIDATION_MARGIN) // multiple * multiple
         left = max(0, cols[0] - VALIDATION_MARGIN) // multiple * multiple
         bottom, right = rows[-1] + 1 + VALIDATION_MARGIN, cols[-1] + 1 + VALIDATION_MARGIN
-        windows.append((item.image[:, top:bottom, left:right], item.target[top:bottom, left:right]))
+        weight = None if item.weight is None else item.weight[top:bottom, left:right]
+        windows.append((item.image[:, top:bottom, left:right], item.target[top:bottom, left:right], weight))
     return windows
 
 
 def validation_scores(
     model: SegmentationNet,
     info: ModelInfo,
-    windows: list[tuple[np.ndarray, np.ndarray]],
+    windows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     *,
     amp: bool = False,
     stop: threading.Event | None = None,
 ) -> Scores | None:
     """Scores of ``model`` on ``windows`` (``scoring_windows``) by the path test scoring takes
     (``engine.evaluation``): tiled prediction (``predict_iter``, its default tile and overlap)
-    with one confusion matrix over every labeled pixel. The model itself is left as it is (a
+    with one confusion matrix over every labeled pixel, each counted by its loss weight (a
+    correction as ``CORRECTION_WEIGHT`` accepted pixels, as the loss counts it). The model itself is left as it is (a
     prepared copy predicts; memory is bounded by the tile). ``amp``: float16 autocast (CUDA).
     ``None`` when ``stop`` is set before a batch of tiles."""
     loaded = LoadedModel(model, replace(info, normalization=_AsGiven()))
     num_classes = info.config.num_classes
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for image, target in windows:
+    cm = np.zeros((num_classes, num_classes))
+    for image, target, weight in windows:
         precision = "float16" if amp else "float32"
         events = predict_iter(loaded, image, channel_axis=0, outputs=(), precision=precision)
         while True:
@@ -276,7 +281,7 @@ def validation_scores(
             except StopIteration as end:
                 prediction = end.value
                 break
-        cm += confusion_matrix(prediction.labels, target, num_classes)
+        cm += confusion_matrix(prediction.labels, target, num_classes, weight=weight)
     return scores(cm)
 
 
