@@ -372,11 +372,10 @@ class TrainWidget(Container):
         self._start.value = Start.FINE_TUNE  # after a new model, the form takes the fine-tuning settings
         self._base.value = self.trained
         ending = "Stopped" if result.stopped else "Finished"
-        best = (
-            ""
-            if result.best_miou is None or not result.history  # stopped before an epoch ended
-            else f", best {score_name(result.history[-1])} {result.best_miou:.3f} at epoch {result.best_epoch}"
-        )
+        best = ""
+        if result.best_miou is not None and result.history:  # not stopped before an epoch ended
+            name = score_name(result.history[-1])
+            best = f", best {name} {result.best_miou:.3f} at epoch {result.best_epoch}"
         self.controls.status.value = (
             f"{ending} after {result.epochs_run} epochs{best}. {self.trained.label!r} is now in the Segment "
             f"widget's model list (save it to keep it); Train again continues from it."

@@ -34,7 +34,9 @@ def confusion_matrix(
     weights = None
     if weight is not None:
         if np.shape(weight) != target.shape:
-            raise ValueError(f"weights of shape {np.shape(weight)} do not match target of shape {target.shape}")
+            raise ValueError(
+                f"weights of shape {np.shape(weight)} do not match target of shape {target.shape}"
+            )
         weights = np.asarray(weight, dtype=np.float64)[keep]
     counts = np.bincount(truth * num_classes + guess, weights=weights, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)

@@ -47,8 +47,9 @@ from .plan import TrainConfig, transfer_weights
 @dataclass
 class TrainingResult:
     """The outcome of a training run; ``model`` is the best by validation mIoU (by the mIoU on the
-    painted labels with ``select_on_strokes``; else the last epoch's without validation), in eval mode. ``stopped``: ended by ``stop``; ``out_of_time``: ended
-    by the time budget (``TrainConfig.seconds``), a normal end."""
+    painted labels with ``select_on_strokes``; else the last epoch's without validation), in eval
+    mode. ``stopped``: ended by ``stop``; ``out_of_time``: ended by the time budget
+    (``TrainConfig.seconds``), a normal end."""
 
     model: LoadedModel
     stopped: bool
@@ -264,9 +265,9 @@ def validation_scores(
     """Scores of ``model`` on ``windows`` (``scoring_windows``) by the path test scoring takes
     (``engine.evaluation``): tiled prediction (``predict_iter``, its default tile and overlap)
     with one confusion matrix over every labeled pixel, each counted by its loss weight (a
-    correction as ``CORRECTION_WEIGHT`` accepted pixels, as the loss counts it). The model itself is left as it is (a
-    prepared copy predicts; memory is bounded by the tile). ``amp``: float16 autocast (CUDA).
-    ``None`` when ``stop`` is set before a batch of tiles."""
+    correction as ``engine.labels.CORRECTION_WEIGHT`` accepted pixels, as the loss counts it). The
+    model itself is left as it is (a prepared copy predicts; memory is bounded by the tile).
+    ``amp``: float16 autocast (CUDA). ``None`` when ``stop`` is set before a batch of tiles."""
     loaded = LoadedModel(model, replace(info, normalization=_AsGiven()))
     num_classes = info.config.num_classes
     cm = np.zeros((num_classes, num_classes))
