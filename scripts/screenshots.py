@@ -1,4 +1,5 @@
-"""Documentation screenshots of the napari plugin: docs/segment.png, docs/train.png, docs/loop.png.
+"""Documentation screenshots of the napari plugin: docs/segment.png, docs/train.png, docs/loop.png,
+docs/loop-steps.png.
 
 Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=offscreen):
 
@@ -9,7 +10,9 @@ Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=off
 tile's ground-truth mask), with its live loss/mIoU plot. ``loop.png``: segment → correct:
 the view moved by "Next uncertain region" to the most uncertain square (outlined), where the
 ensemble labels have been corrected with the brush (here: set to the ground truth inside that
-square). Data: $CELLPREP_DATA, else ../shared/data beside the repository.
+square). ``loop-steps.png``: that square's view in three steps: segmented, corrected, and
+segmented again by the model the Train dock fine-tuned on the corrected layer.
+Data: $CELLPREP_DATA, else ../shared/data beside the repository.
 """
 
 from __future__ import annotations
@@ -113,12 +116,38 @@ def train_png(model: Path, image, mask, name: str, out: Path, epochs_shown: int,
     viewer.close()
 
 
-def loop_png(model: Path, image, mask, name: str, out: Path, tile: int) -> None:
-    import numpy as np
+def canvas(viewer, caption: str):
+    """The canvas as an RGBA array, ``caption`` written on it by napari's text overlay."""
     from qtpy.QtWidgets import QApplication
 
+    viewer.text_overlay.visible, viewer.text_overlay.text = True, caption
+    viewer.text_overlay.font_size, viewer.text_overlay.color = 14, "white"
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    viewer.text_overlay.visible = False
+    return shot
+
+
+def tile_miou(layer_values, mask) -> float:
+    """mIoU of a Labels layer's values (class + 1) against a class-index mask."""
+    from napari_cellprep.engine.metrics import confusion_matrix, scores
+
+    classes = int(mask.max()) + 1
+    return scores(confusion_matrix(layer_values - 1, mask, classes)).miou
+
+
+def loop_png(model: Path, image, mask, name: str, out: Path, tile: int, epochs: int) -> None:
+    """``out``: the window after Next uncertain region and a correction; ``loop-steps.png`` beside
+    it: the canvas segmented, corrected, and segmented again after Train on the corrected layer."""
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+    from skimage.io import imsave
+
+    from napari_cellprep._widgets import train_widget
+
     viewer, widget = segmented(model, image, name, tile)
-    ensemble = widget._ensemble
+    ensemble, entry = widget._ensemble, widget._model.value
+    before = tile_miou(ensemble.data, mask)
     for _ in range(len(widget._cue.data)):  # the first suggested square where the labels are wrong
         region = widget.next_region()
         rows, cols = np.mgrid[region.top : region.bottom, region.left : region.right]
@@ -126,10 +155,44 @@ def loop_png(model: Path, image, mask, name: str, out: Path, tile: int) -> None:
         wrong = ensemble.data[rows, cols] != truth
         if wrong.any():
             break
+    camera = (viewer.camera.center, viewer.camera.zoom)
+    steps = [canvas(viewer, f"1. segmented; paint here next: region {widget._next_index}")]
     ensemble.data_setitem((rows[wrong], cols[wrong]), truth[wrong])  # the correction, as the brush paints
+    steps.append(canvas(viewer, f"2. corrected: {int(wrong.sum())} pixels"))
     QApplication.processEvents()
     viewer.screenshot(str(out), canvas_only=False, flash=False)
     print(f"wrote {out} ({int(wrong.sum())} pixels corrected; {widget.controls.status.value})")
+
+    # tabified with the Segment dock, so that the window and the canvas keep their size
+    dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train", tabify=True)
+    train._image.value, train._labels.value = viewer.layers[name], ensemble
+    train._start.value, train._base.value = train_widget.Start.FINE_TUNE, entry
+    train._epochs.value = epochs
+    train.train()
+    if train.controls.worker is None:
+        raise RuntimeError(f"training did not start: {train.controls.status.value}")
+    wait(lambda: train.controls.worker is None, 1800, "the fine-tuning")
+    print(f"trained: {train.controls.status.value}")
+    viewer.window.remove_dock_widget(dock)
+    widget.select_model(train.trained)
+    widget.run()
+    wait(lambda: widget.controls.worker is None, 600, "the second segmentation")
+    ensemble.visible = False  # the corrected layer is kept; the new ensemble is drawn in its place
+    QApplication.processEvents()
+    viewer.camera.center, viewer.camera.zoom = camera
+    again = widget._ensemble.data[rows, cols]
+    fixed = float((again[wrong] == truth[wrong]).mean())
+    caption = f"3. after Train: {100 * fixed:.0f}% of the corrected pixels as painted"
+    steps.append(canvas(viewer, caption))
+    if len({shot.shape for shot in steps}) > 1:
+        raise RuntimeError(f"the canvas changed size between the steps: {[shot.shape for shot in steps]}")
+    strip = np.concatenate([np.pad(shot, ((0, 0), (0, 8), (0, 0))) for shot in steps], axis=1)[:, :-8]
+    imsave(out.with_name("loop-steps.png"), strip, check_contrast=False)
+    after = tile_miou(widget._ensemble.data, mask)
+    print(
+        f"wrote {out.with_name('loop-steps.png')} (after Train {100 * fixed:.1f}% of the corrected pixels "
+        f"as painted; mIoU of the whole tile {before:.3f} before, {after:.3f} after)"
+    )
     viewer.close()
 
 
@@ -142,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         "--epochs-shown", type=int, default=4, help="epochs plotted before train.png is taken"
     )
     parser.add_argument("--patch", type=int, default=128, help="training patch size")
+    parser.add_argument(
+        "--loop-epochs", type=int, default=10, help="epochs of fine-tuning on the corrected layer"
+    )
     parser.add_argument("--tile", type=int, default=256, help="inference tile size")
     parser.add_argument(
         "--only", choices=("segment", "train", "loop"), action="append", help="make only these (repeatable)"
@@ -162,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in only:
         train_png(args.model, image, mask, path.stem, args.out / "train.png", args.epochs_shown, args.patch)
     if "loop" in only:
-        loop_png(args.model, image, mask, path.stem, args.out / "loop.png", args.tile)
+        loop_png(args.model, image, mask, path.stem, args.out / "loop.png", args.tile, args.loop_epochs)
 
 
 if __name__ == "__main__":
