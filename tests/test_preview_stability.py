@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("napari")  # the benchmark runs the Train dock's job (benchmarks/scribbles.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import preview_stability  # noqa: E402
+import preview_stability
 
 
 def test_every_epoch_previewed_is_scored_as_shown():
