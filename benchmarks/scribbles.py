@@ -680,8 +680,11 @@ def _describe(dock: dict) -> str:
     norm = "BatchNorm re-estimated on the strokes first (AdaBN)" if dock.get("adapt_norm") else "BatchNorm as trained"
     if dock.get("refresh_norm"):
         norm += " and again after every epoch"
+    kept = (", an epoch shown and kept only when it fits the strokes at least as well as the start and the "
+            "epochs before (select_on_strokes)") if dock.get("select_on_strokes") else ""
     return (f"{dock['epochs']} epochs of {steps} steps, batch {dock['batch_size']}, {dock['patch_size']}² patches, "
-            f"lr {dock['learning_rate']:g}, {dock['val_fraction']:.0%} of the painted pixels held out, {norm}")
+            f"lr {dock['learning_rate']:g}, {dock['val_fraction']:.0%} of the painted pixels held out, "
+            f"{norm}{kept}")
 
 
 def _describe_later(settings: dict) -> str:

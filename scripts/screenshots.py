@@ -120,20 +120,21 @@ def canvas(viewer, caption: str):
     """The canvas as an RGBA array, ``caption`` written on it by napari's text overlay."""
     from qtpy.QtWidgets import QApplication
 
-    viewer.text_overlay.visible, viewer.text_overlay.text = True, caption
-    viewer.text_overlay.font_size, viewer.text_overlay.color = 14, "white"
+    text = viewer.canvas.overlays.text
+    text.visible, text.text, text.font_size, text.color = True, caption, 14, "white"
     QApplication.processEvents()
     shot = viewer.screenshot(canvas_only=True, flash=False)
-    viewer.text_overlay.visible = False
+    text.visible = False
     return shot
 
 
 def tile_miou(layer_values, mask) -> float:
-    """mIoU of a Labels layer's values (class + 1) against a class-index mask."""
+    """mIoU of a fully labeled Labels layer's values (painted: class + 1) against a class-index mask."""
+    from napari_cellprep.engine.labels import LabelKind, to_targets
     from napari_cellprep.engine.metrics import confusion_matrix, scores
 
-    classes = int(mask.max()) + 1
-    return scores(confusion_matrix(layer_values - 1, mask, classes)).miou
+    predicted = to_targets(layer_values, LabelKind.PAINTED, mask.shape)
+    return scores(confusion_matrix(predicted, mask, int(mask.max()) + 1)).miou
 
 
 def loop_png(model: Path, image, mask, name: str, out: Path, tile: int, epochs: int) -> None:
@@ -155,7 +156,8 @@ def loop_png(model: Path, image, mask, name: str, out: Path, tile: int, epochs: 
         wrong = ensemble.data[rows, cols] != truth
         if wrong.any():
             break
-    camera = (viewer.camera.center, viewer.camera.zoom)
+    camera = viewer.scene.camera
+    view = (camera.center, camera.zoom)
     steps = [canvas(viewer, f"1. segmented; paint here next: region {widget._next_index}")]
     ensemble.data_setitem((rows[wrong], cols[wrong]), truth[wrong])  # the correction, as the brush paints
     steps.append(canvas(viewer, f"2. corrected: {int(wrong.sum())} pixels"))
@@ -179,7 +181,7 @@ def loop_png(model: Path, image, mask, name: str, out: Path, tile: int, epochs: 
     wait(lambda: widget.controls.worker is None, 600, "the second segmentation")
     ensemble.visible = False  # the corrected layer is kept; the new ensemble is drawn in its place
     QApplication.processEvents()
-    viewer.camera.center, viewer.camera.zoom = camera
+    camera.center, camera.zoom = view
     again = widget._ensemble.data[rows, cols]
     fixed = float((again[wrong] == truth[wrong]).mean())
     caption = f"3. after Train: {100 * fixed:.0f}% of the corrected pixels as painted"

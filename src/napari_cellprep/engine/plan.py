@@ -41,7 +41,8 @@ class TrainConfig:
     eval-mode model changes): the running averages otherwise lag behind weights that fine-tuning
     moves fast, and the eval-mode model can collapse while training goes well.
     ``select_on_strokes``: without validation data, score each epoch on the training labels
-    themselves (eval mode, as the preview runs) and keep an epoch only when it fits them at least
+    themselves (eval mode, as the preview runs; each pixel counted by its loss weight, so a
+    correction as the loss counts it) and keep an epoch only when it fits them at least
     as well as the best so far, so that a shown preview never gets worse on what was painted.
     ``fresh_learning_rate``: when fine-tuning, the parameters not copied from the starting model
     (new heads after a change of class count) learn at this rate (``None``: ``learning_rate``).
@@ -204,7 +205,8 @@ distinguishable at any budget: +1.2 points [−2.1, +4.6] at 30 s, +2.1 [−2.0,
 costs 10–28% of the steps in 120 s on 512² images. It was adopted for the calmer preview."""
 
 FINE_TUNE_VAL_FRACTION = 0.0
-"""Fine-tuning holds out no strokes by default: each epoch's model is kept and shown."""
+"""Fine-tuning holds out no strokes by default: each epoch is scored on the strokes themselves
+(``select_on_strokes``)."""
 
 
 CONTINUE_DEFAULTS: dict[str, Any] = {
