@@ -164,8 +164,10 @@ def _cpu_plans() -> dict[str, list[Run]]:
     combination with the Noise2Void head (``SCREEN_EXTRAS``) on fold 0 of two headline cells, seeds
     0 and 1 (most informative runs first). ``headline``: U-Net, the
     paper's CellPrep, the combination and U-Net at its FLOPs, 3 folds × 3 seeds on the three
-    headline cells. ``full``: the headline, then nist-phase clean (with U-Net++, Attention U-Net and
-    the paper's ablations) and vnc-em on all 4 folds."""
+    headline cells. ``full``: the headline, then, one seed at a time, nist-phase clean (with
+    Attention U-Net), vnc-em on all 4 folds, and the paper's other comparisons on nist-phase clean
+    (U-Net++, no ensemble, fixed weights), so that the resumable harness fills every set's folds
+    before it adds seeds."""
     core = ["unet", "cellprep", PRODUCT_METHOD]
     screen = [
         r
@@ -180,14 +182,14 @@ def _cpu_plans() -> dict[str, list[Run]]:
         for d, c in HEADLINE_CELLS
         for r in _arms(d, c, fold, seed, core)
     ]
-    ablations = ["unet++", "attention-unet", "cellprep-none", "cellprep-fixed"]
+    ablations, nist_clean = ["unet++", "cellprep-none", "cellprep-fixed"], core + ["attention-unet"]
     full = headline + [
         r
         for seed in range(3)
-        for fold in range(3)
-        for r in _arms("nist-phase", "clean", fold, seed, core + ablations)
+        for r in [r for fold in range(3) for r in _arms("nist-phase", "clean", fold, seed, nist_clean)]
+        + [r for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core)]
+        + [Run("nist-phase", "clean", fold, seed, m) for fold in range(3) for m in ablations]
     ]
-    full += [r for seed in range(3) for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core)]
     return {"screen": screen, "headline": headline, "full": full}
 
 
