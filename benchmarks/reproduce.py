@@ -85,6 +85,7 @@ METHODS: dict[str, dict] = {
     "cellprep-blur": {"architecture": "cellprep", **PAPER, "downsample": "blur"},
     "cellprep-softplus": {"architecture": "cellprep", **PAPER, "filter_activation": "softplus"},
     "cellprep-group": {"architecture": "cellprep", **PAPER, "norm": "group"},
+    "cellprep-split-batch": {"architecture": "cellprep", **PAPER, "norm": "split-batch"},
     # the combination, and U-Net on the same backbone
     "cellprep-product": {"architecture": "cellprep", **PAPER, **PRODUCT},
     "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
@@ -105,6 +106,7 @@ SINGLE_CHANGES = [
     "cellprep-blur",
     "cellprep-softplus",
     "cellprep-group",
+    "cellprep-split-batch",
 ]
 SCREEN_EXTRAS = ["cellprep-n2v"]
 """Screened beside the single changes: compared with ``cellprep-product`` (same fold and seed)."""

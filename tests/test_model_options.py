@@ -3,6 +3,8 @@ invert a branch, per-image normalisation; named configurations; the grid measure
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_c
 from napari_cellprep.engine.normalize import Normalization
 from napari_cellprep.engine.periodicity import lattice_power_share, lattice_ratio
 from napari_cellprep.model import PAPER, ModelConfig, build_model, method_loss, named_config
-from napari_cellprep.model.unet import UNet
+from napari_cellprep.model.unet import SplitBatchNorm2d, UNet
 
 PRODUCT_LIKE = dict(upsample="resize", filter_activation="softplus", ensemble="softmax", norm="group")
 
@@ -174,3 +176,55 @@ def test_the_denoise_head_predicts_the_input_and_leaves_the_rest_as_without_it(a
     with torch.no_grad():
         outputs = export.eval()(torch.rand(1, 2, 32, 32))
     assert len(outputs) == (3 if architecture == "cellprep" else 1)
+
+
+def _per_image_features(model, translated: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Network 2 run once per translated image with plain BatchNorm (the authors' loop), from the
+    model's current state: features (B·C, ...) interleaved as the batched call, running means."""
+    features, means = [], []
+    for k in range(translated.shape[1]):
+        net2 = copy.deepcopy(model.net2)
+        for module in net2.modules():
+            if isinstance(module, SplitBatchNorm2d):
+                module.splits = 1
+        features.append(net2(translated[:, k]))
+        means.append(next(m for m in net2.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_mean)
+    return torch.stack(features, 1).flatten(0, 1), means
+
+
+@pytest.mark.parametrize("norm, per_image", [("split-batch", True), ("batch", False)])
+def test_split_batch_norm_gives_network_2_the_statistics_of_the_authors_loop(norm, per_image):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=4, depth=2, norm=norm)).train()
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        translated = model.trunk(x)["translated"]
+        translated[:, 1] = translated[:, 1] * 0.2 + 0.7  # unlike the other translated image
+        reference = copy.deepcopy(model)
+        batched = model.net2(translated.flatten(0, 1))
+        looped, means = _per_image_features(reference, translated)
+    assert torch.allclose(batched, looped, atol=1e-5) == per_image
+    if per_image:  # running statistics: the average of the per-image layers'
+        first = next(m for m in model.net2.modules() if isinstance(m, SplitBatchNorm2d))
+        assert torch.allclose(first.running_mean, (means[0] + means[1]) / 2, atol=1e-6)
+        assert not any(isinstance(m, SplitBatchNorm2d) for m in model.net1.modules())
+
+
+def test_split_batch_norm_evaluates_as_batch_norm_and_loads_as_it():
+    torch.manual_seed(0)
+    split = build_model(ModelConfig(width=4, depth=2, norm="split-batch", backbone="attention-unet"))
+    plain = build_model(ModelConfig(width=4, depth=2, norm="batch", backbone="attention-unet"))
+    split.train()(torch.rand(2, 1, 32, 32))  # running statistics that are not the initial ones
+    plain.load_state_dict(split.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(split.eval()(x).ensemble_logits, plain.eval()(x).ensemble_logits, atol=1e-5)
+    with pytest.raises(ValueError, match="not a whole number of 2 translated images"):
+        next(m for m in split.net2.modules() if isinstance(m, SplitBatchNorm2d)).train()(torch.rand(3, 4, 8, 8))
+
+
+def test_split_batch_norm_converts_the_unet_plus_plus_backbone():
+    model = build_model(ModelConfig(width=4, depth=4, norm="split-batch", backbone="unet++", num_classes=3))
+    splits = {m.splits for m in model.net2.modules() if isinstance(m, SplitBatchNorm2d)}
+    assert splits == {3}
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in model.net1.modules())

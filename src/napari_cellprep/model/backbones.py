@@ -30,7 +30,7 @@ class UNetPlusPlus(nn.Module):
             in_channels=in_channels,
             out_channels=1,
             features=features,
-            norm="batch" if norm == "batch" else ("group", {"num_groups": math.gcd(GROUPS, width)}),
+            norm="batch" if norm in ("batch", "split-batch") else ("group", {"num_groups": math.gcd(GROUPS, width)}),
             upsample="deconv" if upsample == "transpose" else "nontrainable",
         )
         if downsample != "max":  # MONAI pools with nn.MaxPool2d(2) in each Down block

@@ -12,7 +12,7 @@ EnsembleInit = Literal["random", "equal"]
 Upsample = Literal["transpose", "resize"]
 Downsample = Literal["max", "blur"]
 FilterActivation = Literal["relu", "softplus"]
-Norm = Literal["batch", "group"]
+Norm = Literal["batch", "split-batch", "group"]
 
 ARCHITECTURES = ("cellprep", "unet")
 BACKBONES = ("unet", "unet++", "attention-unet")
@@ -21,7 +21,7 @@ ENSEMBLE_INITS = ("random", "equal")
 UPSAMPLES = ("transpose", "resize")
 DOWNSAMPLES = ("max", "blur")
 FILTER_ACTIVATIONS = ("relu", "softplus")
-NORMS = ("batch", "group")
+NORMS = ("batch", "split-batch", "group")
 
 LEGACY = {
     "upsample": "transpose",
@@ -59,8 +59,11 @@ class ModelConfig:
     ``resize`` upsampling; blurring before subsampling removes most of it.
     ``filter_activation``: ``relu`` (the paper's; a filter can be zero almost everywhere) or
     ``softplus`` (smooth and positive everywhere: every filter stays a live image).
-    ``norm``: ``batch`` (BatchNorm, the paper's) or ``group`` (GroupNorm: statistics per image,
-    so each translated image is normalised on its own and tiny fine-tuning batches are safe).
+    ``norm``: ``batch`` (BatchNorm, the paper's), ``split-batch`` (BatchNorm, but network 2's
+    training statistics are computed per translated image, as the authors' code does by running
+    network 2 once per translated image; ours stays one batched call) or ``group`` (GroupNorm:
+    statistics per image, so each translated image is normalised on its own and tiny fine-tuning
+    batches are safe).
     ``denoise_head``: a 1×1 convolution on network 1's penultimate maps (a plain U-Net: on its
     last features) that predicts the input image (``in_channels`` maps, ``ModelOutput.denoised``),
     the target of the self-supervised Noise2Void loss (``TrainConfig.self_supervised_weight``;

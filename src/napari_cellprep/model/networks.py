@@ -10,7 +10,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ModelConfig
-from .unet import conv_bn_relu
+from .unet import conv_bn_relu, split_batch_norms
 
 
 @dataclass
@@ -121,6 +121,8 @@ class CellPrepNet(SegmentationNet):
         )
         self.head1 = nn.Conv2d(config.penultimate_width, c, 1)
         self.net2 = _backbone(config)
+        if config.norm == "split-batch":  # statistics per translated image, as the authors' loop
+            split_batch_norms(self.net2, c)
         self.head2 = nn.Conv2d(self.net2.out_channels, c, 1)
         self.ensemble = nn.Conv3d(config.num_outputs, 1, 1) if config.ensemble == "learned" else None
         if self.ensemble is not None and config.ensemble_init == "equal":

@@ -13,12 +13,57 @@ GROUPS = 8
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
-    """``batch``: BatchNorm2d; ``group``: GroupNorm with up to 8 groups (statistics per image)."""
-    if norm == "batch":
+    """``batch`` (and ``split-batch``, whose network 2 ``split_batch_norms`` converts): BatchNorm2d;
+    ``group``: GroupNorm with up to 8 groups (statistics per image)."""
+    if norm in ("batch", "split-batch"):
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(math.gcd(GROUPS, channels), channels)
     raise ValueError(f"unknown norm {norm!r}")
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are computed separately for each of ``splits``
+    interleaved images (batch row ``b · splits + k`` belongs to image k), as if the layer were
+    called once per image: network 2 of the authors' code runs once per translated image, ours in
+    one batched call. The running statistics average the splits', and evaluation uses them, like
+    the authors' shared layer. ``splits == 1`` is plain BatchNorm."""
+
+    def __init__(self, channels: int, splits: int = 1) -> None:
+        super().__init__(channels)
+        self.splits = splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.splits == 1:
+            return super().forward(x)
+        n, channels, height, width = x.shape
+        if n % self.splits:
+            raise ValueError(f"batch of {n} is not a whole number of {self.splits} translated images each")
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        mean, var = self.running_mean.repeat(self.splits), self.running_var.repeat(self.splits)
+        y = F.batch_norm(
+            x.reshape(n // self.splits, self.splits * channels, height, width),
+            mean,
+            var,
+            self.weight.repeat(self.splits),
+            self.bias.repeat(self.splits),
+            True,
+            factor,
+            self.eps,
+        )
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(self.splits, channels).mean(0))
+            self.running_var.copy_(var.view(self.splits, channels).mean(0))
+        return y.view(n, channels, height, width)
+
+
+def split_batch_norms(module: nn.Module, splits: int) -> None:
+    """Replace every BatchNorm2d in ``module`` by a ``SplitBatchNorm2d`` with ``splits`` splits."""
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.BatchNorm2d:
+                setattr(parent, name, SplitBatchNorm2d(child.num_features, splits))
 
 
 def conv_bn_relu(
