@@ -478,8 +478,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
         + ". Scores are % (mean ± sample std). The first protocol's tables are in `archive/results-v1.md`.",
         "",
     ]
-    for dataset in CLASS_NAMES:
-        names = CLASS_NAMES[dataset]
+    for dataset, names in CLASS_NAMES.items():
         for condition in CONDITIONS:
             keys = sorted(k for k in rows if k[0] == dataset and k[1] == condition)
             if not keys:
@@ -515,32 +514,52 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} | {branch} | {weights} |"
                 )
             lines.append("")
-            def test_miou(method: str) -> dict[tuple, float]:
-                return {(r["fold"], r["seed"]): r["test"]["miou"] for r in rows.get((dataset, condition, method), [])}
-
-            unet = test_miou("unet")
-            diffs, equal_compute = [], []
-            for key in keys:
-                if key[2] == "unet":
-                    continue
-                row = _difference_row(key[2], paired_difference(test_miou(key[2]), unet))
-                diffs += [row] if row else []
-                matched = test_miou(f"unet@flops-of-{key[2]}")  # U-Net given this method's training FLOPs
-                row = _difference_row(key[2], paired_difference(test_miou(key[2]), matched) if matched else None)
-                equal_compute += [row] if row else []
-            for title, table in (
-                ("Paired difference to `unet` (same fold and seed)", diffs),
-                (("At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the "
-                  "method's FLOPs; same fold and seed)"), equal_compute),
-            ):
-                if table:
-                    lines += [f"{title}, mIoU points, 95% t interval:", "",
-                              "| method | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", *table, ""]
+            lines += _difference_tables({key[2]: rows[key] for key in keys})
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
+
+
+def _paper_baseline(method: str) -> str | None:
+    """What a method is compared with beside U-Net: a change of the paper's CellPrep with the
+    paper's CellPrep, a screen extra with the combination it is added to."""
+    if method in SCREEN_EXTRAS:
+        return PRODUCT_METHOD
+    return "cellprep" if method.startswith("cellprep-") else None
+
+
+def _difference_tables(runs: dict[str, list[dict]]) -> list[str]:
+    """The paired-difference tables of one cell (``runs``: each method's results): each method
+    against U-Net at equal epochs, against U-Net at its FLOPs, and each change against the
+    method it changes."""
+    test = {m: {(r["fold"], r["seed"]): r["test"]["miou"] for r in rs} for m, rs in runs.items()}
+    tables: dict[str, list[str]] = {
+        "Paired difference to `unet` (same fold and seed)": [],
+        "At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the method's "
+        "FLOPs; same fold and seed)": [],
+        "Each change against what it changes: paired difference to the paper's `cellprep` (to "
+        f"`{PRODUCT_METHOD}` for {', '.join(f'`{m}`' for m in SCREEN_EXTRAS)}; same fold and seed)": [],
+    }
+    unet_title, compute_title, change_title = tables
+    for method in sorted(runs):
+        if method == "unet":
+            continue
+        baselines = [
+            (unet_title, test.get("unet")),
+            (compute_title, test.get(f"unet@flops-of-{method}")),
+            (change_title, test.get(_paper_baseline(method) or "")),
+        ]
+        for title, baseline in baselines:
+            row = _difference_row(method, paired_difference(test[method], baseline) if baseline else None)
+            tables[title] += [row] if row else []
+    lines = []
+    for title, table in tables.items():
+        if table:
+            head = ["| method | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|"]
+            lines += [f"{title}, mIoU points, 95% t interval:", "", *head, *table, ""]
+    return lines
 
 
 def _difference_row(method: str, d: tuple[float, float, float, int] | None) -> str | None:

@@ -124,3 +124,7 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     assert "| cellprep | 3 | -1.33 |" in text and "not distinguishable |" in text
     equal = text[text.index("At equal compute") :]  # the product against U-Net given its FLOPs: −2, −2, −1
     assert "| cellprep-product | 3 | -1.67 |" in equal and "| cellprep | " not in equal.split("\n\n")[1]
+    # each change against the paper's CellPrep: 0.05, 0.03, 0.05
+    change = text[text.index("Each change against what it changes") :]
+    assert "| cellprep-product | 3 | +4.33 |" in change and "| cellprep | " not in change
+    assert "| unet@flops" not in change
