@@ -128,3 +128,29 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     change = text[text.index("Each change against what it changes") :]
     assert "| cellprep-product | 3 | +4.33 |" in change and "| cellprep | " not in change
     assert "| unet@flops" not in change
+
+
+def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
+    )
+    variant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variant)
+    assert variant.swing([0.1, 0.2, 0.3, 0.4, 0.8, 0.6, 0.9]) == pytest.approx(0.25)  # |−0.2|, |+0.3|
+    curve = [0.5] * 20
+    runs = {
+        f"cell/fold{f}/seed0/unet": {
+            "stored": variant.summary(
+                {"test": {"miou": 0.80 + f / 100}, "best_epoch": 9, "curves": {"val_miou": curve}}
+            ),
+            "variant": variant.summary(
+                {"test": {"miou": 0.82 + f / 100}, "best_epoch": 19, "curves": {"val_miou": curve}}
+            ),
+        }
+        for f in range(3)
+    }
+    text = "\n".join(variant.report(runs, {"refresh_norm": True}, "cmd"))
+    assert "| cell/fold1/seed0/unet | 0.8100 | 0.8300 | 9 | 19 | 0.000 | 0.000 |" in text
+    assert "| variant − stored | 3 | +2.00 | [+2.00, +2.00] | better |" in text
+    with pytest.raises(SystemExit):
+        variant.main(["no/such/run", "--set", "refresh_norm=true", "--out", str(tmp_path / "v.json")])
