@@ -518,8 +518,43 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
+    lines += _screen_table(results)
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
+
+
+def _screen_table(results: dict) -> list[str]:
+    """The screen pooled: each change against what it changes over the screen's runs (fold 0 of
+    the screened cells, both seeds), one pair per cell and seed, ranked by the mean."""
+    screen = {r.key for r in PRESETS["cpu"].plans["screen"]}
+    test: dict[str, dict[tuple, float]] = {}
+    for key, r in results.items():
+        if key in screen:
+            test.setdefault(r["method"], {})[(r["dataset"], r["condition"], r["fold"], r["seed"])] = r[
+                "test"
+            ]["miou"]
+    rows = []
+    for method in SINGLE_CHANGES + SCREEN_EXTRAS + [PRODUCT_METHOD]:
+        base = test.get(_paper_baseline(method) or "", {})
+        d = paired_difference(test.get(method, {}), base)
+        if d:
+            rows.append((d[0], _difference_row(f"{method} − {_paper_baseline(method)}", d)))
+    if not rows:
+        return []
+    cells = ", ".join(f"{d} {c}" for d, c in HEADLINE_CELLS[1:])
+    return [
+        "## The screen, pooled",
+        "",
+        (
+            f"Each change against what it changes on the screen's runs ({cells}; fold 0, seeds 0 and 1), "
+            "paired by cell and seed, mIoU points, 95% t interval, best mean first:"
+        ),
+        "",
+        "| change | pairs | mean | 95% interval | verdict |",
+        "|---|---|---|---|---|",
+        *[row for _, row in sorted(rows, key=lambda item: -item[0])],
+        "",
+    ]
 
 
 def _paper_baseline(method: str) -> str | None:
@@ -594,8 +629,12 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / "results.json"
     stored = json.loads(json_path.read_text()) if json_path.exists() else {}
     results, superseded = stored.get("runs", {}), stored.get("superseded", [])
-    plan_runs = {r.key: r for plans in (p.plans for p in PRESETS.values()) for plan in plans.values() for r in plan}
-    for key in [k for k, r in results.items() if k in plan_runs and r.get("settings") != settings_of(plan_runs[k])]:
+    plan_runs = {
+        r.key: r for plans in (p.plans for p in PRESETS.values()) for plan in plans.values() for r in plan
+    }
+    for key in [
+        k for k, r in results.items() if k in plan_runs and r.get("settings") != settings_of(plan_runs[k])
+    ]:
         print(f"re-running {key}: made with other model settings (kept under 'superseded')", flush=True)
         superseded.append(results.pop(key))
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
@@ -606,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = json_path.with_suffix(".json.tmp")
         tmp.write_text(
             json.dumps(
-                {"preset": args.preset, "command": command, "runs": results, "superseded": superseded}, indent=1
+                {"preset": args.preset, "command": command, "runs": results, "superseded": superseded},
+                indent=1,
             )
         )
         os.replace(tmp, json_path)

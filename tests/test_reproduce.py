@@ -154,3 +154,21 @@ def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_pa
     assert "| variant − stored | 3 | +2.00 | [+2.00, +2.00] | better |" in text
     with pytest.raises(SystemExit):
         variant.main(["no/such/run", "--set", "refresh_norm=true", "--out", str(tmp_path / "v.json")])
+
+
+def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
+    results = {}
+    for run in reproduce.PRESETS["cpu"].plans["screen"]:
+        if run.method in ("cellprep", "cellprep-p16", "cellprep-group"):
+            gain = {"cellprep": 0.0, "cellprep-p16": 0.02 + run.seed / 100, "cellprep-group": -0.01}[
+                run.method
+            ]
+            results[run.key] = fake_result(run, 0.7 + gain)
+    reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
+    pooled = (tmp_path / "results.md").read_text().split("## The screen, pooled")[1]
+    p16, group = (
+        pooled.index("| cellprep-p16 − cellprep | 4 | +2.50 |"),
+        pooled.index("| cellprep-group − cellprep | 4 | -1.00 |"),
+    )
+    assert p16 < group  # best mean first
+    assert "cellprep-softmax" not in pooled  # no runs, no row
