@@ -91,6 +91,9 @@ METHODS: dict[str, dict] = {
     "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
     # the combination with a denoise head trained by the Noise2Void loss (TRAINING), issue #10 §1
     "cellprep-n2v": {"architecture": "cellprep", **PAPER, **PRODUCT, "denoise_head": True},
+    # the combination with network 2's BatchNorm statistics per translated image: the single change
+    # keeps the paper's random ensemble init, which decides its fate on some seeds
+    "cellprep-product-split-batch": {"architecture": "cellprep", **PAPER, **PRODUCT, "norm": "split-batch"},
 }
 N2V_WEIGHT = 100.0
 """W of the Noise2Void term. Not tuned: these images, min-max normalised, vary by about 0.005-0.03
@@ -108,7 +111,7 @@ SINGLE_CHANGES = [
     "cellprep-group",
     "cellprep-split-batch",
 ]
-SCREEN_EXTRAS = ["cellprep-n2v"]
+SCREEN_EXTRAS = ["cellprep-n2v", "cellprep-product-split-batch"]
 """Screened beside the single changes: compared with ``cellprep-product`` (same fold and seed)."""
 HEADLINE_CELLS = [
     ("nist-phase", "low-light"),
