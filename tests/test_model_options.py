@@ -15,7 +15,7 @@ from napari_cellprep.engine.periodicity import lattice_power_share, lattice_rati
 from napari_cellprep.model import PAPER, ModelConfig, build_model, method_loss, named_config
 from napari_cellprep.model.unet import SplitBatchNorm2d, UNet
 
-PRODUCT_LIKE = dict(upsample="resize", filter_activation="softplus", ensemble="softmax", norm="group")
+PRODUCT_LIKE = {"upsample": "resize", "filter_activation": "softplus", "ensemble": "softmax", "norm": "group"}
 
 
 def _interior_std(upsample: str) -> float:
@@ -58,7 +58,10 @@ def test_blur_pooling_downsamples_by_two_and_replaces_monais_max_pooling():
     x = torch.rand(2, 3, 16, 20)
     assert MaxBlurPool2d()(x).shape == (2, 3, 8, 10)
     assert torch.allclose(MaxBlurPool2d()(torch.full((1, 1, 8, 8), 0.5)), torch.full((1, 1, 4, 4), 0.5))
-    pools = {type(m).__name__ for m in build_model(ModelConfig(backbone="unet++", width=4, downsample="blur")).modules()}
+    pools = {
+        type(m).__name__
+        for m in build_model(ModelConfig(backbone="unet++", width=4, downsample="blur")).modules()
+    }
     assert "MaxBlurPool2d" in pools and "MaxPool2d" not in pools
 
 
@@ -220,7 +223,9 @@ def test_split_batch_norm_evaluates_as_batch_norm_and_loads_as_it():
     with torch.no_grad():
         assert torch.allclose(split.eval()(x).ensemble_logits, plain.eval()(x).ensemble_logits, atol=1e-5)
     with pytest.raises(ValueError, match="not a whole number of 2 translated images"):
-        next(m for m in split.net2.modules() if isinstance(m, SplitBatchNorm2d)).train()(torch.rand(3, 4, 8, 8))
+        next(m for m in split.net2.modules() if isinstance(m, SplitBatchNorm2d)).train()(
+            torch.rand(3, 4, 8, 8)
+        )
 
 
 def test_split_batch_norm_converts_the_unet_plus_plus_backbone():
@@ -228,3 +233,17 @@ def test_split_batch_norm_converts_the_unet_plus_plus_backbone():
     splits = {m.splits for m in model.net2.modules() if isinstance(m, SplitBatchNorm2d)}
     assert splits == {3}
     assert not any(isinstance(m, SplitBatchNorm2d) for m in model.net1.modules())
+
+
+def test_split_batch_norm_statistics_re_estimated_as_the_average_of_the_translated_images():
+    from napari_cellprep.engine.training import adapt_batch_norm
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(width=4, depth=2, norm="split-batch"))
+    first = next(m for m in model.net2.modules() if isinstance(m, SplitBatchNorm2d))
+    seen = []
+    first.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    adapt_batch_norm(model, [torch.rand(3, 1, 32, 32)])  # momentum None: one batch's statistics
+    per_image = seen[0].unflatten(0, (3, 2)).mean(dim=(0, 3, 4))  # (translated image, channel)
+    assert torch.allclose(first.running_mean, per_image.mean(0), atol=1e-6)
+    assert int(first.num_batches_tracked) == 1 and first.momentum == 0.1 and not model.training
