@@ -166,8 +166,8 @@ def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]
 
 def _cpu_plans() -> dict[str, list[Run]]:
     """``screen``: U-Net, the paper's CellPrep, the combination, each single change and the
-    combination with the Noise2Void head (``SCREEN_EXTRAS``) on fold 0 of two headline cells, seeds
-    0 and 1 (most informative runs first). ``headline``: U-Net, the
+    combination with the Noise2Void head or split-batch norm (``SCREEN_EXTRAS``) on fold 0 of two
+    headline cells, seeds 0 and 1 (most informative runs first). ``headline``: U-Net, the
     paper's CellPrep, the combination and U-Net at its FLOPs, 3 folds × 3 seeds on the three
     headline cells. ``full``: the headline, then, one seed at a time, nist-phase clean (with
     Attention U-Net), vnc-em on all 4 folds, and the paper's other comparisons on nist-phase clean
@@ -533,9 +533,8 @@ def _screen_table(results: dict) -> list[str]:
     test: dict[str, dict[tuple, float]] = {}
     for key, r in results.items():
         if key in screen:
-            test.setdefault(r["method"], {})[(r["dataset"], r["condition"], r["fold"], r["seed"])] = r[
-                "test"
-            ]["miou"]
+            pair = (r["dataset"], r["condition"], r["fold"], r["seed"])
+            test.setdefault(r["method"], {})[pair] = r["test"]["miou"]
     rows = []
     for method in SINGLE_CHANGES + SCREEN_EXTRAS + [PRODUCT_METHOD]:
         base = test.get(_paper_baseline(method) or "", {})

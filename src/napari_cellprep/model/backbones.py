@@ -25,12 +25,13 @@ class UNetPlusPlus(nn.Module):
         from monai.networks.nets import BasicUNetPlusPlus
 
         features = (width, 2 * width, 4 * width, 8 * width, 16 * width, width)
+        group = ("group", {"num_groups": math.gcd(GROUPS, width)})
         net = BasicUNetPlusPlus(
             spatial_dims=2,
             in_channels=in_channels,
             out_channels=1,
             features=features,
-            norm="batch" if norm in ("batch", "split-batch") else ("group", {"num_groups": math.gcd(GROUPS, width)}),
+            norm=group if norm == "group" else "batch",  # split-batch: CellPrepNet splits network 2's
             upsample="deconv" if upsample == "transpose" else "nontrainable",
         )
         if downsample != "max":  # MONAI pools with nn.MaxPool2d(2) in each Down block
