@@ -119,6 +119,14 @@ HEADLINE_CELLS = [
     ("isbi2012-membrane", "clean"),
 ]
 PRODUCT_METHOD = "cellprep-product"
+GRID_METHODS = ["attention-unet", *SINGLE_CHANGES, *SCREEN_EXTRAS]
+"""Run on every fold of every set by ``--plan full`` (issue #10 §3), beside the core arms."""
+SETS = [("nist-phase", c) for c in CONDITIONS] + [
+    ("isbi2012-membrane", "clean"),
+    ("vnc-em", "clean"),
+]
+FOLDS = {"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4}
+"""k of each set's k-fold split (vnc-em: 20 images, 4 test folds of 5)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,8 @@ def _cpu_plans() -> dict[str, list[Run]]:
     headline cells. ``full``: the headline, then, one seed at a time, nist-phase clean (with
     Attention U-Net), vnc-em on all 4 folds, and the paper's other comparisons on nist-phase clean
     (U-Net++, no ensemble, fixed weights), so that the resumable harness fills every set's folds
-    before it adds seeds."""
+    before it adds seeds; after seed 0 of those, the grid: each screened change and Attention U-Net
+    on every fold of every set (``GRID_METHODS``, seed 0)."""
     core = ["unet", "cellprep", PRODUCT_METHOD]
     screen = [
         r
@@ -194,8 +203,20 @@ def _cpu_plans() -> dict[str, list[Run]]:
         for r in [r for fold in range(3) for r in _arms("nist-phase", "clean", fold, seed, nist_clean)]
         + [r for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core)]
         + [Run("nist-phase", "clean", fold, seed, m) for fold in range(3) for m in ablations]
+        + (_grid(0) if seed == 0 else [])
     ]
-    return {"screen": screen, "headline": headline, "full": full}
+    return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full))}
+
+
+def _grid(seed: int) -> list[Run]:
+    """``GRID_METHODS`` on every fold of every set, one fold of every set at a time."""
+    return [
+        Run(d, c, fold, seed, m)
+        for fold in range(max(FOLDS.values()))
+        for d, c in SETS
+        if fold < FOLDS[d]
+        for m in GRID_METHODS
+    ]
 
 
 PRESETS = {
@@ -204,7 +225,7 @@ PRESETS = {
         batch_size=8,
         patch_size=128,
         epochs={"nist-phase": 20, "isbi2012-membrane": 20, "vnc-em": 20},
-        folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
+        folds=FOLDS,
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": 40},
         plans=_cpu_plans(),
     ),
@@ -213,7 +234,7 @@ PRESETS = {
         batch_size=16,
         patch_size=256,
         epochs={"nist-phase": 300, "isbi2012-membrane": 300, "vnc-em": 300},
-        folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
+        folds=FOLDS,
         steps_per_epoch={"nist-phase": None, "isbi2012-membrane": None, "vnc-em": None},
         plans={
             "gpu": [  # U-Net and the paper's CellPrep at 300 epochs, U-Net at that CellPrep's FLOPs
@@ -231,7 +252,7 @@ PRESETS = {
         batch_size=4,
         patch_size=64,
         epochs={"nist-phase": 1, "isbi2012-membrane": 1, "vnc-em": 1},
-        folds={"nist-phase": 3, "isbi2012-membrane": 3, "vnc-em": 4},
+        folds=FOLDS,
         steps_per_epoch={"nist-phase": 2, "isbi2012-membrane": 2, "vnc-em": 2},
         plans={"screen": _arms("nist-phase", "very-low-light", 0, 0, ["unet", "cellprep", PRODUCT_METHOD])},
         depth=2,
@@ -521,7 +542,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
-    lines += _screen_table(results)
+    lines += _screen_table(results) + _coverage_table(results, PRESETS["cpu"].plans["full"])
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
 
@@ -555,6 +576,35 @@ def _screen_table(results: dict) -> list[str]:
         "| change | pairs | mean | 95% interval | verdict |",
         "|---|---|---|---|---|",
         *[row for _, row in sorted(rows, key=lambda item: -item[0])],
+        "",
+    ]
+
+
+def _coverage_table(results: dict, plan: list[Run]) -> list[str]:
+    """How much of ``plan`` (``--plan full``) has run: per set, runs done of planned, and each
+    method that still has runs to make, with its done/planned."""
+    rows = []
+    for d, c in SETS:
+        runs = [r for r in plan if (r.dataset, r.condition) == (d, c)]
+        if not runs:
+            continue
+        planned: dict[str, list[bool]] = {}
+        for r in runs:
+            planned.setdefault(r.label, []).append(r.key in results)
+        missing = ", ".join(f"{m} {sum(v)}/{len(v)}" for m, v in planned.items() if not all(v))
+        done = sum(sum(v) for v in planned.values())
+        rows.append(f"| {d} {c} | {done}/{len(runs)} | {missing or 'none'} |")
+    return [
+        "## Still to run",
+        "",
+        (
+            "Runs of `--plan full` made so far, per set; the methods with runs still to make, with their "
+            "done/planned (the harness resumes where it stopped):"
+        ),
+        "",
+        "| set | done/planned | methods with runs still to make |",
+        "|---|---|---|",
+        *rows,
         "",
     ]
 

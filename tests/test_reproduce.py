@@ -165,10 +165,31 @@ def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
             ]
             results[run.key] = fake_result(run, 0.7 + gain)
     reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
-    pooled = (tmp_path / "results.md").read_text().split("## The screen, pooled")[1]
+    text = (tmp_path / "results.md").read_text()
+    pooled = text.split("## The screen, pooled")[1].split("## Still to run")[0]
     p16, group = (
         pooled.index("| cellprep-p16 − cellprep | 4 | +2.50 |"),
         pooled.index("| cellprep-group − cellprep | 4 | -1.00 |"),
     )
     assert p16 < group  # best mean first
     assert "cellprep-softmax" not in pooled  # no runs, no row
+
+
+def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, tmp_path):
+    full = reproduce.PRESETS["cpu"].plans["full"]
+    keys = [r.key for r in full]
+    assert len(keys) == len(set(keys))
+    assert [r.key for r in full[:108]] == [r.key for r in reproduce.PRESETS["cpu"].plans["headline"]]
+    for d, c in reproduce.SETS:
+        for method in reproduce.GRID_METHODS:
+            folds = {r.fold for r in full if (r.dataset, r.condition, r.method) == (d, c, method)}
+            assert folds == set(range(reproduce.FOLDS[d])), (d, c, method)
+    seeds = [r.seed for r in full[108:]]
+    assert seeds == sorted(seeds)  # seed 0 of every set and change before seed 1 of anything
+    done = {r.key: fake_result(r) for r in full if r.dataset == "isbi2012-membrane"}
+    done |= {r.key: fake_result(r) for r in full[:3] if r.dataset == "nist-phase"}
+    reproduce.write_report(done, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
+    coverage = (tmp_path / "results.md").read_text().split("## Still to run")[1]
+    assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/92 |" in coverage
+    # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
+    assert "| nist-phase low-light | 3/69 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
