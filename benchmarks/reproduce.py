@@ -542,7 +542,11 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
-    lines += _screen_table(results) + _coverage_table(results, PRESETS["cpu"].plans["full"])
+    lines += (
+        _screen_table(results)
+        + _ensemble_table(results)
+        + _coverage_table(results, PRESETS["cpu"].plans["full"])
+    )
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
 
@@ -651,11 +655,66 @@ def _difference_tables(runs: dict[str, list[dict]]) -> list[str]:
 
 def _difference_row(method: str, d: tuple[float, float, float, int] | None) -> str | None:
     """A row of a paired-difference table (``paired_difference``), ``None`` without pairs."""
-    if d is None:
-        return None
-    mean, low, high, n = d
+    return None if d is None else f"| {method} | {d[3]} | {_difference_cells(d)} |"
+
+
+def _difference_cells(d: tuple[float, float, float, int]) -> str:
+    """Mean, 95% interval and verdict of a ``paired_difference``, as three table cells."""
+    mean, low, high, _ = d
     verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
-    return f"| {method} | {n} | {mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |"
+    return f"{mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict}"
+
+
+def _ensemble_table(results: dict) -> list[str]:
+    """Whether the learned ensemble adds to its branches: per CellPrep method, over all its runs
+    (one pair per set, fold and seed), the ensemble's test mIoU against its best branch (picked on
+    test, so an upper bound on choosing one branch) and against network 1's branch, and how far the
+    learned ensemble weights moved from their initial values."""
+    runs: dict[str, list[dict]] = {}
+    for r in results.values():
+        if len(r["test"]["branch_miou"]) > 1:
+            runs.setdefault(r["method"], []).append(r)
+    rows = []
+    for method, rs in sorted(runs.items()):
+        keys = [(r["dataset"], r["condition"], r["fold"], r["seed"]) for r in rs]
+        ensemble = {k: r["test"]["miou"] for k, r in zip(keys, rs)}
+        best = {k: max(r["test"]["branch_miou"]) for k, r in zip(keys, rs)}
+        net1 = {k: r["test"]["branch_miou"][0] for k, r in zip(keys, rs)}
+        d_best, d_net1 = paired_difference(ensemble, best), paired_difference(ensemble, net1)
+        if not (d_best and d_net1):
+            continue
+        below = sum(ensemble[k] < best[k] - 0.01 for k in keys)
+        moved = np.median(
+            [
+                max(abs(w - w0) for w, w0 in zip(r["ensemble_weights"], r["initial_ensemble_weights"]))
+                for r in rs
+            ]
+        )
+        rows.append(
+            f"| {method} | {len(rs)} | {_difference_cells(d_best)} | {below}/{len(rs)} | "
+            f"{_difference_cells(d_net1)} | {moved:.2f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "## The ensemble against its branches",
+        "",
+        (
+            "Each CellPrep method over all its runs (one pair per set, fold and seed), test mIoU points, 95% t "
+            "interval: the ensemble against its best branch (picked on test: an upper bound on what choosing "
+            "one branch could give) and against network 1's branch; how many runs the ensemble falls more "
+            "than 1 point below its best branch; and the median over runs of the largest change of an "
+            "ensemble weight from its initial value:"
+        ),
+        "",
+        (
+            "| method | runs | − best branch | 95% interval | verdict | > 1 point below the best branch | "
+            "− network 1's branch | 95% interval | verdict | weights moved |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,7 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
     equal = text[text.index("At equal compute") :]  # the product against U-Net given its FLOPs: −2, −2, −1
     assert "| cellprep-product | 3 | -1.67 |" in equal and "| cellprep | " not in equal.split("\n\n")[1]
     # each change against the paper's CellPrep: 0.05, 0.03, 0.05
-    change = text[text.index("Each change against what it changes") :]
+    change = text[text.index("Each change against what it changes") :].split("\n## ")[0]
     assert "| cellprep-product | 3 | +4.33 |" in change and "| cellprep | " not in change
     assert "| unet@flops" not in change
 
@@ -193,3 +193,25 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
     assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/92 |" in coverage
     # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
     assert "| nist-phase low-light | 3/69 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
+
+
+def test_the_ensemble_is_paired_with_its_best_branch_and_network_1s(reproduce, tmp_path):
+    results = {}
+    for i, run in enumerate(r for r in reproduce.PRESETS["cpu"].plans["headline"] if r.method == "cellprep"):
+        if i < 3:
+            r = fake_result(run, 0.80, weights=(0.5, 0.3, 0.2))
+            r["test"]["branch_miou"] = [0.78 - i / 100, 0.82 + i / 100, 0.70]  # best branch 2, 3, 4 points up
+            r["initial_ensemble_weights"] = [0.4, 0.3, 0.3]  # moved at most 0.1
+            results[run.key] = r
+    unet = next(r for r in reproduce.PRESETS["cpu"].plans["headline"] if r.method == "unet")
+    results[unet.key] = fake_result(unet, 0.9, weights=(1.0,))  # one branch: not an ensemble
+    reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
+    table = (tmp_path / "results.md").read_text().split("## The ensemble against its branches")[1]
+    table = table.split("## Still to run")[0]
+    row = next(line for line in table.splitlines() if line.startswith("| cellprep |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["cellprep", "3", "-3.00"] and cells[4] == "worse"
+    assert cells[5] == "3/3"  # each run more than 1 point below its best branch
+    assert cells[6] == "+3.00" and cells[8] == "better"  # network 1's branch: 0.78, 0.77, 0.76
+    assert cells[9] == "0.10"
+    assert "| unet |" not in table
