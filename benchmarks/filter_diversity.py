@@ -12,7 +12,6 @@ cannot disagree and the ensemble cannot gain from them. One torch thread, CPU.
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,9 @@ from napari_cellprep.engine.io import read_image
 def pairwise_correlations(stack: np.ndarray) -> list[float]:
     """Pearson correlation of each pair (i < j) of the K arrays along ``stack``'s first axis;
     a constant array correlates 0 with anything."""
-    flat = stack.reshape(len(stack), -1).astype(np.float64)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(flat, axis=1)
-    return [
-        float(flat[i] @ flat[j] / (norms[i] * norms[j])) if norms[i] and norms[j] else 0.0
-        for i, j in itertools.combinations(range(len(flat)), 2)
-    ]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(stack.reshape(len(stack), -1).astype(np.float64))
+    return np.nan_to_num(r[np.triu_indices(len(stack), 1)]).tolist()
 
 
 def _fmt(values: list[float]) -> str:

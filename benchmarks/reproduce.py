@@ -681,7 +681,7 @@ def _ensemble_table(results: dict) -> list[str]:
         best = {k: max(r["test"]["branch_miou"]) for k, r in zip(keys, rs)}
         net1 = {k: r["test"]["branch_miou"][0] for k, r in zip(keys, rs)}
         d_best, d_net1 = paired_difference(ensemble, best), paired_difference(ensemble, net1)
-        if not (d_best and d_net1):
+        if d_best is None:  # fewer than two runs (both differences pair the same runs)
             continue
         below = sum(ensemble[k] < best[k] - 0.01 for k in keys)
         moved = np.median(
