@@ -551,13 +551,12 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     path.write_text("\n".join(lines) + "\n" + notes)
 
 
-def _screen_table(results: dict) -> list[str]:
-    """The screen pooled: each change against what it changes over the screen's runs (fold 0 of
-    the screened cells, both seeds), one pair per cell and seed, ranked by the mean."""
-    screen = {r.key for r in PRESETS["cpu"].plans["screen"]}
+def _pooled_rows(results: dict, keys: set[str] | None = None) -> list[str]:
+    """Each change against what it changes over the runs of ``keys`` (all runs if ``None``), one
+    pair per set, fold and seed, best mean first. Rows: change, sets, pairs, mean, interval, verdict."""
     test: dict[str, dict[tuple, float]] = {}
     for key, r in results.items():
-        if key in screen:
+        if keys is None or key in keys:
             pair = (r["dataset"], r["condition"], r["fold"], r["seed"])
             test.setdefault(r["method"], {})[pair] = r["test"]["miou"]
     rows = []
@@ -565,23 +564,34 @@ def _screen_table(results: dict) -> list[str]:
         base = test.get(_paper_baseline(method) or "", {})
         d = paired_difference(test.get(method, {}), base)
         if d:
-            rows.append((d[0], _difference_row(f"{method} − {_paper_baseline(method)}", d)))
-    if not rows:
-        return []
-    cells = ", ".join(f"{d} {c}" for d, c in HEADLINE_CELLS[1:])
-    return [
-        "## The screen, pooled",
-        "",
-        (
+            sets = len({pair[:2] for pair in test[method].keys() & base.keys()})
+            rows.append(
+                (d[0], f"| {method} − {_paper_baseline(method)} | {sets} | {d[3]} | {_difference_cells(d)} |")
+            )
+    return [row for _, row in sorted(rows, key=lambda item: -item[0])]
+
+
+def _screen_table(results: dict) -> list[str]:
+    """The screen pooled (fold 0 of the screened cells, both seeds), then every run pooled."""
+    head = ["| change | sets | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    lines = []
+    screen = _pooled_rows(results, {r.key for r in PRESETS["cpu"].plans["screen"]})
+    if screen:
+        cells = ", ".join(f"{d} {c}" for d, c in HEADLINE_CELLS[1:])
+        intro = (
             f"Each change against what it changes on the screen's runs ({cells}; fold 0, seeds 0 and 1), "
             "paired by cell and seed, mIoU points, 95% t interval, best mean first:"
-        ),
-        "",
-        "| change | pairs | mean | 95% interval | verdict |",
-        "|---|---|---|---|---|",
-        *[row for _, row in sorted(rows, key=lambda item: -item[0])],
-        "",
-    ]
+        )
+        lines += ["## The screen, pooled", "", intro, "", *head, *screen, ""]
+    every = _pooled_rows(results)
+    if every:
+        intro = (
+            "Each change against what it changes on every run made so far (the screen and `--plan full`: "
+            "all sets, folds and seeds), paired by set, fold and seed, mIoU points, 95% t interval, best mean "
+            "first. Sets differ in spread, so read it beside each set's own table:"
+        )
+        lines += ["## Every change over every set, pooled", "", intro, "", *head, *every, ""]
+    return lines
 
 
 def _coverage_table(results: dict, plan: list[Run]) -> list[str]:

@@ -166,13 +166,32 @@ def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
             results[run.key] = fake_result(run, 0.7 + gain)
     reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
     text = (tmp_path / "results.md").read_text()
-    pooled = text.split("## The screen, pooled")[1].split("## Still to run")[0]
+    pooled = text.split("## The screen, pooled")[1].split("## Every change over every set")[0]
     p16, group = (
-        pooled.index("| cellprep-p16 − cellprep | 4 | +2.50 |"),
-        pooled.index("| cellprep-group − cellprep | 4 | -1.00 |"),
+        pooled.index("| cellprep-p16 − cellprep | 2 | 4 | +2.50 |"),
+        pooled.index("| cellprep-group − cellprep | 2 | 4 | -1.00 |"),
     )
     assert p16 < group  # best mean first
     assert "cellprep-softmax" not in pooled  # no runs, no row
+
+
+def test_every_change_is_pooled_over_every_set_fold_and_seed(reproduce, tmp_path):
+    results = {}
+    screen = [r for r in reproduce.PRESETS["cpu"].plans["screen"] if r.method in ("cellprep", "cellprep-p16")]
+    grid = [
+        reproduce.Run("nist-phase", "clean", fold, 0, m) for fold in (1, 2) for m in ("cellprep", "cellprep-p16")
+    ]
+    for run in screen + grid:
+        gain = (0.04 if run in grid else 0.01) if run.method == "cellprep-p16" else 0.0
+        results[run.key] = fake_result(run, 0.7 + gain)
+    results["stray/cellprep-p16"] = fake_result(grid[1], 0.9) | {"dataset": "isbi2012-membrane", "fold": 5}
+    reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
+    text = (tmp_path / "results.md").read_text()
+    screen_table = text.split("## The screen, pooled")[1].split("## Every change over every set")[0]
+    every = text.split("## Every change over every set, pooled")[1].split("## The ensemble")[0]
+    assert "| cellprep-p16 − cellprep | 2 | 4 | +1.00 | [+1.00, +1.00] | better |" in screen_table
+    # 4 screen pairs at +1 and 2 nist-phase clean pairs at +4; the stray p16 run has no cellprep to pair with
+    assert "| cellprep-p16 − cellprep | 3 | 6 | +2.00 |" in every
 
 
 def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, tmp_path):
