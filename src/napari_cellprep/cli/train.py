@@ -88,6 +88,7 @@ SETTINGS_OPTIONS = {
     "average_weights": "average_weights",
     "select_on_strokes": "select_on_strokes",
     "self_supervised": "self_supervised_weight",
+    "filter_decorrelation": "filter_decorrelation",
 }
 """``{option dest: TrainConfig field}``."""
 
@@ -441,6 +442,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"add W × a Noise2Void loss (blind-spot masking of {N2V_FRACTION * 100:g}%% of each patch's pixels; "
         "the denoise head predicts them from their neighbours) on every pixel, labeled or not; needs "
         f"--denoise-head (default: {TrainConfig.self_supervised_weight:g}, off)",
+    )
+    opt.add_argument(
+        "--filter-decorrelation",
+        type=float,
+        metavar="D",
+        help="add D × the mean squared correlation between each pair of translation filters, so that "
+        "they cannot all become one map (CellPrep models only; default: "
+        f"{TrainConfig.filter_decorrelation:g}, off)",
     )
     add_device_option(opt)
     data = parser.add_argument_group("data")

@@ -68,6 +68,10 @@ class TrainConfig:
     training images instead of around a labeled pixel (``PatchSampler``'s ``anywhere``), as
     DenoiSeg trains, so that unlabeled regions teach through the Noise2Void term (their pixels
     stay out of Eq. 1). W = 0 samples exactly as without it.
+    ``filter_decorrelation`` D > 0 (not in the paper; CellPrep models only): D × the mean squared
+    correlation of each pair of translation filters over each patch's pixels
+    (``model.loss.filter_correlation``) is added to Eq. 1, so that the filters cannot all become
+    one map (as the product's did on vnc-em; ``docs/results.md``) (0: Eq. 1 alone).
     """
 
     epochs: int = 50
@@ -93,6 +97,7 @@ class TrainConfig:
     select_on_strokes: bool = False
     self_supervised_weight: float = 0.0
     self_supervised_share: float = 0.5
+    filter_decorrelation: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patch_size"):
@@ -109,6 +114,10 @@ class TrainConfig:
         if not self.self_supervised_weight >= 0 or math.isinf(self.self_supervised_weight):
             raise SettingsError(
                 f"self_supervised_weight must be 0 (off) or positive, got {self.self_supervised_weight}"
+            )
+        if not self.filter_decorrelation >= 0 or math.isinf(self.filter_decorrelation):
+            raise SettingsError(
+                f"filter_decorrelation must be 0 (off) or positive, got {self.filter_decorrelation}"
             )
         if not 0.0 <= self.average_weights < 1.0:
             raise SettingsError(

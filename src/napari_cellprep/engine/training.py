@@ -24,7 +24,7 @@ from ..model import (
     method_loss,
     output_names,
 )
-from ..model.loss import n2v_mask, self_supervised_loss
+from ..model.loss import filter_correlation, n2v_mask, self_supervised_loss
 from .checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from .data import (
     LabeledImage,
@@ -89,23 +89,40 @@ def training_loss(
     weight: torch.Tensor | None = None,
     self_supervised_weight: float = 0.0,
     generator: torch.Generator | None = None,
+    decorrelation: float = 0.0,
 ) -> tuple[torch.Tensor, list[float], ModelOutput]:
     """The loss of one training batch, the parts it reports and the forward pass it came from.
 
     W = ``self_supervised_weight`` 0: Eq. 1 (``weighted_loss``) of ``model(x)``. W > 0: the batch
     is Noise2Void-masked (``n2v_mask``, drawn from ``generator``), the one forward pass runs on
     the masked batch, and W × ``self_supervised_loss`` (the denoise head against the unmasked
-    ``x`` at the masked pixels, labels or not) is added, and reported as a last part.
+    ``x`` at the masked pixels, labels or not) is added, and reported as a further part.
+    D = ``decorrelation`` > 0 adds D × ``filter_correlation`` of the translation filters, reported
+    as the last part.
     """
-    if not self_supervised_weight:
+    if self_supervised_weight:
+        masked, mask = n2v_mask(x, generator=generator)
+        output = model(masked)
+    else:
         output = model(x)
-        loss, parts = weighted_loss(output, target, weight)
-        return loss, parts, output
-    masked, mask = n2v_mask(x, generator=generator)
-    output = model(masked)
     loss, parts = weighted_loss(output, target, weight)
-    term = self_supervised_weight * self_supervised_loss(output, x, mask)
-    return loss + term, [*parts, float(term.detach())], output
+    if self_supervised_weight:
+        term = self_supervised_weight * self_supervised_loss(output, x, mask)
+        loss, parts = loss + term, [*parts, float(term.detach())]
+    if decorrelation:
+        if output.filters is None:
+            raise ValueError("the model has no translation filters to decorrelate (a plain U-Net)")
+        term = decorrelation * filter_correlation(output.filters)
+        loss, parts = loss + term, [*parts, float(term.detach())]
+    return loss, parts, output
+
+
+def _check_filter_decorrelation(config: TrainConfig, model_config: ModelConfig) -> None:
+    if config.filter_decorrelation > 0 and model_config.architecture != "cellprep":
+        raise SettingsError(
+            f"filter_decorrelation {config.filter_decorrelation:g} needs a CellPrep model (it keeps the "
+            f"translation filters apart); a plain {model_config.backbone} has none: set it to 0"
+        )
 
 
 def _check_self_supervision(config: TrainConfig, model_config: ModelConfig, fine_tune: bool) -> None:
@@ -311,7 +328,9 @@ def train_iter(
     training by the clock instead: the epoch under way is cut short, scored and counted, and
     the result has ``out_of_time=True``. Items with per-pixel ``weight`` train with
     ``weighted_loss``. ``config.self_supervised_weight`` > 0 adds the Noise2Void term
-    (``training_loss``; the model needs ``denoise_head``), reported as the ``denoising`` loss.
+    (``training_loss``; the model needs ``denoise_head``), reported as the ``denoising`` loss;
+    ``config.filter_decorrelation`` > 0 adds the filter-decorrelation term (CellPrep models only),
+    reported as the ``decorrelation`` loss.
 
     Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when
     the class count changes, the heads, the ensemble and network 1's penultimate layer when its
@@ -328,6 +347,7 @@ def train_iter(
             f"the model takes {model_config.in_channels}"
         )
     _check_self_supervision(config, model_config, init is not None)
+    _check_filter_decorrelation(config, model_config)
     val = val or None
     if val is not None:
         _check_validation(val, model_config)
@@ -367,7 +387,12 @@ def train_iter(
         else None
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    names = output_names(model_config) + ["ensemble"] + (["denoising"] if self_supervised else [])
+    names = (
+        output_names(model_config)
+        + ["ensemble"]
+        + (["denoising"] if self_supervised else [])
+        + (["decorrelation"] if config.filter_decorrelation else [])
+    )
     masking = torch.Generator().manual_seed(config.seed) if self_supervised else None
 
     averaged = copy.deepcopy(model) if config.average_weights > 0 else None
@@ -416,6 +441,7 @@ def train_iter(
             "select_on_strokes": config.select_on_strokes and val is None,
             "self_supervised_weight": config.self_supervised_weight,
             "self_supervised_share": anywhere,
+            "filter_decorrelation": config.filter_decorrelation,
             "augment": config.augment,
             "mixed_precision": amp,
             "cpu_bfloat16": cpu_bf16,
@@ -454,7 +480,9 @@ def train_iter(
             )
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16, enabled=amp or cpu_bf16):
-                loss, parts, output = training_loss(model, x, y, w, self_supervised, masking)
+                loss, parts, output = training_loss(
+                    model, x, y, w, self_supervised, masking, config.filter_decorrelation
+                )
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

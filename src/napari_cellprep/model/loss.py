@@ -1,5 +1,6 @@
-"""Eq. 1 of Kato & Hotta: cross-entropy of every output plus that of the ensemble; and the optional
-self-supervised Noise2Void term (blind-spot masking and its loss) for a model's denoise head."""
+"""Eq. 1 of Kato & Hotta: cross-entropy of every output plus that of the ensemble; the optional
+self-supervised Noise2Void term (blind-spot masking and its loss) for a model's denoise head; and
+the optional filter-decorrelation term that keeps the translation filters apart."""
 
 from __future__ import annotations
 
@@ -84,3 +85,19 @@ def self_supervised_loss(output: ModelOutput, original: torch.Tensor, mask: torc
         raise ValueError("the model has no denoise head: build it with ModelConfig(denoise_head=True)")
     error = (output.denoised.float() - original.float()).square()
     return error.permute(0, 2, 3, 1)[mask].mean()
+
+
+def filter_correlation(filters: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean squared Pearson correlation of each pair of translation filters over the pixels of
+    each image (``filters`` (B, C, H, W), C ≥ 2), averaged over pairs and images: 0 when the
+    filters are linearly unrelated, 1 when they are one map (or one map's negative). A constant
+    filter correlates 0 with anything."""
+    batch, count = filters.shape[:2]
+    if count < 2:
+        raise ValueError(f"a correlation needs at least 2 filters, got {count}")
+    f = filters.float().reshape(batch, count, -1)
+    f = f - f.mean(dim=2, keepdim=True)
+    f = f / (f.square().sum(dim=2, keepdim=True).sqrt() + eps)
+    r = f @ f.transpose(1, 2)  # (B, C, C)
+    pairs = torch.triu_indices(count, count, 1, device=filters.device)
+    return r[:, pairs[0], pairs[1]].square().mean()
