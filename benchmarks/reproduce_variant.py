@@ -4,7 +4,8 @@
         --set refresh_norm=true --out docs/results-variants/X.json
 
 Each key is run again by ``reproduce.execute`` with ``TrainConfig`` settings ``--set`` on top of
-the method's own, on the same split, seed and steps; the JSON keeps, per key, the test mIoU, best
+the method's own, on the same split, seed, steps and torch thread count (a CPU run's numbers
+depend on it; the harness runs each with one thread); the JSON keeps, per key, the test mIoU, best
 epoch and validation curve of the stored run and of the variant, and the Markdown beside it their
 paired difference and the mean change of validation mIoU between epochs (from epoch 5 on).
 """
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         method, _, flops_of = label.partition("@flops-of-")
         run = reproduce.Run(dataset, condition, int(fold[4:]), int(seed[4:]), method, flops_of or None)
         reproduce.TRAINING[method] = {**reproduce.TRAINING.get(method, {}), **settings}
+        reproduce.torch.set_num_threads(stored[key].get("torch_threads", 1))
         result = reproduce.execute(run, reproduce.PRESETS["cpu"], args.models)
         runs[key] = {"stored": summary(stored[key]), "variant": summary(result)}
         print(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,6 +158,38 @@ def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_pa
         variant.main(["no/such/run", "--set", "refresh_norm=true", "--out", str(tmp_path / "v.json")])
 
 
+def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
+    )
+    variant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variant)
+    run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep-product")
+    stored = fake_result(run, 0.80) | {"torch_threads": 1, "curves": {"val_miou": [0.5] * 20}}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": {run.key: stored}}))
+    seen = {}
+
+    def execute(r, preset, models):
+        seen.update(
+            run=r, threads=torch.get_num_threads(), training=dict(variant.reproduce.TRAINING[r.method])
+        )
+        return fake_result(r, 0.83) | {"curves": {"val_miou": [0.6] * 20}}
+
+    monkeypatch.setattr(variant.reproduce, "execute", execute)
+    monkeypatch.setitem(variant.reproduce.TRAINING, run.method, {})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = tmp_path / "v.json"
+        argv = [run.key, "--set", "filter_decorrelation=1", "--results", str(tmp_path / "results.json")]
+        assert variant.main([*argv, "--out", str(out), "--models", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {"run": run, "threads": 1, "training": {"filter_decorrelation": 1}}
+    saved = json.loads(out.read_text())["runs"][run.key]
+    assert (saved["stored"]["test"], saved["variant"]["test"]) == (0.80, 0.83)
+
+
 def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
     results = {}
     for run in reproduce.PRESETS["cpu"].plans["screen"]:
@@ -179,7 +213,9 @@ def test_every_change_is_pooled_over_every_set_fold_and_seed(reproduce, tmp_path
     results = {}
     screen = [r for r in reproduce.PRESETS["cpu"].plans["screen"] if r.method in ("cellprep", "cellprep-p16")]
     grid = [
-        reproduce.Run("nist-phase", "clean", fold, 0, m) for fold in (1, 2) for m in ("cellprep", "cellprep-p16")
+        reproduce.Run("nist-phase", "clean", fold, 0, m)
+        for fold in (1, 2)
+        for m in ("cellprep", "cellprep-p16")
     ]
     for run in screen + grid:
         gain = (0.04 if run in grid else 0.01) if run.method == "cellprep-p16" else 0.0
