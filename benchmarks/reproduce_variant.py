@@ -38,10 +38,12 @@ def swing(curve: list[float], start: int = 4) -> float:
 
 
 def summary(result: dict) -> dict:
-    """What the comparison keeps of a run's result."""
+    """What the comparison keeps of a run's result (per-class test IoU and branch mIoU where it has them)."""
     curve = result["curves"]["val_miou"]
     return {
         "test": result["test"]["miou"],
+        "iou": result["test"].get("iou"),
+        "branch_miou": result["test"].get("branch_miou"),
         "best_epoch": result["best_epoch"],
         "val": curve,
         "swing": swing(curve),

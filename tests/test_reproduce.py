@@ -188,6 +188,7 @@ def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce
     assert seen == {"run": run, "threads": 1, "training": {"filter_decorrelation": 1}}
     saved = json.loads(out.read_text())["runs"][run.key]
     assert (saved["stored"]["test"], saved["variant"]["test"]) == (0.80, 0.83)
+    assert saved["variant"]["iou"] == [0.83, 0.83] and saved["variant"]["branch_miou"] == [0.83] * 3
 
 
 def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
