@@ -8,6 +8,8 @@ the method's own, on the same split, seed, steps and torch thread count (a CPU r
 depend on it; the harness runs each with one thread); the JSON keeps, per key, the test mIoU, best
 epoch and validation curve of the stored run and of the variant, and the Markdown beside it their
 paired difference and the mean change of validation mIoU between epochs (from epoch 5 on).
+``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made before the JSON
+kept them, by scoring the checkpoints they saved in ``--models`` on their test fold (no training).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reproduce
+
+from napari_cellprep.engine.checkpoint import load_checkpoint
 
 
 def _value(text: str):
@@ -50,22 +54,51 @@ def summary(result: dict) -> dict:
     }
 
 
+def _run_of(key: str) -> reproduce.Run:
+    dataset, condition, fold, seed, label = key.split("/")
+    method, _, flops_of = label.partition("@flops-of-")
+    return reproduce.Run(dataset, condition, int(fold[4:]), int(seed[4:]), method, flops_of or None)
+
+
+def rescore(key: str, models: Path) -> dict:
+    """The test scores (``reproduce.evaluate``) of the checkpoint that run ``key`` saved in ``models``."""
+    run = _run_of(key)
+    path = models / (key.replace("/", "_") + ".cellprep")
+    if not path.exists():
+        raise SystemExit(
+            f"no checkpoint {path} to rescore {key}: pass the --models folder the variant saved to"
+        )
+    items = reproduce.load_dataset(run.dataset, run.condition)
+    _, _, test = reproduce.split(len(items), reproduce.PRESETS["cpu"].folds[run.dataset], run.fold)
+    classes = len(reproduce.CLASS_NAMES[run.dataset])
+    return reproduce.evaluate(load_checkpoint(path), [items[i] for i in test], classes)
+
+
+def _percent(values: list[float] | None) -> str:
+    return ", ".join(f"{100 * v:.1f}" for v in values) if values else "–"
+
+
 def report(runs: dict, settings: dict, command: str) -> list[str]:
     """The Markdown lines: one row per run, then the paired difference of the test mIoU."""
     lines = [
         f"# Variant of the stored runs: {settings}",
         "",
         f"Made by `{command}`. Test mIoU and best epoch of the stored run and of the variant (same split,",
-        "seed and steps); swing = mean |change| of validation mIoU between epochs, from epoch 5.",
+        "seed and steps); swing = mean |change| of validation mIoU between epochs, from epoch 5; test IoU",
+        "per class and branch mIoU (network 1, then network 2 on each translated image), %.",
         "",
-        "| run | stored test | variant test | stored best | variant best | stored swing | variant swing |",
-        "|---|---|---|---|---|---|---|",
+        (
+            "| run | stored test | variant test | stored best | variant best | stored swing | variant swing | "
+            "stored IoU per class | variant IoU per class | stored branch mIoU | variant branch mIoU |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in runs.items():
         s, v = r["stored"], r["variant"]
         lines.append(
             f"| {key} | {s['test']:.4f} | {v['test']:.4f} | {s['best_epoch']} | {v['best_epoch']} | "
-            f"{s['swing']:.3f} | {v['swing']:.3f} |"
+            f"{s['swing']:.3f} | {v['swing']:.3f} | {_percent(s.get('iou'))} | {_percent(v.get('iou'))} | "
+            f"{_percent(s.get('branch_miou'))} | {_percent(v.get('branch_miou'))} |"
         )
     pairs = {k: r["variant"]["test"] for k, r in runs.items()}
     d = reproduce.paired_difference(pairs, {k: r["stored"]["test"] for k, r in runs.items()})
@@ -84,31 +117,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
     parser.add_argument("--models", type=Path, default=reproduce.REPO / "runs" / "variants")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the saved checkpoints of runs made without per-class scores",
+    )
     args = parser.parse_args(argv)
     settings = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
     stored = json.loads(args.results.read_text())["runs"]
     missing = [k for k in args.keys if k not in stored]
     if missing:
         parser.error(f"not in {args.results}: {missing}")
-    runs = json.loads(args.out.read_text())["runs"] if args.out.exists() else {}
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    runs = previous.get("runs", {})
     command = "python benchmarks/reproduce_variant.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rescore:
+        for key in args.keys:
+            if key in runs and runs[key]["variant"].get("iou") is None:
+                test = rescore(key, args.models)
+                runs[key]["variant"] |= {"iou": test["iou"], "branch_miou": test["branch_miou"]}
+                runs[key]["stored"] |= {k: stored[key]["test"].get(k) for k in ("iou", "branch_miou")}
+                print(f"{key}: IoU per class {_percent(test['iou'])}", flush=True)
+        _write(args.out, {**previous, "runs": runs, "rescored_by": command}, settings)
+        return 0
     for key in args.keys:
         if key in runs:
             continue
-        dataset, condition, fold, seed, label = key.split("/")
-        method, _, flops_of = label.partition("@flops-of-")
-        run = reproduce.Run(dataset, condition, int(fold[4:]), int(seed[4:]), method, flops_of or None)
-        reproduce.TRAINING[method] = {**reproduce.TRAINING.get(method, {}), **settings}
+        run = _run_of(key)
+        reproduce.TRAINING[run.method] = {**reproduce.TRAINING.get(run.method, {}), **settings}
         reproduce.torch.set_num_threads(stored[key].get("torch_threads", 1))
         result = reproduce.execute(run, reproduce.PRESETS["cpu"], args.models)
         runs[key] = {"stored": summary(stored[key]), "variant": summary(result)}
         print(
             f"{key}: test {runs[key]['stored']['test']:.4f} -> {runs[key]['variant']['test']:.4f}", flush=True
         )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"settings": settings, "command": command, "runs": runs}, indent=1))
-        args.out.with_suffix(".md").write_text("\n".join(report(runs, settings, command)) + "\n")
+        _write(args.out, {"settings": settings, "command": command, "runs": runs}, settings)
     return 0
+
+
+def _write(out: Path, content: dict, settings: dict) -> None:
+    """The JSON and, beside it, its Markdown report."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(content, indent=1))
+    out.with_suffix(".md").write_text("\n".join(report(content["runs"], settings, content["command"])) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -271,3 +272,51 @@ def test_the_ensemble_is_paired_with_its_best_branch_and_network_1s(reproduce, t
     assert cells[6] == "+3.00" and cells[8] == "better"  # network 1's branch: 0.78, 0.77, 0.76
     assert cells[9] == "0.10"
     assert "| unet |" not in table
+
+
+def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_checkpoints(
+    reproduce, tmp_path, monkeypatch
+):
+    from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+    from napari_cellprep.model import ModelConfig, build_model
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
+    )
+    variant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variant)
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(6)
+    ]
+    monkeypatch.setattr(variant.reproduce, "load_dataset", lambda name, condition: items)
+    run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep-product")
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    save_checkpoint(
+        tmp_path / (run.key.replace("/", "_") + ".cellprep"),
+        build_model(config).eval(),
+        ModelInfo(config, ["a", "b"]),
+    )
+    stored = fake_result(run, 0.80) | {"curves": {"val_miou": [0.5] * 20}}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": {run.key: stored}}))
+    older = {"stored": variant.summary(stored), "variant": variant.summary(stored)}
+    del older["variant"]["iou"], older["variant"]["branch_miou"], older["stored"]["iou"]
+    out = tmp_path / "v.json"
+    out.write_text(
+        json.dumps({"settings": {"x": 1}, "command": "the run's command", "runs": {run.key: older}})
+    )
+    argv = [run.key, "--set", "x=1", "--results", str(tmp_path / "results.json"), "--out", str(out)]
+    assert variant.main([*argv, "--models", str(tmp_path), "--rescore"]) == 0
+    saved = json.loads(out.read_text())
+    _, _, test = reproduce.split(6, 3, 1)
+    expected = reproduce.evaluate(
+        load_checkpoint(tmp_path / (run.key.replace("/", "_") + ".cellprep")), [items[i] for i in test], 2
+    )
+    assert saved["runs"][run.key]["variant"]["iou"] == pytest.approx(expected["iou"])
+    assert saved["runs"][run.key]["variant"]["branch_miou"] == pytest.approx(expected["branch_miou"])
+    assert saved["runs"][run.key]["stored"]["iou"] == [0.80, 0.80] and saved["command"] == "the run's command"
+    assert "--rescore" in saved["rescored_by"] and "| 80.0, 80.0 |" in out.with_suffix(".md").read_text()
+    out.write_text(json.dumps({"settings": {"x": 1}, "command": "the run's command", "runs": {run.key: older}}))
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        variant.main([*argv, "--models", str(tmp_path / "elsewhere"), "--rescore"])
