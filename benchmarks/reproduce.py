@@ -543,7 +543,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     path = out / "results.md"
     previous = path.read_text() if path.exists() else ""
     lines += (
-        _screen_table(results)
+        _pooled_tables(results)
         + _ensemble_table(results)
         + _coverage_table(results, PRESETS["cpu"].plans["full"])
     )
@@ -571,7 +571,7 @@ def _pooled_rows(results: dict, keys: set[str] | None = None) -> list[str]:
     return [row for _, row in sorted(rows, key=lambda item: -item[0])]
 
 
-def _screen_table(results: dict) -> list[str]:
+def _pooled_tables(results: dict) -> list[str]:
     """The screen pooled (fold 0 of the screened cells, both seeds), then every run pooled."""
     head = ["| change | sets | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|---|"]
     lines = []
