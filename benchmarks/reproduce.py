@@ -27,7 +27,7 @@ import os
 import platform
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -410,19 +410,54 @@ def settings_of(run: Run) -> dict:
     return settings
 
 
-def _worker(run: Run, preset_name: str, models_dir: Path, threads: int | None) -> dict:
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """``settings`` split into ``ModelConfig`` and ``TrainConfig`` fields; a name of neither is an error."""
+    model_fields = {f.name for f in fields(ModelConfig)}
+    training_fields = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - model_fields - training_fields)
+    if unknown:
+        raise ValueError(
+            f"{unknown} are settings of neither ModelConfig nor TrainConfig; "
+            f"use names from {sorted(model_fields | training_fields)}"
+        )
+    model = {k: v for k, v in settings.items() if k in model_fields}
+    return model, {k: v for k, v in settings.items() if k not in model}
+
+
+def apply_settings(method: str, settings: dict) -> None:
+    """Put ``settings`` on top of ``method``'s own in this process: ``ModelConfig`` fields on
+    ``METHODS``, ``TrainConfig`` fields on ``TRAINING`` (for variants of stored runs)."""
+    model, training = split_settings(settings)
+    if model:
+        METHODS[method] = {**METHODS[method], **model}
+    if training:
+        TRAINING[method] = {**TRAINING.get(method, {}), **training}
+
+
+def _worker(
+    run: Run, preset_name: str, models_dir: Path, threads: int | None, settings: dict | None = None
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
+    if settings:
+        apply_settings(run.method, settings)
     return execute(run, PRESETS[preset_name], models_dir)
 
 
-def run_all(todo: list[Run], preset_name: str, models_dir: Path, jobs: int, threads: int | None):
+def run_all(
+    todo: list[Run],
+    preset_name: str,
+    models_dir: Path,
+    jobs: int,
+    threads: int | None,
+    settings: dict | None = None,
+):
     """Yield (run, result) as runs finish, ``jobs`` at a time in worker processes (in this process
-    when 1), in plan order."""
+    when 1), in plan order; ``settings`` (``apply_settings``) are applied in the process that trains."""
     if jobs <= 1:
         for run in todo:
             print(f"[{time.strftime('%H:%M:%S')}] start {run.key}", flush=True)
-            yield run, _worker(run, preset_name, models_dir, threads)
+            yield run, _worker(run, preset_name, models_dir, threads, settings)
         return
     pending, running = list(todo), {}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -430,7 +465,7 @@ def run_all(todo: list[Run], preset_name: str, models_dir: Path, jobs: int, thre
             while pending and len(running) < jobs:
                 run = pending.pop(0)
                 print(f"[{time.strftime('%H:%M:%S')}] start {run.key}", flush=True)
-                running[pool.submit(_worker, run, preset_name, models_dir, threads)] = run
+                running[pool.submit(_worker, run, preset_name, models_dir, threads, settings)] = run
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield running.pop(future), future.result()

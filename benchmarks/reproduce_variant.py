@@ -1,11 +1,12 @@
-"""Re-run stored runs of ``reproduce.py`` with a training setting changed, and compare.
+"""Re-run stored runs of ``reproduce.py`` with a model or training setting changed, and compare.
 
     python benchmarks/reproduce_variant.py nist-phase/very-low-light/fold0/seed1/unet ... \
-        --set refresh_norm=true --out docs/results-variants/X.json
+        --set refresh_norm=true --out docs/results-variants/X.json [--jobs 2]
 
-Each key is run again by ``reproduce.execute`` with ``TrainConfig`` settings ``--set`` on top of
-the method's own, on the same split, seed, steps and torch thread count (a CPU run's numbers
-depend on it; the harness runs each with one thread); the JSON keeps, per key, the test mIoU, best
+Each key is run again by ``reproduce.execute`` with the ``ModelConfig`` or ``TrainConfig``
+settings ``--set`` on top of the method's own, on the same split, seed, steps and torch thread
+count (a CPU run's numbers depend on it; the harness runs each with one thread), ``--jobs`` at a
+time in worker processes; checkpoints go to ``runs/variants/<out's name>/``. The JSON keeps, per key, the test mIoU, best
 epoch and validation curve of the stored run and of the variant, and the Markdown beside it their
 paired difference and the mean change of validation mIoU between epochs (from epoch 5 on).
 ``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made before the JSON
@@ -113,17 +114,29 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("keys", nargs="+", help="run keys of the stored results")
-    parser.add_argument("--set", nargs="+", required=True, metavar="NAME=VALUE", help="TrainConfig settings")
+    parser.add_argument(
+        "--set", nargs="+", required=True, metavar="NAME=VALUE", help="ModelConfig or TrainConfig settings"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)"
+    )
     parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
-    parser.add_argument("--models", type=Path, default=reproduce.REPO / "runs" / "variants")
+    parser.add_argument(
+        "--models", type=Path, help="where checkpoints go (default: runs/variants/<the --out file's name>)"
+    )
     parser.add_argument(
         "--rescore",
         action="store_true",
         help="score the saved checkpoints of runs made without per-class scores",
     )
     args = parser.parse_args(argv)
+    args.models = args.models or reproduce.REPO / "runs" / "variants" / args.out.stem
     settings = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
+    try:
+        reproduce.split_settings(settings)
+    except ValueError as error:
+        parser.error(str(error))
     stored = json.loads(args.results.read_text())["runs"]
     missing = [k for k in args.keys if k not in stored]
     if missing:
@@ -140,13 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key}: IoU per class {_percent(test['iou'])}", flush=True)
         _write(args.out, {**previous, "runs": runs, "rescored_by": command}, settings)
         return 0
-    for key in args.keys:
-        if key in runs:
-            continue
-        run = _run_of(key)
-        reproduce.TRAINING[run.method] = {**reproduce.TRAINING.get(run.method, {}), **settings}
-        reproduce.torch.set_num_threads(stored[key].get("torch_threads", 1))
-        result = reproduce.execute(run, reproduce.PRESETS["cpu"], args.models)
+    args.models.mkdir(parents=True, exist_ok=True)
+    todo = [_run_of(key) for key in dict.fromkeys(args.keys) if key not in runs]
+    threads = sorted({stored[run.key].get("torch_threads", 1) for run in todo})
+    if len(threads) > 1:
+        parser.error(f"the stored runs used {threads} torch threads: give the keys of each count separately")
+    for run, result in reproduce.run_all(
+        todo, "cpu", args.models, args.jobs, threads[0] if threads else 1, settings
+    ):
+        key = run.key
         runs[key] = {"stored": summary(stored[key]), "variant": summary(result)}
         print(
             f"{key}: test {runs[key]['stored']['test']:.4f} -> {runs[key]['variant']['test']:.4f}", flush=True

@@ -172,24 +172,51 @@ def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce
 
     def execute(r, preset, models):
         seen.update(
-            run=r, threads=torch.get_num_threads(), training=dict(variant.reproduce.TRAINING[r.method])
+            run=r,
+            threads=torch.get_num_threads(),
+            training=dict(variant.reproduce.TRAINING[r.method]),
+            model=variant.reproduce.model_config(r.dataset, r.method, preset),
+            models=models,
         )
         return fake_result(r, 0.83) | {"curves": {"val_miou": [0.6] * 20}}
 
     monkeypatch.setattr(variant.reproduce, "execute", execute)
     monkeypatch.setitem(variant.reproduce.TRAINING, run.method, {})
+    monkeypatch.setitem(variant.reproduce.METHODS, run.method, dict(variant.reproduce.METHODS[run.method]))
+    monkeypatch.setattr(variant.reproduce, "REPO", tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         out = tmp_path / "v.json"
-        argv = [run.key, "--set", "filter_decorrelation=1", "--results", str(tmp_path / "results.json")]
-        assert variant.main([*argv, "--out", str(out), "--models", str(tmp_path)]) == 0
+        argv = [run.key, "--set", "filter_decorrelation=1", "penultimate=8", "upsample=transpose"]
+        assert variant.main([*argv, "--results", str(tmp_path / "results.json"), "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert seen == {"run": run, "threads": 1, "training": {"filter_decorrelation": 1}}
+    assert (seen["run"], seen["threads"], seen["training"]) == (run, 1, {"filter_decorrelation": 1})
+    assert (seen["model"].penultimate, seen["model"].upsample) == (8, "transpose")
+    assert seen["model"].ensemble == "softmax"  # the product's own settings stay
+    assert seen["models"] == tmp_path / "runs" / "variants" / "v" and seen["models"].is_dir()
     saved = json.loads(out.read_text())["runs"][run.key]
     assert (saved["stored"]["test"], saved["variant"]["test"]) == (0.80, 0.83)
     assert saved["variant"]["iou"] == [0.83, 0.83] and saved["variant"]["branch_miou"] == [0.83] * 3
+
+
+def test_variant_settings_are_split_into_model_and_training_and_unknown_names_refused(reproduce, tmp_path):
+    model, training = reproduce.split_settings({"upsample": "resize", "seed": 3, "norm": "group"})
+    assert (model, training) == ({"upsample": "resize", "norm": "group"}, {"seed": 3})
+    with pytest.raises(ValueError, match=r"\['upsampel'\] are settings of neither"):
+        reproduce.split_settings({"upsampel": "resize"})
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
+    )
+    variant = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variant)
+    run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep")
+    (tmp_path / "results.json").write_text(json.dumps({"runs": {run.key: fake_result(run, 0.8)}}))
+    argv = [run.key, "--set", "upsampel=resize", "--results", str(tmp_path / "results.json")]
+    with pytest.raises(SystemExit):
+        variant.main([*argv, "--out", str(tmp_path / "v.json")])
+    assert not (tmp_path / "v.json").exists()
 
 
 def test_the_screen_is_pooled_over_its_cells_and_seeds(reproduce, tmp_path):
@@ -304,9 +331,9 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     del older["variant"]["iou"], older["variant"]["branch_miou"], older["stored"]["iou"]
     out = tmp_path / "v.json"
     out.write_text(
-        json.dumps({"settings": {"x": 1}, "command": "the run's command", "runs": {run.key: older}})
+        json.dumps({"settings": {"seed": 1}, "command": "the run's command", "runs": {run.key: older}})
     )
-    argv = [run.key, "--set", "x=1", "--results", str(tmp_path / "results.json"), "--out", str(out)]
+    argv = [run.key, "--set", "seed=1", "--results", str(tmp_path / "results.json"), "--out", str(out)]
     assert variant.main([*argv, "--models", str(tmp_path), "--rescore"]) == 0
     saved = json.loads(out.read_text())
     _, _, test = reproduce.split(6, 3, 1)
@@ -317,6 +344,8 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     assert saved["runs"][run.key]["variant"]["branch_miou"] == pytest.approx(expected["branch_miou"])
     assert saved["runs"][run.key]["stored"]["iou"] == [0.80, 0.80] and saved["command"] == "the run's command"
     assert "--rescore" in saved["rescored_by"] and "| 80.0, 80.0 |" in out.with_suffix(".md").read_text()
-    out.write_text(json.dumps({"settings": {"x": 1}, "command": "the run's command", "runs": {run.key: older}}))
+    out.write_text(
+        json.dumps({"settings": {"seed": 1}, "command": "the run's command", "runs": {run.key: older}})
+    )
     with pytest.raises(SystemExit, match="no checkpoint"):
         variant.main([*argv, "--models", str(tmp_path / "elsewhere"), "--rescore"])
