@@ -20,14 +20,12 @@ import torch
 from napari_cellprep.engine.checkpoint import load_checkpoint
 from napari_cellprep.engine.inference import predict
 from napari_cellprep.engine.io import read_image
+from napari_cellprep.model.loss import pairwise_correlations
 
 
-def pairwise_correlations(stack: np.ndarray) -> list[float]:
-    """Pearson correlation of each pair (i < j) of the K arrays along ``stack``'s first axis;
-    a constant array correlates 0 with anything."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.corrcoef(stack.reshape(len(stack), -1).astype(np.float64))
-    return np.nan_to_num(r[np.triu_indices(len(stack), 1)]).tolist()
+def _correlations(stack: np.ndarray) -> list[float]:
+    """``pairwise_correlations`` of the K maps along ``stack``'s first axis, in float64."""
+    return pairwise_correlations(torch.from_numpy(np.asarray(stack, dtype=np.float64))[None])[0].tolist()
 
 
 def _fmt(values: list[float]) -> str:
@@ -53,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         filters, translated = [], []
         for path_image, image in zip(args.images, images):
             p = predict(loaded, image, outputs=("filters", "translated"))
-            filters.append(pairwise_correlations(p.filters))
-            translated.append(pairwise_correlations(p.translated))
+            filters.append(_correlations(p.filters))
+            translated.append(_correlations(p.translated))
             print(
                 f"{path.name} {path_image.name}: filters r = {_fmt(filters[-1])}; translated r = {_fmt(translated[-1])}"
             )

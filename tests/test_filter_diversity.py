@@ -16,8 +16,12 @@ def test_pairwise_correlations_of_alike_opposite_and_constant_maps():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(16, 16))
     stack = np.stack([a, 2 * a + 1, -a, np.ones_like(a)])
-    r = filter_diversity.pairwise_correlations(stack)  # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    r = filter_diversity._correlations(stack)  # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
     np.testing.assert_allclose(r, [1, -1, 0, -1, 0, 0], atol=1e-12)
+    b = rng.normal(size=(16, 16))
+    np.testing.assert_allclose(
+        filter_diversity._correlations(np.stack([a, b])), np.corrcoef(a.ravel(), b.ravel())[0, 1]
+    )
 
 
 def test_it_prints_each_models_correlations_and_refuses_a_plain_unet(tiny_checkpoint, tmp_path, capsys):

@@ -87,17 +87,24 @@ def self_supervised_loss(output: ModelOutput, original: torch.Tensor, mask: torc
     return error.permute(0, 2, 3, 1)[mask].mean()
 
 
+def pairwise_correlations(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pearson correlation of each pair (i < j, in ``torch.triu_indices`` order) of the C maps of
+    each image (``maps`` (B, C, H, W)), over its pixels: (B, C(C-1)/2), computed in at least float32.
+    A constant map (norm below ``eps``) correlates 0 with anything."""
+    batch, count = maps.shape[:2]
+    f = maps.reshape(batch, count, -1).to(torch.promote_types(maps.dtype, torch.float32))
+    f = f - f.mean(dim=2, keepdim=True)
+    f = f / f.square().sum(dim=2, keepdim=True).sqrt().clamp_min(eps)
+    r = f @ f.transpose(1, 2)  # (B, C, C)
+    pairs = torch.triu_indices(count, count, 1, device=maps.device)
+    return r[:, pairs[0], pairs[1]]
+
+
 def filter_correlation(filters: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Mean squared Pearson correlation of each pair of translation filters over the pixels of
     each image (``filters`` (B, C, H, W), C ≥ 2), averaged over pairs and images: 0 when the
     filters are linearly unrelated, 1 when they are one map (or one map's negative). A constant
     filter correlates 0 with anything."""
-    batch, count = filters.shape[:2]
-    if count < 2:
-        raise ValueError(f"a correlation needs at least 2 filters, got {count}")
-    f = filters.float().reshape(batch, count, -1)
-    f = f - f.mean(dim=2, keepdim=True)
-    f = f / (f.square().sum(dim=2, keepdim=True).sqrt() + eps)
-    r = f @ f.transpose(1, 2)  # (B, C, C)
-    pairs = torch.triu_indices(count, count, 1, device=filters.device)
-    return r[:, pairs[0], pairs[1]].square().mean()
+    if filters.shape[1] < 2:
+        raise ValueError(f"a correlation needs at least 2 filters, got {filters.shape[1]}")
+    return pairwise_correlations(filters, eps).square().mean()
