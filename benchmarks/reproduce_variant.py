@@ -79,8 +79,17 @@ def _percent(values: list[float] | None) -> str:
     return ", ".join(f"{100 * v:.1f}" for v in values) if values else "–"
 
 
-def report(runs: dict, settings: dict, command: str) -> list[str]:
-    """The Markdown lines: one row per run, then the paired difference of the test mIoU."""
+def against(runs: dict, stored: dict, methods: list[str]) -> dict[str, dict[str, float]]:
+    """{method: {variant key: test mIoU of ``method``'s stored run on the same set, fold and seed}}."""
+    return {
+        m: {k: stored[s]["test"]["miou"] for k in runs if (s := k.rsplit("/", 1)[0] + "/" + m) in stored}
+        for m in methods
+    }
+
+
+def report(runs: dict, settings: dict, command: str, others: dict | None = None) -> list[str]:
+    """The Markdown lines: one row per run, then the paired difference of the test mIoU to the
+    stored run and to each method of ``others`` (``against``)."""
     lines = [
         f"# Variant of the stored runs: {settings}",
         "",
@@ -102,10 +111,16 @@ def report(runs: dict, settings: dict, command: str) -> list[str]:
             f"{_percent(s.get('branch_miou'))} | {_percent(v.get('branch_miou'))} |"
         )
     pairs = {k: r["variant"]["test"] for k, r in runs.items()}
-    d = reproduce.paired_difference(pairs, {k: r["stored"]["test"] for k, r in runs.items()})
-    if d:
-        row = reproduce._difference_row("variant − stored", d)
-        lines += ["", "| | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", row]
+    rows = [
+        reproduce._difference_row(f"variant − {name}", reproduce.paired_difference(pairs, base))
+        for name, base in {
+            "stored": {k: r["stored"]["test"] for k, r in runs.items()},
+            **(others or {}),
+        }.items()
+    ]
+    rows = [row for row in rows if row]
+    if rows:
+        lines += ["", "| | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|", *rows]
     return lines
 
 
@@ -119,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs trained at once, each in its own process (default 1)"
+    )
+    parser.add_argument(
+        "--against",
+        nargs="*",
+        default=[],
+        metavar="METHOD",
+        help="also pair the variant with these methods' stored runs (same set, fold and seed)",
     )
     parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
@@ -167,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}: test {runs[key]['stored']['test']:.4f} -> {runs[key]['variant']['test']:.4f}", flush=True
         )
         _write(args.out, {"settings": settings, "command": command, "runs": runs}, settings)
+    if args.against:  # also when every key had run before: the report gains the pairings
+        others = against(runs, stored, args.against)
+        _write(
+            args.out, {"settings": settings, "command": command, "runs": runs, "against": others}, settings
+        )
     return 0
 
 
@@ -174,7 +201,8 @@ def _write(out: Path, content: dict, settings: dict) -> None:
     """The JSON and, beside it, its Markdown report."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(content, indent=1))
-    out.with_suffix(".md").write_text("\n".join(report(content["runs"], settings, content["command"])) + "\n")
+    lines = report(content["runs"], settings, content["command"], content.get("against"))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

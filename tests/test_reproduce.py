@@ -155,6 +155,15 @@ def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_pa
     text = "\n".join(variant.report(runs, {"refresh_norm": True}, "cmd"))
     assert "| cell/fold1/seed0/unet | 0.8100 | 0.8300 | 9 | 19 | 0.000 | 0.000 |" in text
     assert "| variant − stored | 3 | +2.00 | [+2.00, +2.00] | better |" in text
+    stored = {f"cell/fold{f}/seed0/cellprep": {"test": {"miou": 0.85 - f / 100}} for f in range(2)}
+    others = variant.against(runs, stored, ["cellprep", "attention-unet"])
+    assert others == {
+        "cellprep": {"cell/fold0/seed0/unet": 0.85, "cell/fold1/seed0/unet": 0.84},
+        "attention-unet": {},
+    }
+    text = "\n".join(variant.report(runs, {"refresh_norm": True}, "cmd", others))
+    assert "| variant − cellprep | 2 | -2.00 | [-14.71, +10.71] | not distinguishable |" in text  # −3, −1
+    assert "attention-unet" not in text  # no pairs, no row
     with pytest.raises(SystemExit):
         variant.main(["no/such/run", "--set", "refresh_norm=true", "--out", str(tmp_path / "v.json")])
 
