@@ -1,16 +1,18 @@
 """Re-run stored runs of ``reproduce.py`` with a model or training setting changed, and compare.
 
     python benchmarks/reproduce_variant.py nist-phase/very-low-light/fold0/seed1/unet ... \
-        --set refresh_norm=true --out docs/results-variants/X.json [--jobs 2]
+        --set refresh_norm=true --out docs/results-variants/X.json [--jobs 2] [--against cellprep]
 
 Each key is run again by ``reproduce.execute`` with the ``ModelConfig`` or ``TrainConfig``
 settings ``--set`` on top of the method's own, on the same split, seed, steps and torch thread
 count (a CPU run's numbers depend on it; the harness runs each with one thread), ``--jobs`` at a
-time in worker processes; checkpoints go to ``runs/variants/<out's name>/``. The JSON keeps, per key, the test mIoU, best
-epoch and validation curve of the stored run and of the variant, and the Markdown beside it their
-paired difference and the mean change of validation mIoU between epochs (from epoch 5 on).
-``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made before the JSON
-kept them, by scoring the checkpoints they saved in ``--models`` on their test fold (no training).
+time in worker processes; checkpoints go to ``runs/variants/<out's name>/``. The JSON keeps, per
+key, the test mIoU, best epoch and validation curve of the stored run and of the variant, and the
+Markdown beside it their paired difference (and the variant's to each ``--against`` method's
+stored runs on the same set, fold and seed) and the mean change of validation mIoU between epochs
+(from epoch 5 on). ``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made
+before the JSON kept them, by scoring the checkpoints they saved in ``--models`` on their test
+fold (no training).
 """
 
 from __future__ import annotations
