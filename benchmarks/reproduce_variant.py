@@ -9,7 +9,8 @@ count (a CPU run's numbers depend on it; the harness runs each with one thread),
 time in worker processes; checkpoints go to ``runs/variants/<out's name>/``. The JSON keeps, per
 key, the test mIoU, best epoch and validation curve of the stored run and of the variant, and the
 Markdown beside it their paired difference (and the variant's to each ``--against`` method's
-stored runs on the same set, fold and seed) and the mean change of validation mIoU between epochs
+stored runs on the same set, fold and seed; a later call without ``--against`` keeps the methods
+of the earlier one) and the mean change of validation mIoU between epochs
 (from epoch 5 on). ``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made
 before the JSON kept them, by scoring the checkpoints they saved in ``--models`` on their test
 fold (no training).
@@ -166,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"not in {args.results}: {missing}")
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if previous.get("settings", settings) != settings:
+        parser.error(
+            f"{args.out} holds runs made with {previous['settings']}, not {settings}: give another --out"
+        )
     runs = previous.get("runs", {})
     command = "python benchmarks/reproduce_variant.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.rescore:
@@ -182,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = sorted({stored[run.key].get("torch_threads", 1) for run in todo})
     if len(threads) > 1:
         parser.error(f"the stored runs used {threads} torch threads: give the keys of each count separately")
+    methods = args.against or list(previous.get("against", {}))  # a re-run keeps the earlier pairings
+
+    def write() -> None:
+        others = against(runs, stored, methods)
+        _write(
+            args.out, {"settings": settings, "command": command, "runs": runs, "against": others}, settings
+        )
+
     for run, result in reproduce.run_all(
         todo, "cpu", args.models, args.jobs, threads[0] if threads else 1, settings
     ):
@@ -190,12 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{key}: test {runs[key]['stored']['test']:.4f} -> {runs[key]['variant']['test']:.4f}", flush=True
         )
-        _write(args.out, {"settings": settings, "command": command, "runs": runs}, settings)
-    if args.against:  # also when every key had run before: the report gains the pairings
-        others = against(runs, stored, args.against)
-        _write(
-            args.out, {"settings": settings, "command": command, "runs": runs, "against": others}, settings
-        )
+        write()
+    write()  # also when every key had run before: the report gains the pairings
     return 0
 
 

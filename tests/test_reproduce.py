@@ -208,6 +208,24 @@ def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce
     saved = json.loads(out.read_text())["runs"][run.key]
     assert (saved["stored"]["test"], saved["variant"]["test"]) == (0.80, 0.83)
     assert saved["variant"]["iou"] == [0.83, 0.83] and saved["variant"]["branch_miou"] == [0.83] * 3
+    argv += ["--results", str(tmp_path / "results.json"), "--out", str(out)]
+    assert variant.main([*argv, "--against", "cellprep-product"]) == 0  # nothing trains again
+    assert json.loads(out.read_text())["against"] == {"cellprep-product": {run.key: 0.80}}
+    other = reproduce.Run("nist-phase", "clean", 2, 0, "cellprep-product")
+    stored_runs = {
+        run.key: stored,
+        other.key: fake_result(other, 0.78) | {"torch_threads": 1, "curves": stored["curves"]},
+    }
+    (tmp_path / "results.json").write_text(json.dumps({"runs": stored_runs}))
+    with pytest.raises(SystemExit):  # another setting would be filed under this one's runs
+        variant.main([other.key, run.key, "--set", "penultimate=16", *argv[5:]])
+    assert variant.main([other.key, *argv]) == 0  # a later run without --against keeps the pairing
+    saved = json.loads(out.read_text())
+    assert saved["against"] == {"cellprep-product": {run.key: 0.80, other.key: 0.78}}
+    assert (saved["runs"][run.key]["variant"]["test"], saved["runs"][other.key]["variant"]["test"]) == (
+        0.83,
+        0.83,
+    )
 
 
 def test_variant_settings_are_split_into_model_and_training_and_unknown_names_refused(reproduce, tmp_path):
