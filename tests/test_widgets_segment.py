@@ -9,9 +9,9 @@ import torch
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_cellprep._widgets import run_controls  # noqa: E402
-from napari_cellprep._widgets.layers import MARKER, PREDICTION, SHOWABLE  # noqa: E402
-from napari_cellprep._widgets.segment_widget import SegmentWidget  # noqa: E402
+from napari_cellprep._widgets import run_controls
+from napari_cellprep._widgets.layers import MARKER, PREDICTION, SHOWABLE
+from napari_cellprep._widgets.segment_widget import SegmentWidget
 
 pytestmark = pytest.mark.napari
 
@@ -208,13 +208,14 @@ def test_segment_says_what_the_model_knows_and_warns_on_an_unfamiliar_image(
     assert familiarity.NEXT_STEP in status and status.splitlines()[-1].startswith("Done:")
     from qtpy.QtWidgets import QApplication
 
-    label = widget.controls.status.native  # the long warning is shown in full, not clipped
-    qtbot.wait(300)  # the dock lays out its wrapped labels lazily
-    QApplication.processEvents()
-    assert label.isVisible() and label.height() >= label.heightForWidth(label.width()) > 0
-    assert widget.trained_on.native.height() >= widget.trained_on.native.heightForWidth(
-        widget.trained_on.native.width()
-    )
+    def shown_in_full(label) -> bool:
+        QApplication.processEvents()
+        return label.isVisible() and label.height() >= label.heightForWidth(label.width()) > 0
+
+    # the long warning is shown in full, not clipped; the dock lays out its wrapped labels
+    # lazily, later on a loaded machine
+    qtbot.waitUntil(lambda: shown_in_full(widget.controls.status.native), timeout=5000)
+    qtbot.waitUntil(lambda: shown_in_full(widget.trained_on.native), timeout=5000)
 
 
 def test_reader_opens_a_checkpoint_in_the_segment_widget(
@@ -306,7 +307,8 @@ def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, t
     foreign.write_bytes(b"\x80\x04pickled")
     widget._open.value = foreign
     assert (
-        "is not a napari-cellprep checkpoint" in errors[-1] and widget.controls.status.value == f"Error: {errors[-1]}"
+        "is not a napari-cellprep checkpoint" in errors[-1]
+        and widget.controls.status.value == f"Error: {errors[-1]}"
     )
     assert widget.model_labels == []
 
@@ -322,7 +324,9 @@ def test_segment_on_the_gpu_says_so(make_napari_viewer, qtbot, registry, tiny_ch
     assert widget.device_used.value.startswith("cuda:0 (") and len(widget.output_layers()) == 9
 
 
-def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(make_napari_viewer, qtbot, monkeypatch, data_root):
+def test_bundled_model_on_the_sample_tiles_matches_the_ground_truth(
+    make_napari_viewer, qtbot, monkeypatch, data_root
+):
     """End to end with the shipped assets: sample tiles, default model, Segment dock."""
     from napari_cellprep._widgets import registry as registry_module
     from napari_cellprep.engine.checkpoint import default_checkpoint_path
