@@ -10,7 +10,7 @@ time in worker processes; checkpoints go to ``runs/variants/<out's name>/``. The
 key, the test mIoU, best epoch and validation curve of the stored run and of the variant, and the
 Markdown beside it their paired difference (and the variant's to each ``--against`` method's
 stored runs on the same set, fold and seed; a later call without ``--against`` keeps the methods
-of the earlier one) and the mean change of validation mIoU between epochs
+of the earlier one, ``--against`` with no names clears them) and the mean change of validation mIoU between epochs
 (from epoch 5 on). ``--rescore`` fills the per-class test IoU and branch mIoU of variant runs made
 before the JSON kept them, by scoring the checkpoints they saved in ``--models`` on their test
 fold (no training).
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--against",
         nargs="*",
-        default=[],
         metavar="METHOD",
-        help="also pair the variant with these methods' stored runs (same set, fold and seed)",
+        help="also pair the variant with these methods' stored runs (same set, fold and seed); "
+        "left out, the earlier call's pairings stay; given with no names, they are cleared",
     )
     parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = sorted({stored[run.key].get("torch_threads", 1) for run in todo})
     if len(threads) > 1:
         parser.error(f"the stored runs used {threads} torch threads: give the keys of each count separately")
-    methods = args.against or list(previous.get("against", {}))  # a re-run keeps the earlier pairings
+    methods = list(previous.get("against", {})) if args.against is None else args.against
 
     def write() -> None:
         others = against(runs, stored, methods)

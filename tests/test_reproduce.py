@@ -226,6 +226,9 @@ def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce
         0.83,
         0.83,
     )
+    assert variant.main([other.key, *argv, "--against"]) == 0  # no names: the pairings are cleared
+    saved = json.loads(out.read_text())
+    assert saved["against"] == {} and set(saved["runs"]) == {run.key, other.key}
 
 
 def test_variant_settings_are_split_into_model_and_training_and_unknown_names_refused(reproduce, tmp_path):
