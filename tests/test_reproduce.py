@@ -298,13 +298,17 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
         for method in reproduce.GRID_METHODS:
             folds = {r.fold for r in full if (r.dataset, r.condition, r.method) == (d, c, method)}
             assert folds == set(range(reproduce.FOLDS[d])), (d, c, method)
+    split = [(r.fold, r.seed) for r in full if (r.dataset, r.method) == ("vnc-em", "cellprep-split-batch")]
+    assert sorted(split) == [
+        (fold, seed) for fold in range(4) for seed in range(3)
+    ]  # its mitochondria, over seeds
     seeds = [r.seed for r in full[108:]]
     assert seeds == sorted(seeds)  # seed 0 of every set and change before seed 1 of anything
     done = {r.key: fake_result(r) for r in full if r.dataset == "isbi2012-membrane"}
     done |= {r.key: fake_result(r) for r in full[:3] if r.dataset == "nist-phase"}
     reproduce.write_report(done, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
     coverage = (tmp_path / "results.md").read_text().split("## Still to run")[1]
-    assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/92 |" in coverage
+    assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/100 |" in coverage
     # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
     assert "| nist-phase low-light | 3/69 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
 
