@@ -198,12 +198,12 @@ def _cpu_plans() -> dict[str, list[Run]]:
         for r in _arms(d, c, fold, seed, core)
     ]
     ablations, nist_clean = ["unet++", "cellprep-none", "cellprep-fixed"], core + ["attention-unet"]
-    vnc_extra = {0: [], 1: ["cellprep-split-batch"], 2: ["cellprep-split-batch"]}  # seed 0: in the grid
+    vnc_em = core + ["cellprep-split-batch"]  # seeds 1 and 2; seed 0 has it in the grid
     full = headline + [
         r
         for seed in range(3)
         for r in [r for fold in range(3) for r in _arms("nist-phase", "clean", fold, seed, nist_clean)]
-        + [r for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, core + vnc_extra[seed])]
+        + [r for fold in range(4) for r in _arms("vnc-em", "clean", fold, seed, vnc_em if seed else core)]
         + [Run("nist-phase", "clean", fold, seed, m) for fold in range(3) for m in ablations]
         + (_grid(0) if seed == 0 else [])
     ]

@@ -298,10 +298,9 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
         for method in reproduce.GRID_METHODS:
             folds = {r.fold for r in full if (r.dataset, r.condition, r.method) == (d, c, method)}
             assert folds == set(range(reproduce.FOLDS[d])), (d, c, method)
+    # split-batch on vnc-em: seed 0 in the grid, seeds 1 and 2 beside the core arms
     split = [(r.fold, r.seed) for r in full if (r.dataset, r.method) == ("vnc-em", "cellprep-split-batch")]
-    assert sorted(split) == [
-        (fold, seed) for fold in range(4) for seed in range(3)
-    ]  # its mitochondria, over seeds
+    assert sorted(split) == [(fold, seed) for fold in range(4) for seed in range(3)]
     seeds = [r.seed for r in full[108:]]
     assert seeds == sorted(seeds)  # seed 0 of every set and change before seed 1 of anything
     done = {r.key: fake_result(r) for r in full if r.dataset == "isbi2012-membrane"}
