@@ -382,3 +382,43 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     )
     with pytest.raises(SystemExit, match="no checkpoint"):
         variant.main([*argv, "--models", str(tmp_path / "elsewhere"), "--rescore"])
+
+
+def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
+    reproduce, tmp_path, monkeypatch, capsys
+):
+    from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+    from napari_cellprep.model import ModelConfig, build_model
+
+    spec = importlib.util.spec_from_file_location("split_scores", REPO / "benchmarks" / "split_scores.py")
+    split_scores = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_scores)
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(12)
+    ]
+    monkeypatch.setattr(split_scores, "load_dataset", lambda name, condition: items)
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    path = save_checkpoint(
+        tmp_path / "m.cellprep",
+        build_model(config).eval(),
+        ModelInfo(config, ["a", "b"], name="nist-phase/clean/fold1/seed0/x"),
+    )
+    scores = split_scores.split_scores(path)
+    _, val, test = reproduce.split(12, 3, 1)
+    for part, indices in (("validation", val), ("test", test)):
+        expected = reproduce.evaluate(load_checkpoint(path), [items[i] for i in indices], 2)
+        assert scores[part]["miou"] == pytest.approx(100 * expected["miou"])
+        assert scores[part]["branch_miou"] == pytest.approx([100 * b for b in expected["branch_miou"]])
+        assert len(scores[part]["branch_miou"]) == 3  # network 1 and network 2 on 2 translated images
+    assert split_scores.main([str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["validation", "test"]
+    assert f"ensemble {scores['test']['miou']:.1f}" in lines[1]
+
+    other = save_checkpoint(
+        tmp_path / "o.cellprep", build_model(config).eval(), ModelInfo(config, ["a", "b"], name="mine")
+    )
+    with pytest.raises(ValueError, match="not a run of reproduce.py"):
+        split_scores.split_scores(other)
