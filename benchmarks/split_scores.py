@@ -15,23 +15,31 @@ from pathlib import Path
 import torch
 from reproduce import CLASS_NAMES, PRESETS, evaluate, load_dataset, split
 
-from napari_cellprep.engine.checkpoint import load_checkpoint
+from napari_cellprep.engine.checkpoint import LoadedModel, load_checkpoint
+
+
+def run_splits(loaded: LoadedModel, preset: str = "cpu") -> tuple[str, dict[str, list]]:
+    """The data set of the run a saved model was trained in (its name, as `reproduce.py` gives it)
+    and that run's {"validation": items, "test": items}."""
+    parts = loaded.info.name.split("/")
+    if len(parts) != 5 or not parts[2].startswith("fold"):
+        raise ValueError(
+            f"{loaded.path} is named {loaded.info.name!r}, not a run of reproduce.py "
+            "(set/condition/foldN/seedM/method)"
+        )
+    dataset, condition, fold = parts[:3]
+    items = load_dataset(dataset, condition)
+    _, val, test = split(len(items), PRESETS[preset].folds[dataset], int(fold[len("fold") :]))
+    return dataset, {"validation": [items[i] for i in val], "test": [items[i] for i in test]}
 
 
 def split_scores(path: Path, preset: str = "cpu") -> dict[str, dict]:
     """{"validation" | "test": {"miou": %, "branch_miou": [%, ...]}} of the model at ``path``."""
     loaded = load_checkpoint(path)
-    parts = loaded.info.name.split("/")
-    if len(parts) != 5 or not parts[2].startswith("fold"):
-        raise ValueError(
-            f"{path} is named {loaded.info.name!r}, not a run of reproduce.py (set/condition/foldN/seedM/method)"
-        )
-    dataset, condition, fold = parts[:3]
-    items = load_dataset(dataset, condition)
-    _, val, test = split(len(items), PRESETS[preset].folds[dataset], int(fold[len("fold") :]))
+    dataset, parts = run_splits(loaded, preset)
     scores = {}
-    for part, indices in (("validation", val), ("test", test)):
-        result = evaluate(loaded, [items[i] for i in indices], len(CLASS_NAMES[dataset]))
+    for part, items in parts.items():
+        result = evaluate(loaded, items, len(CLASS_NAMES[dataset]))
         scores[part] = {"miou": 100 * result["miou"], "branch_miou": [100 * b for b in result["branch_miou"]]}
     return scores
 

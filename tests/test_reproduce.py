@@ -384,15 +384,21 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
         variant.main([*argv, "--models", str(tmp_path / "elsewhere"), "--rescore"])
 
 
+def _benchmark(name: str):
+    """A module of benchmarks/ (with the ``reproduce`` fixture in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
     reproduce, tmp_path, monkeypatch, capsys
 ):
     from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
     from napari_cellprep.model import ModelConfig, build_model
 
-    spec = importlib.util.spec_from_file_location("split_scores", REPO / "benchmarks" / "split_scores.py")
-    split_scores = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(split_scores)
+    split_scores = _benchmark("split_scores")
     rng = np.random.default_rng(0)
     items = [
         (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(12)
@@ -422,3 +428,56 @@ def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
     )
     with pytest.raises(ValueError, match="not a run of reproduce.py"):
         split_scores.split_scores(other)
+
+
+def test_ensemble_rules_merge_logits_probabilities_and_votes(reproduce, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    rules = _benchmark("ensemble_rules")
+    # one pixel, 3 branches, 2 classes: branch 1 sure of class 0, branches 2 and 3 less sure of class 1
+    # (equal weights on the logits give class 0: gaps -4.6, +1.4, +1.4)
+    p = np.array([[0.99, 0.01], [0.2, 0.8], [0.2, 0.8]], np.float32)[:, :, None, None]
+    merged = rules.merged_labels(np.zeros((1, 1), np.uint8), p, np.full(3, 1 / 3, np.float32))
+    assert merged["trained"][0, 0] == 0  # the model's own labels, passed through
+    assert merged["probabilities"][0, 0] == 1  # mean 0.46 vs 0.54
+    assert merged["vote"][0, 0] == 1  # 2 of 3
+    heavy = rules.merged_labels(np.zeros((1, 1), np.uint8), p, np.array([0.8, 0.1, 0.1], np.float32))
+    assert heavy["probabilities"][0, 0] == 0 and heavy["vote"][0, 0] == 1  # weights do not change votes
+    tie = np.array([[0.9, 0.1], [0.4, 0.6]], np.float32)[
+        :, :, None, None
+    ]  # 1 vote each: probabilities decide
+    assert rules.merged_labels(np.zeros((1, 1)), tie, np.array([0.5, 0.5], np.float32))["vote"][0, 0] == 0
+
+
+def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
+    reproduce, tmp_path, monkeypatch, capsys
+):
+    from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+    from napari_cellprep.model import ModelConfig, build_model
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    rules = _benchmark("ensemble_rules")
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(12)
+    ]
+    monkeypatch.setattr(sys.modules["split_scores"], "load_dataset", lambda name, condition: items)
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    paths = [
+        save_checkpoint(
+            tmp_path / f"m{fold}.cellprep",
+            build_model(config).eval(),
+            ModelInfo(config, ["a", "b"], name=f"nist-phase/clean/fold{fold}/seed0/x"),
+        )
+        for fold in (0, 1)
+    ]
+    result = rules.rule_scores(paths[1])
+    _, _, test = reproduce.split(12, 3, 1)
+    expected = reproduce.evaluate(load_checkpoint(paths[1]), [items[i] for i in test], 2)
+    assert result["trained"] == pytest.approx(100 * expected["miou"])
+    assert set(result) == {"trained", "probabilities", "vote"} and all(0 <= v <= 100 for v in result.values())
+    out = tmp_path / "rules.md"
+    assert rules.main([*map(str, paths), "--out", str(out)]) == 0
+    report = out.read_text()
+    assert "| m1.cellprep | " + f"{result['trained']:.2f}" in report
+    assert "| probabilities | 2 |" in report and "| vote | 2 |" in report
