@@ -1,5 +1,5 @@
 """Would another way of merging a CellPrep model's branches have segmented better? Saved models
-of `reproduce.py --models` scored on their run's test split (and validation split) with:
+of `reproduce.py --models` scored on their run's test (or, with `--split validation`, validation) split with:
 
 - ``trained``: the model's own ensemble (the weighted sum of the branches' logits it was trained
   with: the labels `reproduce.py` scores);
@@ -8,7 +8,8 @@ of `reproduce.py --models` scored on their run's test split (and validation spli
 
     python benchmarks/ensemble_rules.py runs/models/*cellprep-product.cellprep --out docs/X.md
 
-Prints mIoU % per model and rule, and each rule − ``trained`` paired over the models with a 95%
+Meant for ensembles with non-negative weights (the product's softmax, `fixed`). Prints mIoU % per
+model and rule, and each rule − ``trained`` paired over the models with a 95%
 t interval. Inference is tiled as `reproduce.py` scores test. One torch thread, CPU.
 """
 
