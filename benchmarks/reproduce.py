@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import platform
+import subprocess
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
@@ -317,6 +318,35 @@ def ensemble_weights_of(model) -> list[float]:
     return model.ensemble_parameters()[0].tolist() if isinstance(model, CellPrepNet) else []
 
 
+def provenance() -> dict[str, str]:
+    """What a run was made with: the repository's commit (``+dirty`` with uncommitted changes), the
+    CPU model and torch version. A CPU run's numbers can change with any of them."""
+    git = ["git", "-C", str(REPO)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        commit = commit.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = models[0] if models else cpu
+    return {"commit": commit, "cpu": cpu, "torch": torch.__version__}
+
+
 def _steps_per_epoch(run: Run, preset: Preset, n_train_pixels: int) -> int:
     fixed = preset.steps_per_epoch[run.dataset]
     return fixed or max(1, math.ceil(n_train_pixels / (preset.patch_size**2 * preset.batch_size)))
@@ -389,6 +419,7 @@ def execute(run: Run, preset: Preset, models_dir: Path) -> dict:
         "n_val": len(va),
         "n_test": len(te),
         "torch_threads": torch.get_num_threads(),
+        "provenance": provenance(),
     }
 
 

@@ -481,3 +481,12 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
     report = out.read_text()
     assert "| m1.cellprep | " + f"{result['trained']:.2f}" in report
     assert "| probabilities | 2 |" in report and "| vote | 2 |" in report
+
+
+def test_each_run_records_the_commit_cpu_and_torch_it_was_made_with(reproduce, monkeypatch):
+    made = reproduce.provenance()
+    assert made["torch"] == torch.__version__ and made["cpu"]
+    head = made["commit"].removesuffix("+dirty")
+    assert len(head) == 40 and int(head, 16) >= 0  # this checkout's HEAD
+    monkeypatch.setattr(reproduce, "REPO", Path("/nonexistent"))
+    assert reproduce.provenance()["commit"] == "unknown"
