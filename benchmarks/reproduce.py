@@ -634,7 +634,7 @@ def _pooled_rows(results: dict, keys: set[str] | None = None) -> list[str]:
         if d:
             sets = len({pair[:2] for pair in test[method].keys() & base.keys()})
             rows.append(
-                (d[0], f"| {method} − {_paper_baseline(method)} | {sets} | {d[3]} | {_difference_cells(d)} |")
+                (d[0], f"| {method} − {_paper_baseline(method)} | {sets} | {d[3]} | {difference_cells(d)} |")
             )
     return [row for _, row in sorted(rows, key=lambda item: -item[0])]
 
@@ -733,10 +733,10 @@ def _difference_tables(runs: dict[str, list[dict]]) -> list[str]:
 
 def _difference_row(method: str, d: tuple[float, float, float, int] | None) -> str | None:
     """A row of a paired-difference table (``paired_difference``), ``None`` without pairs."""
-    return None if d is None else f"| {method} | {d[3]} | {_difference_cells(d)} |"
+    return None if d is None else f"| {method} | {d[3]} | {difference_cells(d)} |"
 
 
-def _difference_cells(d: tuple[float, float, float, int]) -> str:
+def difference_cells(d: tuple[float, float, float, int]) -> str:
     """Mean, 95% interval and verdict of a ``paired_difference``, as three table cells."""
     mean, low, high, _ = d
     verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
@@ -769,8 +769,8 @@ def _ensemble_table(results: dict) -> list[str]:
             ]
         )
         rows.append(
-            f"| {method} | {len(rs)} | {_difference_cells(d_best)} | {below}/{len(rs)} | "
-            f"{_difference_cells(d_net1)} | {moved:.2f} |"
+            f"| {method} | {len(rs)} | {difference_cells(d_best)} | {below}/{len(rs)} | "
+            f"{difference_cells(d_net1)} | {moved:.2f} |"
         )
     if not rows:
         return []

@@ -14,13 +14,19 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _benchmark(name: str, register: bool = False):
+    """The module ``benchmarks/<name>.py``, also put in sys.modules when ``register``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", REPO / "benchmarks" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
+    yield _benchmark("reproduce", register=True)  # dataclasses look their module up in sys.modules
     del sys.modules["reproduce"]
 
 
@@ -134,11 +140,7 @@ def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
 
 
 def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
-    )
-    variant = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variant)
+    variant = _benchmark("reproduce_variant")
     assert variant.swing([0.1, 0.2, 0.3, 0.4, 0.8, 0.6, 0.9]) == pytest.approx(0.25)  # |−0.2|, |+0.3|
     curve = [0.5] * 20
     runs = {
@@ -169,11 +171,7 @@ def test_variant_report_pairs_the_variant_with_the_stored_runs(reproduce, tmp_pa
 
 
 def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
-    )
-    variant = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variant)
+    variant = _benchmark("reproduce_variant")
     run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep-product")
     stored = fake_result(run, 0.80) | {"torch_threads": 1, "curves": {"val_miou": [0.5] * 20}}
     (tmp_path / "results.json").write_text(json.dumps({"runs": {run.key: stored}}))
@@ -236,11 +234,7 @@ def test_variant_settings_are_split_into_model_and_training_and_unknown_names_re
     assert (model, training) == ({"upsample": "resize", "norm": "group"}, {"seed": 3})
     with pytest.raises(ValueError, match=r"\['upsampel'\] are settings of neither"):
         reproduce.split_settings({"upsampel": "resize"})
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
-    )
-    variant = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variant)
+    variant = _benchmark("reproduce_variant")
     run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep")
     (tmp_path / "results.json").write_text(json.dumps({"runs": {run.key: fake_result(run, 0.8)}}))
     argv = [run.key, "--set", "upsampel=resize", "--results", str(tmp_path / "results.json")]
@@ -340,11 +334,7 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
     from napari_cellprep.model import ModelConfig, build_model
 
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_variant", REPO / "benchmarks" / "reproduce_variant.py"
-    )
-    variant = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variant)
+    variant = _benchmark("reproduce_variant")
     rng = np.random.default_rng(0)
     items = [
         (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(6)
@@ -382,14 +372,6 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     )
     with pytest.raises(SystemExit, match="no checkpoint"):
         variant.main([*argv, "--models", str(tmp_path / "elsewhere"), "--rescore"])
-
-
-def _benchmark(name: str):
-    """A module of benchmarks/ (with the ``reproduce`` fixture in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
@@ -442,9 +424,8 @@ def test_ensemble_rules_merge_logits_probabilities_and_votes(reproduce, monkeypa
     assert merged["vote"][0, 0] == 1  # 2 of 3
     heavy = rules.merged_labels(np.zeros((1, 1), np.uint8), p, np.array([0.8, 0.1, 0.1], np.float32))
     assert heavy["probabilities"][0, 0] == 0 and heavy["vote"][0, 0] == 1  # weights do not change votes
-    tie = np.array([[0.9, 0.1], [0.4, 0.6]], np.float32)[
-        :, :, None, None
-    ]  # 1 vote each: probabilities decide
+    # 1 vote each: the probabilities decide
+    tie = np.array([[0.9, 0.1], [0.4, 0.6]], np.float32)[:, :, None, None]
     assert rules.merged_labels(np.zeros((1, 1)), tie, np.array([0.5, 0.5], np.float32))["vote"][0, 0] == 0
 
 
