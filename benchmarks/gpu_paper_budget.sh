@@ -4,8 +4,31 @@
 # CellPrep's training FLOPs; three runs at a time on the one GPU. Results: docs/gpu-300/results.md.
 # Resumable: a second call skips finished runs. Meant to end within 6 minutes on one large GPU
 # (an estimate, not yet measured: no GPU has run it).
+#
+# Runs from a checkout without installing the package (src/ goes on PYTHONPATH); it needs torch with
+# CUDA, numpy, scipy, scikit-image, tifffile, imageio and safetensors. The labeled data is read from
+# ../shared/data, or from the folder CELLPREP_DATA names (only nist-phase/ is needed). PYTHON picks
+# the interpreter (default python3); CELLPREP_GPU_SECONDS the time limit of the training (default 350).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-timeout "${CELLPREP_GPU_SECONDS:-350}" python benchmarks/reproduce.py --preset gpu-300 --plan gpu \
-    --jobs 3 --out docs/gpu-300 --models runs/gpu-300 || echo "stopped by the time limit; run again to resume"
-python benchmarks/reproduce.py --preset gpu-300 --plan gpu --out docs/gpu-300 --report-only
+python=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+"$python" -c '
+import sys, torch
+if not torch.cuda.is_available():
+    sys.exit(
+        f"benchmarks/gpu_paper_budget.sh needs a CUDA GPU, and torch {torch.__version__} sees none: its "
+        "nine 300-epoch runs are meant for a GPU. Run it where one is, or call benchmarks/reproduce.py "
+        "--preset gpu-300 --plan gpu yourself to train on the CPU anyway."
+    )
+print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}", flush=True)
+'
+status=0
+timeout "${CELLPREP_GPU_SECONDS:-350}" "$python" benchmarks/reproduce.py --preset gpu-300 --plan gpu \
+    --jobs 3 --out docs/gpu-300 --models runs/gpu-300 || status=$?
+if [ "$status" -eq 124 ]; then
+    echo "stopped by the time limit; run again to resume"
+elif [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+"$python" benchmarks/reproduce.py --preset gpu-300 --plan gpu --out docs/gpu-300 --report-only

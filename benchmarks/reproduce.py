@@ -164,6 +164,8 @@ class Preset:
     depth: int = 4
     jobs: int = 1
     """Runs trained at once by default, each in its own process with one torch thread."""
+    coverage_plan: str = "full"
+    """The plan whose progress the report's "Still to run" table counts."""
 
 
 def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]) -> list[Run]:
@@ -249,6 +251,7 @@ PRESETS = {
         },
         depth=3,  # with width 16: widths 16-128 over three downsamplings, about the authors' U-Net
         jobs=3,
+        coverage_plan="gpu",
     ),
     "smoke": Preset(
         width=4,
@@ -259,6 +262,7 @@ PRESETS = {
         steps_per_epoch={"nist-phase": 2, "isbi2012-membrane": 2, "vnc-em": 2},
         plans={"screen": _arms("nist-phase", "very-low-light", 0, 0, ["unet", "cellprep", PRODUCT_METHOD])},
         depth=2,
+        coverage_plan="screen",
     ),
 }
 
@@ -267,6 +271,11 @@ def load_dataset(
     name: str, condition: str, limit: int | None = None
 ) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(raw image, mask, name) triples; low-light conditions degrade each image with a fixed seed."""
+    if not (DATA / name).is_dir():
+        raise SystemExit(
+            f"no labeled set {name!r} at {DATA / name}: put it there (images/ and masks/), or point "
+            "CELLPREP_DATA at the folder that holds it"
+        )
     pairs = find_pairs(DATA / name / "images", DATA / name / "masks")[:limit]
     level = CONDITIONS[condition]
     items = []
@@ -303,7 +312,14 @@ def model_config(dataset: str, method: str, preset: Preset) -> ModelConfig:
 
 
 def train_step_flops(config: ModelConfig, batch_size: int, patch_size: int) -> int:
-    """FLOPs of one training step (forward, Eq. 1 loss, backward) at this batch and patch size."""
+    """FLOPs of one training step (forward, Eq. 1 loss, backward) at this batch and patch size,
+    counted on a batch of one: every operation FlopCounterMode counts is linear in the batch, and a
+    whole batch of 256² tiles takes seconds per count on one CPU thread."""
+    return batch_size * counted_step_flops(config, 1, patch_size)
+
+
+def counted_step_flops(config: ModelConfig, batch_size: int, patch_size: int) -> int:
+    """One training step's FLOPs as FlopCounterMode counts them on a batch of random data."""
     model = build_model(config).train()
     x = torch.rand(batch_size, config.in_channels, patch_size, patch_size)
     y = torch.randint(0, config.num_classes, (batch_size, patch_size, patch_size))
@@ -320,7 +336,8 @@ def ensemble_weights_of(model) -> list[float]:
 
 def provenance() -> dict[str, str]:
     """What a run was made with: the repository's commit (``+dirty`` with uncommitted changes), the
-    CPU model and torch version. A CPU run's numbers can change with any of them."""
+    CPU model, the GPU it trained on (``None`` on the CPU) and the torch version. A run's numbers can
+    change with any of them."""
     git = ["git", "-C", str(REPO)]
     try:
         commit = subprocess.run(
@@ -344,7 +361,25 @@ def provenance() -> dict[str, str]:
             if line.startswith("model name")
         ]
         cpu = models[0] if models else cpu
-    return {"commit": commit, "cpu": cpu, "torch": torch.__version__}
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None  # training's device "auto"
+    return {"commit": commit, "cpu": cpu, "gpu": gpu, "torch": torch.__version__}
+
+
+def machines(results: dict) -> str:
+    """Where the runs were made, from their provenance: each GPU (or CPU) and torch version with its
+    run count; this machine's when no run records one (runs made before provenance was stored)."""
+    counts: dict[str, int] = {}
+    for r in results.values():
+        if "provenance" in r:
+            p = r["provenance"]
+            where = f"{p['gpu']} (CUDA)" if p.get("gpu") else p["cpu"]
+            label = f"{where}, torch {p['torch']}"
+            counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    recorded = sum(counts.values())
+    shown = "; ".join(f"{label} ({n} runs)" for label, n in sorted(counts.items()))
+    return shown + (f"; {len(results) - recorded} runs record none" if recorded < len(results) else "")
 
 
 def _steps_per_epoch(run: Run, preset: Preset, n_train_pixels: int) -> int:
@@ -504,6 +539,9 @@ def run_all(
                 yield running.pop(future), future.result()
 
 
+ARCHIVE = "archive/results-v1.md"
+"""The first protocol's tables, beside the report that says where they are."""
+
 READING = "## Reading these results"
 """Heading of the hand-written interpretation at the end of results.md, kept on regeneration."""
 
@@ -558,7 +596,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
         "normalisation, flips/90° rotations; 10% of each training fold held out for choosing the best epoch by "
         "validation mIoU). Seeds are independent of the fold; `n` = folds × seeds. Budgets are optimiser steps: "
         "equal epochs, and `unet@flops-of-X` trains U-Net for the training FLOPs of X. Raw figures: "
-        f"`results.json`. Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"`results.json`. Machine: {machines(results)}, "
         "one torch thread per run; `train s` is wall-clock on a machine shared with other work (noisy). "
         "Low-light conditions: "
         + "; ".join(
@@ -567,7 +605,8 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
             for k, v in CONDITIONS.items()
             if v
         )
-        + ". Scores are % (mean ± sample std). The first protocol's tables are in `archive/results-v1.md`.",
+        + ". Scores are % (mean ± sample std)."
+        + (f" The first protocol's tables are in `{ARCHIVE}`." if (out / ARCHIVE).exists() else ""),
         "",
     ]
     for dataset, names in CLASS_NAMES.items():
@@ -613,7 +652,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     lines += (
         _pooled_tables(results)
         + _ensemble_table(results)
-        + _coverage_table(results, PRESETS["cpu"].plans["full"])
+        + _coverage_table(results, preset.coverage_plan, preset.plans[preset.coverage_plan])
     )
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
@@ -662,8 +701,8 @@ def _pooled_tables(results: dict) -> list[str]:
     return lines
 
 
-def _coverage_table(results: dict, plan: list[Run]) -> list[str]:
-    """How much of ``plan`` (``--plan full``) has run: per set, runs done of planned, and each
+def _coverage_table(results: dict, plan_name: str, plan: list[Run]) -> list[str]:
+    """How much of ``plan`` (``--plan <plan_name>``) has run: per set, runs done of planned, and each
     method that still has runs to make, with its done/planned."""
     rows = []
     for d, c in SETS:
@@ -680,7 +719,7 @@ def _coverage_table(results: dict, plan: list[Run]) -> list[str]:
         "## Still to run",
         "",
         (
-            "Runs of `--plan full` made so far, per set; the methods with runs still to make, with their "
+            f"Runs of `--plan {plan_name}` made so far, per set; the methods with runs still to make, with their "
             "done/planned (the harness resumes where it stopped):"
         ),
         "",
@@ -827,7 +866,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"re-running {key}: made with other model settings (kept under 'superseded')", flush=True)
         superseded.append(results.pop(key))
     command = f"python benchmarks/reproduce.py --preset {args.preset}"
-    args.models.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -842,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(results, args.preset, preset, args.out, command)
 
     if not args.report_only:
+        args.models.mkdir(parents=True, exist_ok=True)
         plan = preset.plans[args.plan]
         todo = [
             r for r in plan if r.key not in results and (not args.only or any(s in r.key for s in args.only))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,6 +91,9 @@ def test_equal_compute_counts_training_flops(reproduce):
     unet = reproduce.train_step_flops(reproduce.model_config("nist-phase", "unet", preset), 2, 32)
     cellprep = reproduce.train_step_flops(reproduce.model_config("nist-phase", "cellprep", preset), 2, 32)
     assert 2.5 < cellprep / unet < 4  # network 1 + network 2 on C = 2 translated images
+    for method in ("unet", "cellprep", "cellprep-product"):  # counted on one patch, scaled to the batch
+        config = reproduce.model_config("nist-phase", method, preset)
+        assert reproduce.train_step_flops(config, 3, 32) == reproduce.counted_step_flops(config, 3, 32)
 
 
 def test_paired_difference_and_its_interval(reproduce):
@@ -304,6 +309,52 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
     assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/100 |" in coverage
     # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
     assert "| nist-phase low-light | 3/69 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
+
+
+def test_the_gpu_plan_trains_its_three_arms_and_reports_its_own_progress(reproduce, tmp_path, monkeypatch):
+    """The paper's-budget plan with tiny networks on fold 0: U-Net at the CellPrep's FLOPs trains
+    for more epochs, and the report counts ``--plan gpu`` and names where the runs were made."""
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(9)
+    ]
+    monkeypatch.setattr(reproduce, "load_dataset", lambda name, condition: items)
+    gpu = reproduce.PRESETS["gpu-300"]
+    one = {name: 1 for name in gpu.epochs}
+    tiny = dataclasses.replace(
+        gpu, width=4, depth=2, batch_size=2, patch_size=32, epochs=one, steps_per_epoch={n: 2 for n in one}
+    )
+    monkeypatch.setitem(reproduce.PRESETS, "gpu-300", tiny)
+    out, models = tmp_path / "gpu-300", tmp_path / "models"
+    argv = ["--preset", "gpu-300", "--plan", "gpu", "--out", str(out), "--models", str(models)]
+    assert reproduce.main([*argv, "--only", "fold0", "--jobs", "1"]) == 0
+    runs = {r["method"]: r for r in json.loads((out / "results.json").read_text())["runs"].values()}
+    assert sorted(runs) == ["cellprep", "unet", "unet@flops-of-cellprep"]
+    unet, cellprep, matched = runs["unet"], runs["cellprep"], runs["unet@flops-of-cellprep"]
+    assert unet["epochs"] == cellprep["epochs"] == 1 < matched["epochs"]
+    assert abs(matched["train_pflop"] - cellprep["train_pflop"]) <= unet["train_pflop"]  # within an epoch
+    gpu_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    assert {r["provenance"]["gpu"] for r in runs.values()} == {gpu_name}
+    assert len(list(models.glob("*.cellprep"))) == 3
+    text = (out / "results.md").read_text()
+    assert "Runs of `--plan gpu` made so far" in text
+    assert "| nist-phase low-light | 3/9 | unet 1/3, cellprep 1/3, unet@flops-of-cellprep 1/3 |" in text
+    assert f"torch {torch.__version__} (3 runs), one torch thread per run" in text
+    assert "archive/results-v1.md" not in text  # no first protocol beside this report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the script runs its plan where there is a GPU")
+def test_the_gpu_script_refuses_to_train_without_a_gpu():
+    script = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_paper_budget.sh")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+        timeout=120,
+    )
+    assert script.returncode == 1 and script.stdout == ""
+    assert "needs a CUDA GPU" in script.stderr and "--preset gpu-300 --plan gpu" in script.stderr
 
 
 def test_the_ensemble_is_paired_with_its_best_branch_and_network_1s(reproduce, tmp_path):
