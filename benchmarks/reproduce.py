@@ -164,8 +164,11 @@ class Preset:
     depth: int = 4
     jobs: int = 1
     """Runs trained at once by default, each in its own process with one torch thread."""
-    coverage_plan: str = "full"
-    """The plan whose progress the report's "Still to run" table counts."""
+
+    @property
+    def largest_plan(self) -> str:
+        """The name of the plan with the most runs (``full``, ``gpu``): the report's "Still to run"."""
+        return max(self.plans, key=lambda name: len(self.plans[name]))
 
 
 def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]) -> list[Run]:
@@ -251,7 +254,6 @@ PRESETS = {
         },
         depth=3,  # with width 16: widths 16-128 over three downsamplings, about the authors' U-Net
         jobs=3,
-        coverage_plan="gpu",
     ),
     "smoke": Preset(
         width=4,
@@ -262,7 +264,6 @@ PRESETS = {
         steps_per_epoch={"nist-phase": 2, "isbi2012-membrane": 2, "vnc-em": 2},
         plans={"screen": _arms("nist-phase", "very-low-light", 0, 0, ["unet", "cellprep", PRODUCT_METHOD])},
         depth=2,
-        coverage_plan="screen",
     ),
 }
 
@@ -652,7 +653,7 @@ def write_report(results: dict, preset_name: str, preset: Preset, out: Path, com
     lines += (
         _pooled_tables(results)
         + _ensemble_table(results)
-        + _coverage_table(results, preset.coverage_plan, preset.plans[preset.coverage_plan])
+        + _coverage_table(results, preset.largest_plan, preset.plans[preset.largest_plan])
     )
     notes = previous[previous.index(READING) :] if READING in previous else ""  # hand-written, kept
     path.write_text("\n".join(lines) + "\n" + notes)
