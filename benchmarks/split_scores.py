@@ -3,17 +3,32 @@ branch's mIoU of models saved by `reproduce.py --models`, on the validation and 
 the run each model was trained in (its name, e.g. ``nist-phase/clean/fold2/seed2/cellprep-product``).
 
     python benchmarks/split_scores.py runs/models/nist-phase_clean_fold2_seed2_cellprep-product.cellprep
+    python benchmarks/split_scores.py runs/models/*cellprep-product.cellprep --out docs/X.md
 
-Scores are % (test as `reproduce.py` scores it: whole images, tiled). One torch thread, CPU.
+Scores are % (test as `reproduce.py` scores it: whole images, tiled). One torch thread, CPU. With
+several models it also asks whether falling back to one branch would help: the output (the
+ensemble, or one branch) that scores best on validation is "picked", and its test mIoU is paired
+with the ensemble's over the models (95% t interval); ``--out`` writes that report as Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
-from reproduce import CLASS_NAMES, PRESETS, evaluate, load_dataset, split
+from reproduce import (
+    CLASS_NAMES,
+    PRESETS,
+    difference_cells,
+    evaluate,
+    load_dataset,
+    paired_difference,
+    split,
+    write_or_print,
+)
 
 from napari_cellprep.engine.checkpoint import LoadedModel, load_checkpoint
 
@@ -44,18 +59,59 @@ def split_scores(path: Path, preset: str = "cpu") -> dict[str, dict]:
     return scores
 
 
+def picked_on_validation(scores: dict[str, dict]) -> tuple[str, float]:
+    """The output that scores best on validation (``ensemble``, or ``branch k``: network 1's branch
+    is ``branch 1``; ties go to the ensemble) and its test mIoU %."""
+    val, test = ([s["miou"], *s["branch_miou"]] for s in (scores["validation"], scores["test"]))
+    k = int(np.argmax(val))
+    return ("ensemble" if k == 0 else f"branch {k}"), test[k]
+
+
+def pick_report(scores: dict[str, dict], command: str) -> list[str]:
+    """Per model, each output's validation and test mIoU and the pick; then picked − ensemble."""
+    lines = [
+        "# Falling back to one branch picked on validation: mIoU % of saved runs",
+        "",
+        f"`{command}`",
+        "",
+        "| model | validation: ensemble; branches | test: ensemble; branches | picked | picked on test |",
+        "|---|---|---|---|---|",
+    ]
+    picked, ensemble = {}, {}
+    for name, s in scores.items():
+        cells = [f"{p['miou']:.1f}; " + ", ".join(f"{b:.1f}" for b in p["branch_miou"]) for p in s.values()]
+        which, test = picked_on_validation(s)
+        picked[(name,)], ensemble[(name,)] = test / 100, s["test"]["miou"] / 100
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {which} | {test:.2f} |")
+    d = paired_difference(picked, ensemble)
+    if d is not None:
+        lines += [
+            "",
+            "| picked − ensemble, test | pairs | mean | 95% interval | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        lines.append(f"| | {d[3]} | {difference_cells(d)} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument(
         "--preset", default="cpu", choices=sorted(PRESETS), help="the preset whose folds made the run"
     )
+    parser.add_argument("--out", type=Path, help="the Markdown report of the pick (default: print it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    scores = {}
     for path in args.models:
-        for part, s in split_scores(path, args.preset).items():
+        scores[path.name] = split_scores(path, args.preset)
+        for part, s in scores[path.name].items():
             branches = ", ".join(f"{b:.1f}" for b in s["branch_miou"])
-            print(f"{path.name}  {part:<10}  ensemble {s['miou']:.1f}  branches ({branches})")
+            print(f"{path.name}  {part:<10}  ensemble {s['miou']:.1f}  branches ({branches})", flush=True)
+    if len(scores) > 1 or args.out:
+        command = "python benchmarks/split_scores.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_or_print(pick_report(scores, command), args.out)
     return 0
 
 

@@ -456,11 +456,45 @@ def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
     assert [line.split()[1] for line in lines] == ["validation", "test"]
     assert f"ensemble {scores['test']['miou']:.1f}" in lines[1]
 
+    assert not any(line.startswith("|") for line in lines)  # one model: no pick to pair
+
     other = save_checkpoint(
         tmp_path / "o.cellprep", build_model(config).eval(), ModelInfo(config, ["a", "b"], name="mine")
     )
     with pytest.raises(ValueError, match="not a run of reproduce.py"):
         split_scores.split_scores(other)
+
+
+def test_split_scores_picks_the_output_best_on_validation_and_pairs_it_with_the_ensemble(
+    reproduce, tmp_path, monkeypatch
+):
+    split_scores = _benchmark("split_scores")
+    made = {  # validation and test mIoU %: the ensemble, then network 1's branch and two more
+        "a": {
+            "validation": {"miou": 90, "branch_miou": [93, 80, 91]},
+            "test": {"miou": 75, "branch_miou": [92, 60, 62]},
+        },
+        "b": {
+            "validation": {"miou": 90, "branch_miou": [90, 85, 85]},
+            "test": {"miou": 88, "branch_miou": [80, 85, 85]},
+        },
+        "c": {
+            "validation": {"miou": 80, "branch_miou": [70, 81, 79]},
+            "test": {"miou": 85, "branch_miou": [70, 84, 83]},
+        },
+    }
+    assert split_scores.picked_on_validation(made["a"]) == ("branch 1", 92)
+    assert split_scores.picked_on_validation(made["b"]) == ("ensemble", 88)  # a tie keeps the ensemble
+    assert split_scores.picked_on_validation(made["c"]) == ("branch 2", 84)
+    monkeypatch.setattr(split_scores, "split_scores", lambda path, preset: made[path.name])
+    out = tmp_path / "pick.md"
+    assert split_scores.main(["a", "b", "c", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| a | 90.0; 93.0, 80.0, 91.0 | 75.0; 92.0, 60.0, 62.0 | branch 1 | 92.00 |" in text
+    d = reproduce.paired_difference(
+        {(0,): 0.92, (1,): 0.88, (2,): 0.84}, {(0,): 0.75, (1,): 0.88, (2,): 0.85}
+    )
+    assert f"| | 3 | {reproduce.difference_cells(d)} |" in text and d[0] == pytest.approx(16 / 3)
 
 
 def test_ensemble_rules_merge_logits_probabilities_and_votes(reproduce, monkeypatch):
