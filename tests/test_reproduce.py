@@ -549,10 +549,55 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
     assert "| probabilities | 2 |" in report and "| vote | 2 |" in report
 
 
-def test_each_run_records_the_commit_cpu_and_torch_it_was_made_with(reproduce, monkeypatch):
+def test_each_run_records_the_commit_cpu_its_kernels_and_torch_it_was_made_with(reproduce, monkeypatch):
     made = reproduce.provenance()
     assert made["torch"] == torch.__version__ and made["cpu"]
     head = made["commit"].removesuffix("+dirty")
     assert len(head) == 40 and int(head, 16) >= 0  # this checkout's HEAD
+    assert made["cpu_kernels"].startswith(torch.backends.cpu.get_cpu_capability())
+    if Path("/proc/cpuinfo").exists():
+        assert " family " in made["cpu_id"] and " model " in made["cpu_id"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # other kernels, other numbers: recorded
+    assert reproduce.provenance()["cpu_kernels"].endswith(", ONEDNN_MAX_CPU_ISA=AVX2")
+    machine = reproduce.machines({"a": {"provenance": made}, "b": {}})
+    assert (
+        machine
+        == f"{made['cpu']} ({made['cpu_id']}; {made['cpu_kernels']} kernels), torch {torch.__version__} (1 runs); 1 runs record none"
+    )
+    assert reproduce.machines({"b": {}, "c": {}}).startswith("not recorded by these 2 runs")
     monkeypatch.setattr(reproduce, "REPO", Path("/nonexistent"))
     assert reproduce.provenance()["commit"] == "unknown"
+
+
+def test_rerun_check_makes_a_stored_run_again_and_names_the_first_epoch_that_differs(
+    reproduce, tmp_path, monkeypatch, capsys
+):
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(9)
+    ]
+    monkeypatch.setattr(reproduce, "load_dataset", lambda name, condition: items)
+    cpu = reproduce.PRESETS["cpu"]
+    two = {name: 2 for name in cpu.epochs}
+    tiny = dataclasses.replace(
+        cpu, width=4, depth=2, batch_size=2, patch_size=32, epochs=two, steps_per_epoch=two
+    )
+    monkeypatch.setitem(reproduce.PRESETS, "cpu", tiny)
+    run = next(r for r in cpu.plans["headline"] if r.method == reproduce.PRODUCT_METHOD)
+    stored = reproduce.execute(run, tiny, tmp_path)
+    results = tmp_path / "results.json"
+    check = _benchmark("rerun_check")
+    argv = [run.key, "--epochs", "2", "--results", str(results)]
+
+    results.write_text(json.dumps({"preset": "cpu", "runs": {run.key: stored}}))
+    assert check.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{run.key}: identical through epoch 2; stored run: {stored['provenance']}" in out
+    assert "| 2 | " in out and "cpu_kernels" in out  # both epochs shown, and where they were made again
+
+    stored["curves"]["train_loss"][1] += 1e-9  # made elsewhere: the same first epoch, not the second
+    results.write_text(json.dumps({"preset": "cpu", "runs": {run.key: stored}}))
+    assert check.main(argv) == 1
+    assert f"{run.key}: differs from epoch 2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        check.main(["nist-phase/clean/fold9/seed0/unet", "--results", str(results)])
