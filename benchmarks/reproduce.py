@@ -336,12 +336,11 @@ def ensemble_weights_of(model) -> list[float]:
 
 
 def provenance(repo: Path | None = None) -> dict[str, str | None]:
-    """What a run was made with: the commit of ``repo`` (default: this one; ``+dirty`` with uncommitted changes), the
-    CPU (its model name, which a virtual machine may give as a generic "Intel(R) Xeon(R)
-    Processor", so also its vendor, family, model and stepping, and the vector instructions torch's
-    and oneDNN's kernels use), the GPU it trained on (``None`` on the CPU) and the torch version. A
-    run's numbers can change with any of them: the same code, seed and thread count give another
-    first epoch when oneDNN is held to AVX2 (``benchmarks/rerun_check.py``)."""
+    """What a run was made with: the commit of ``repo`` (default: this checkout; ``+dirty`` with
+    uncommitted changes), the CPU (``cpu_identity``: a virtual machine may name it only "Intel(R)
+    Xeon(R) Processor"), the GPU it trained on (``None`` on the CPU) and the torch version. A run's
+    numbers can change with any of them: the same code, seed and thread count give another first
+    epoch when oneDNN is held to AVX2 (``benchmarks/rerun_check.py``)."""
     git = ["git", "-C", str(repo or REPO)]
     try:
         commit = subprocess.run(

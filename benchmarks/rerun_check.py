@@ -63,8 +63,8 @@ def table(stored: dict, remade: dict, epochs: int) -> list[str]:
 
 def remake(harness, run, preset, epochs: int, threads: int) -> dict:
     """The curves of ``run`` trained for its first ``epochs`` epochs with ``threads`` torch threads."""
-    training = harness.TRAINING.get(run.method, {})
-    if training.get("lr_schedule", "constant") != "constant":
+    schedule = harness.TRAINING.get(run.method, {}).get("lr_schedule", harness.TrainConfig().lr_schedule)
+    if schedule != "constant":
         raise SystemExit(f"{run.key}: its learning rate schedule depends on the total epochs")
     short = dataclasses.replace(preset, epochs={**preset.epochs, run.dataset: epochs})
     before = torch.get_num_threads()
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"`{command}`\n\nMade again with commit {machine.pop('commit')} on {machine}")
     same = True
     for key in args.keys:
-        stored = results["runs"][key]
-        epochs = min(args.epochs, len(stored["curves"]["val_miou"]))
         if key not in runs:
             raise SystemExit(f"{key} is in none of the plans of {harness.__file__}")
+        stored = results["runs"][key]
+        epochs = min(args.epochs, len(stored["curves"]["val_miou"]))
         remade = remake(harness, runs[key], preset, epochs, stored.get("torch_threads", 1))
         differs = first_difference(stored["curves"], remade, epochs)
         same &= differs is None

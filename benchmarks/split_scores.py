@@ -79,7 +79,10 @@ def pick_report(scores: dict[str, dict], command: str) -> list[str]:
     ]
     picked, ensemble = {}, {}
     for name, s in scores.items():
-        cells = [f"{p['miou']:.1f}; " + ", ".join(f"{b:.1f}" for b in p["branch_miou"]) for p in s.values()]
+        cells = [
+            f"{s[part]['miou']:.1f}; " + ", ".join(f"{b:.1f}" for b in s[part]["branch_miou"])
+            for part in ("validation", "test")
+        ]
         which, test = picked_on_validation(s)
         picked[(name,)], ensemble[(name,)] = test / 100, s["test"]["miou"] / 100
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {which} | {test:.2f} |")
