@@ -32,6 +32,32 @@ def reproduce():
     del sys.modules["reproduce"]
 
 
+def random_items(n: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """``n`` (image, mask, name) triples as ``reproduce.load_dataset`` gives them: random 32² images
+    with random two-class masks."""
+    rng = np.random.default_rng(0)
+    return [
+        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(n)
+    ]
+
+
+def tiny_preset(reproduce, monkeypatch, name: str, epochs: int):
+    """``reproduce.PRESETS[name]`` with tiny networks, ``epochs`` epochs of 2 steps on 9 random images."""
+    monkeypatch.setattr(reproduce, "load_dataset", lambda dataset, condition: random_items(9))
+    preset = reproduce.PRESETS[name]
+    tiny = dataclasses.replace(
+        preset,
+        width=4,
+        depth=2,
+        batch_size=2,
+        patch_size=32,
+        epochs=dict.fromkeys(preset.epochs, epochs),
+        steps_per_epoch=dict.fromkeys(preset.epochs, 2),
+    )
+    monkeypatch.setitem(reproduce.PRESETS, name, tiny)
+    return tiny
+
+
 def fake_result(run, miou: float = 0.5, weights=(0.2, 0.3, 0.5), best_epoch: int = 5) -> dict:
     s = len(weights)
     return {
@@ -314,17 +340,7 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
 def test_the_gpu_plan_trains_its_three_arms_and_reports_its_own_progress(reproduce, tmp_path, monkeypatch):
     """The paper's-budget plan with tiny networks on fold 0: U-Net at the CellPrep's FLOPs trains
     for more epochs, and the report counts ``--plan gpu`` and names where the runs were made."""
-    rng = np.random.default_rng(0)
-    items = [
-        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(9)
-    ]
-    monkeypatch.setattr(reproduce, "load_dataset", lambda name, condition: items)
-    gpu = reproduce.PRESETS["gpu-300"]
-    one = {name: 1 for name in gpu.epochs}
-    tiny = dataclasses.replace(
-        gpu, width=4, depth=2, batch_size=2, patch_size=32, epochs=one, steps_per_epoch={n: 2 for n in one}
-    )
-    monkeypatch.setitem(reproduce.PRESETS, "gpu-300", tiny)
+    tiny_preset(reproduce, monkeypatch, "gpu-300", epochs=1)
     out, models = tmp_path / "gpu-300", tmp_path / "models"
     argv = ["--preset", "gpu-300", "--plan", "gpu", "--out", str(out), "--models", str(models)]
     assert reproduce.main([*argv, "--only", "fold0", "--jobs", "1"]) == 0
@@ -386,10 +402,7 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     from napari_cellprep.model import ModelConfig, build_model
 
     variant = _benchmark("reproduce_variant")
-    rng = np.random.default_rng(0)
-    items = [
-        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(6)
-    ]
+    items = random_items(6)
     monkeypatch.setattr(variant.reproduce, "load_dataset", lambda name, condition: items)
     run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep-product")
     torch.manual_seed(0)
@@ -432,10 +445,7 @@ def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
     from napari_cellprep.model import ModelConfig, build_model
 
     split_scores = _benchmark("split_scores")
-    rng = np.random.default_rng(0)
-    items = [
-        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(12)
-    ]
+    items = random_items(12)
     monkeypatch.setattr(split_scores, "load_dataset", lambda name, condition: items)
     torch.manual_seed(0)
     config = ModelConfig(num_classes=2, width=4, depth=2)
@@ -522,10 +532,7 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     rules = _benchmark("ensemble_rules")
-    rng = np.random.default_rng(0)
-    items = [
-        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(12)
-    ]
+    items = random_items(12)
     monkeypatch.setattr(sys.modules["split_scores"], "load_dataset", lambda name, condition: items)
     torch.manual_seed(0)
     config = ModelConfig(num_classes=2, width=4, depth=2)
@@ -572,18 +579,8 @@ def test_each_run_records_the_commit_cpu_its_kernels_and_torch_it_was_made_with(
 def test_rerun_check_makes_a_stored_run_again_and_names_the_first_epoch_that_differs(
     reproduce, tmp_path, monkeypatch, capsys
 ):
-    rng = np.random.default_rng(0)
-    items = [
-        (rng.random((32, 32)).astype(np.float32), rng.integers(0, 2, (32, 32)), f"im{i}") for i in range(9)
-    ]
-    monkeypatch.setattr(reproduce, "load_dataset", lambda name, condition: items)
-    cpu = reproduce.PRESETS["cpu"]
-    two = {name: 2 for name in cpu.epochs}
-    tiny = dataclasses.replace(
-        cpu, width=4, depth=2, batch_size=2, patch_size=32, epochs=two, steps_per_epoch=two
-    )
-    monkeypatch.setitem(reproduce.PRESETS, "cpu", tiny)
-    run = next(r for r in cpu.plans["headline"] if r.method == reproduce.PRODUCT_METHOD)
+    tiny = tiny_preset(reproduce, monkeypatch, "cpu", epochs=2)
+    run = next(r for r in tiny.plans["headline"] if r.method == reproduce.PRODUCT_METHOD)
     stored = reproduce.execute(run, tiny, tmp_path)
     results = tmp_path / "results.json"
     check = _benchmark("rerun_check")
