@@ -16,12 +16,11 @@ t interval. Inference is tiled as `reproduce.py` scores test. One torch thread, 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from reproduce import CLASS_NAMES, difference_cells, paired_difference, write_or_print
+from reproduce import CLASS_NAMES, command_line, difference_cells, paired_difference, write_or_print
 from split_scores import run_splits
 
 from napari_cellprep.engine.checkpoint import load_checkpoint
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.models:
         results[path.name] = rule_scores(path, args.split)
         print(path.name, {rule: round(v, 2) for rule, v in results[path.name].items()}, flush=True)
-    command = "python benchmarks/ensemble_rules.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("ensemble_rules.py", argv)
     write_or_print(report(results, args.split, command), args.out)
     return 0
 

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import platform
 import subprocess
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
@@ -586,6 +587,12 @@ def paired_difference(a: dict[tuple, float], b: dict[tuple, float]) -> tuple[flo
     d = np.array([a[k] - b[k] for k in pairs]) * 100
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How a report names the call that made it: ``python benchmarks/<script> <arguments>``, the
+    arguments being ``argv`` or, when it is ``None``, the command line's."""
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
 def write_or_print(lines: list[str], out: Path | None) -> None:

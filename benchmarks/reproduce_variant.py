@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.out} holds runs made with {previous['settings']}, not {settings}: give another --out"
         )
     runs = previous.get("runs", {})
-    command = "python benchmarks/reproduce_variant.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = reproduce.command_line("reproduce_variant.py", argv)
     if args.rescore:
         for key in args.keys:
             if key in runs and runs[key]["variant"].get("iou") is None:

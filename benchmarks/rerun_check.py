@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     harness = _use_code(args.code) if args.code else reproduce
     preset = harness.PRESETS[results["preset"]]
     runs = {r.key: r for p in harness.PRESETS.values() for plan in p.plans.values() for r in plan}
-    command = "python benchmarks/rerun_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = reproduce.command_line("rerun_check.py", argv)
     print(f"`{command}`\n\nMade again with commit {machine.pop('commit')} on {machine}")
     same = True
     for key in args.keys:

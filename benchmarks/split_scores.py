@@ -14,7 +14,6 @@ with the ensemble's over the models (95% t interval); ``--out`` writes that repo
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from reproduce import (
     CLASS_NAMES,
     PRESETS,
+    command_line,
     difference_cells,
     evaluate,
     load_dataset,
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             branches = ", ".join(f"{b:.1f}" for b in s["branch_miou"])
             print(f"{path.name}  {part:<10}  ensemble {s['miou']:.1f}  branches ({branches})", flush=True)
     if len(scores) > 1 or args.out:
-        command = "python benchmarks/split_scores.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = command_line("split_scores.py", argv)
         write_or_print(pick_report(scores, command), args.out)
     return 0
 
