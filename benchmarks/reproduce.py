@@ -96,6 +96,10 @@ METHODS: dict[str, dict] = {
     # the combination with network 2's BatchNorm statistics per translated image: the single change
     # keeps the paper's random ensemble init, which decides its fate on some seeds
     "cellprep-product-split-batch": {"architecture": "cellprep", **PAPER, **PRODUCT, "norm": "split-batch"},
+    # the combination at half the cpu preset's width (a method's width overrides the preset's): its
+    # training step costs about what U-Net's does (9.8 against 9.1 GFLOP; the combination's 37.9),
+    # so that equal compute no longer hands U-Net four times the epochs
+    "cellprep-product-narrow": {"architecture": "cellprep", **PAPER, **PRODUCT, "width": 4},
 }
 N2V_WEIGHT = 100.0
 """W of the Noise2Void term. Not tuned: these images, min-max normalised, vary by about 0.005-0.03
@@ -121,6 +125,11 @@ HEADLINE_CELLS = [
     ("isbi2012-membrane", "clean"),
 ]
 PRODUCT_METHOD = "cellprep-product"
+NARROW_METHOD = "cellprep-product-narrow"
+ON_PRODUCT = [*SCREEN_EXTRAS, NARROW_METHOD]
+"""The methods made on top of ``cellprep-product``, and compared with it (same fold and seed)."""
+FLOPS_MATCHED = [PRODUCT_METHOD, NARROW_METHOD]
+"""The methods whose runs each come with U-Net trained for their FLOPs (``unet@flops-of-X``)."""
 GRID_METHODS = ["attention-unet", *SINGLE_CHANGES, *SCREEN_EXTRAS]
 """Run on every fold of every set by ``--plan full`` (issue #10 §3), beside the core arms."""
 SETS = [("nist-phase", c) for c in CONDITIONS] + [
@@ -174,8 +183,7 @@ class Preset:
 
 def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]) -> list[Run]:
     runs = [Run(dataset, condition, fold, seed, m) for m in methods]
-    if PRODUCT_METHOD in methods:
-        runs.append(Run(dataset, condition, fold, seed, "unet", flops_of=PRODUCT_METHOD))
+    runs += [Run(dataset, condition, fold, seed, "unet", flops_of=m) for m in methods if m in FLOPS_MATCHED]
     return runs
 
 
@@ -189,7 +197,9 @@ def _cpu_plans() -> dict[str, list[Run]]:
     (U-Net++, no ensemble, fixed weights), so that the resumable harness fills every set's folds
     before it adds seeds; after seed 0 of those, the grid: each screened change and Attention U-Net
     on every fold of every set (``GRID_METHODS``, seed 0). vnc-em's seeds 1 and 2 add split-batch
-    norm, which on seed 0 learned mitochondria on the folds where the paper's CellPrep missed them."""
+    norm, which on seed 0 learned mitochondria on the folds where the paper's CellPrep missed them.
+    Last, the combination at U-Net's cost per step (``NARROW_METHOD``) and U-Net at its FLOPs on
+    the headline cells, 3 folds × 3 seeds, one seed at a time."""
     core = ["unet", "cellprep", PRODUCT_METHOD]
     screen = [
         r
@@ -214,7 +224,14 @@ def _cpu_plans() -> dict[str, list[Run]]:
         + [Run("nist-phase", "clean", fold, seed, m) for fold in range(3) for m in ablations]
         + (_grid(0) if seed == 0 else [])
     ]
-    return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full))}
+    narrow = [
+        r
+        for seed in range(3)
+        for fold in range(3)
+        for d, c in HEADLINE_CELLS
+        for r in _arms(d, c, fold, seed, [NARROW_METHOD])
+    ]
+    return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full + narrow))}
 
 
 def _grid(seed: int) -> list[Run]:
@@ -308,9 +325,9 @@ def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
 
 
 def model_config(dataset: str, method: str, preset: Preset) -> ModelConfig:
-    return ModelConfig(
-        num_classes=len(CLASS_NAMES[dataset]), width=preset.width, depth=preset.depth, **METHODS[method]
-    )
+    """The method's model on this set and preset; a method's own ``width`` overrides the preset's."""
+    settings = {"width": preset.width, "depth": preset.depth, **METHODS[method]}
+    return ModelConfig(num_classes=len(CLASS_NAMES[dataset]), **settings)
 
 
 def train_step_flops(config: ModelConfig, batch_size: int, patch_size: int) -> int:
@@ -699,7 +716,7 @@ def _pooled_rows(results: dict, keys: set[str] | None = None) -> list[str]:
             pair = (r["dataset"], r["condition"], r["fold"], r["seed"])
             test.setdefault(r["method"], {})[pair] = r["test"]["miou"]
     rows = []
-    for method in SINGLE_CHANGES + SCREEN_EXTRAS + [PRODUCT_METHOD]:
+    for method in SINGLE_CHANGES + ON_PRODUCT + [PRODUCT_METHOD]:
         base = test.get(_paper_baseline(method) or "", {})
         d = paired_difference(test.get(method, {}), base)
         if d:
@@ -765,7 +782,7 @@ def _coverage_table(results: dict, plan_name: str, plan: list[Run]) -> list[str]
 def _paper_baseline(method: str) -> str | None:
     """What a method is compared with beside U-Net: a change of the paper's CellPrep with the
     paper's CellPrep, a screen extra with the combination it is added to."""
-    if method in SCREEN_EXTRAS:
+    if method in ON_PRODUCT:
         return PRODUCT_METHOD
     return "cellprep" if method.startswith("cellprep-") else None
 
@@ -780,7 +797,7 @@ def _difference_tables(runs: dict[str, list[dict]]) -> list[str]:
         "At equal compute: paired difference to `unet@flops-of-<method>` (U-Net trained on the method's "
         "FLOPs; same fold and seed)": [],
         "Each change against what it changes: paired difference to the paper's `cellprep` (to "
-        f"`{PRODUCT_METHOD}` for {', '.join(f'`{m}`' for m in SCREEN_EXTRAS)}; same fold and seed)": [],
+        f"`{PRODUCT_METHOD}` for {', '.join(f'`{m}`' for m in ON_PRODUCT)}; same fold and seed)": [],
     }
     unet_title, compute_title, change_title = tables
     for method in sorted(runs):

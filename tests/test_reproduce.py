@@ -122,6 +122,16 @@ def test_equal_compute_counts_training_flops(reproduce):
         assert reproduce.train_step_flops(config, 3, 32) == reproduce.counted_step_flops(config, 3, 32)
 
 
+def test_the_narrow_combination_costs_about_a_unet_step_and_is_paired_with_the_combination(reproduce):
+    cpu = reproduce.PRESETS["cpu"]
+    configs = {m: reproduce.model_config("nist-phase", m, cpu) for m in ("unet", "cellprep-product")}
+    configs["narrow"] = reproduce.model_config("nist-phase", reproduce.NARROW_METHOD, cpu)
+    assert (configs["unet"].width, configs["cellprep-product"].width, configs["narrow"].width) == (8, 8, 4)
+    flops = {m: reproduce.train_step_flops(c, 1, 64) for m, c in configs.items()}
+    assert 1.0 < flops["narrow"] / flops["unet"] < 1.1 and flops["cellprep-product"] / flops["unet"] > 4
+    assert reproduce._paper_baseline(reproduce.NARROW_METHOD) == reproduce.PRODUCT_METHOD
+
+
 def test_paired_difference_and_its_interval(reproduce):
     a = {(0, 0): 0.80, (1, 0): 0.82, (2, 0): 0.84}
     b = {(0, 0): 0.78, (1, 0): 0.80, (2, 0): 0.82, (3, 0): 0.5}  # (3, 0) has no pair
@@ -326,15 +336,17 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
     # split-batch on vnc-em: seed 0 in the grid, seeds 1 and 2 beside the core arms
     split = [(r.fold, r.seed) for r in full if (r.dataset, r.method) == ("vnc-em", "cellprep-split-batch")]
     assert sorted(split) == [(fold, seed) for fold in range(4) for seed in range(3)]
-    seeds = [r.seed for r in full[108:]]
-    assert seeds == sorted(seeds)  # seed 0 of every set and change before seed 1 of anything
+    narrow = [r for r in full if reproduce.NARROW_METHOD in r.label]
+    assert full[-len(narrow) :] == narrow and len(narrow) == 2 * 3 * 3 * len(reproduce.HEADLINE_CELLS)
+    for seeds in ([r.seed for r in full[108 : -len(narrow)]], [r.seed for r in narrow]):
+        assert seeds == sorted(seeds)  # seed 0 of every set and change before seed 1 of anything
     done = {r.key: fake_result(r) for r in full if r.dataset == "isbi2012-membrane"}
     done |= {r.key: fake_result(r) for r in full[:3] if r.dataset == "nist-phase"}
     reproduce.write_report(done, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
     coverage = (tmp_path / "results.md").read_text().split("## Still to run")[1]
-    assert "| isbi2012-membrane clean | 69/69 | none |" in coverage and "| vnc-em clean | 0/100 |" in coverage
+    assert "| isbi2012-membrane clean | 87/87 | none |" in coverage and "| vnc-em clean | 0/100 |" in coverage
     # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
-    assert "| nist-phase low-light | 3/69 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
+    assert "| nist-phase low-light | 3/87 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
 
 
 def test_the_gpu_plan_trains_its_three_arms_and_reports_its_own_progress(reproduce, tmp_path, monkeypatch):
