@@ -207,13 +207,7 @@ def _cpu_plans() -> dict[str, list[Run]]:
         for r in [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
         + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES + SCREEN_EXTRAS]
     ]
-    headline = [
-        r
-        for seed in range(3)
-        for fold in range(3)
-        for d, c in HEADLINE_CELLS
-        for r in _arms(d, c, fold, seed, core)
-    ]
+    headline = _headline_arms(core)
     ablations, nist_clean = ["unet++", "cellprep-none", "cellprep-fixed"], core + ["attention-unet"]
     vnc_em = core + ["cellprep-split-batch"]  # seeds 1 and 2; seed 0 has it in the grid
     full = headline + [
@@ -224,14 +218,19 @@ def _cpu_plans() -> dict[str, list[Run]]:
         + [Run("nist-phase", "clean", fold, seed, m) for fold in range(3) for m in ablations]
         + (_grid(0) if seed == 0 else [])
     ]
-    narrow = [
+    narrow = _headline_arms([NARROW_METHOD])
+    return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full + narrow))}
+
+
+def _headline_arms(methods: list[str]) -> list[Run]:
+    """``methods`` (and U-Net at their FLOPs) on the headline cells, 3 folds × 3 seeds, seed by seed."""
+    return [
         r
         for seed in range(3)
         for fold in range(3)
         for d, c in HEADLINE_CELLS
-        for r in _arms(d, c, fold, seed, [NARROW_METHOD])
+        for r in _arms(d, c, fold, seed, methods)
     ]
-    return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full + narrow))}
 
 
 def _grid(seed: int) -> list[Run]:
@@ -781,7 +780,7 @@ def _coverage_table(results: dict, plan_name: str, plan: list[Run]) -> list[str]
 
 def _paper_baseline(method: str) -> str | None:
     """What a method is compared with beside U-Net: a change of the paper's CellPrep with the
-    paper's CellPrep, a screen extra with the combination it is added to."""
+    paper's CellPrep, a method made on top of the combination (``ON_PRODUCT``) with the combination."""
     if method in ON_PRODUCT:
         return PRODUCT_METHOD
     return "cellprep" if method.startswith("cellprep-") else None
