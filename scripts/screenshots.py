@@ -3,7 +3,7 @@ docs/loop-steps.png.
 
 Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=offscreen):
 
-    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshots.py MODEL.cellprep
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python -m scripts.screenshots MODEL.cellprep
 
 ``segment.png``: the Segment dock's outputs side by side (grid) on a real nist-phase tile.
 ``train.png``: the Train dock mid-training (fine-tuning MODEL on scribbles taken from the
@@ -130,8 +130,8 @@ def canvas(viewer, caption: str):
 
 def tile_miou(layer_values, mask) -> float:
     """mIoU of a fully labeled Labels layer's values (painted: class + 1) against a class-index mask."""
-    from napari_cellprep.engine.labels import LabelKind, to_targets
-    from napari_cellprep.engine.metrics import confusion_matrix, scores
+    from napari_cellprep.engine.images.labels import LabelKind, to_targets
+    from napari_cellprep.engine.images.metrics import confusion_matrix, scores
 
     predicted = to_targets(layer_values, LabelKind.PAINTED, mask.shape)
     return scores(confusion_matrix(predicted, mask, int(mask.max()) + 1)).miou
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     only = set(args.only or ("segment", "train", "loop"))
 
-    from napari_cellprep.engine.io import read_image, read_mask
+    from napari_cellprep.engine.images.io import read_image, read_mask
 
     images = sorted((DATA / "images").glob("*.tif"))
     if not images:

@@ -15,7 +15,7 @@ so that the starting point has seen the low-quality images the product is for.
 with thin boundaries, blobs; class 1 the structure), so that the starting point has features for
 more than colonies.
 
-    python scripts/train_default.py --out src/napari_cellprep/models/default.cellprep --inverted
+    python -m scripts.train_default --out src/napari_cellprep/models/default.cellprep --inverted
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness.degrade import LowLight
+from benchmarks.harness.periodicity import lattice_ratio
 from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
-from napari_cellprep.engine.data import LabeledImage, from_mask
-from napari_cellprep.engine.degrade import LowLight
-from napari_cellprep.engine.evaluation import PairScored, evaluate_iter
 from napari_cellprep.engine.events import EpochEnd, drive
-from napari_cellprep.engine.familiarity import calibrate_model
-from napari_cellprep.engine.io import find_pairs, read_image, read_mask
-from napari_cellprep.engine.normalize import Normalization
-from napari_cellprep.engine.periodicity import lattice_ratio
-from napari_cellprep.engine.training import TrainConfig, train
+from napari_cellprep.engine.images.io import find_pairs, read_image, read_mask
+from napari_cellprep.engine.images.normalize import Normalization
+from napari_cellprep.engine.prediction.evaluation import PairScored, evaluate_iter
+from napari_cellprep.engine.prediction.familiarity import calibrate_model
+from napari_cellprep.engine.training.data import LabeledImage, from_mask
+from napari_cellprep.engine.training.loop import TrainConfig, train
 from napari_cellprep.model import NAMED_CONFIGS, named_config
 from napari_cellprep.model.config import NORMS
-from synthetic_tiles import synthetic_tile
+from scripts.synthetic_tiles import synthetic_tile
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data")) / "nist-phase"
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         low_light_copies=args.low_light_copies,
         synthetic_tiles=args.synthetic,
         familiarity_limits=calibrate_model(loaded, test_images.values()),
-        command="python scripts/train_default.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        command="python -m scripts.train_default " + " ".join(sys.argv[1:] if argv is None else argv),
         wall_seconds=time.perf_counter() - start,
     )
     save_checkpoint(args.out, loaded.model, loaded.info, overwrite=args.overwrite)

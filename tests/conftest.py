@@ -68,9 +68,9 @@ def tiny_checkpoint(tmp_path):
 def trained_checkpoint(tmp_path_factory):
     """A tiny CellPrep model trained for a few seconds to find bright disks (class 1 = colony)."""
     from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
-    from napari_cellprep.engine.data import from_mask
-    from napari_cellprep.engine.normalize import Normalization
-    from napari_cellprep.engine.training import TrainConfig, train
+    from napari_cellprep.engine.images.normalize import Normalization
+    from napari_cellprep.engine.training.data import from_mask
+    from napari_cellprep.engine.training.loop import TrainConfig, train
     from napari_cellprep.model import named_config
 
     items = [from_mask(*disks(seed), Normalization()) for seed in range(2)]

@@ -4,9 +4,8 @@ import configparser
 import re
 import tomllib
 
-from conftest import REPO
-
 import napari_cellprep
+from tests.conftest import REPO
 
 
 def test_one_version_everywhere():

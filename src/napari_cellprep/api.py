@@ -18,27 +18,27 @@ import numpy as np
 
 from . import _API
 from .engine.checkpoint import LoadedModel, load_model, save_checkpoint
-from .engine.data import LabeledImage, labeled_items, split_validation
 from .engine.devices import resolve_device
 from .engine.errors import CellprepError, SettingsError  # noqa: F401  (CellprepError: in __all__)
 from .engine.events import EpochEnd, StepEnd, drive
-from .engine.inference import Prediction, predict_iter
-from .engine.instances import (  # noqa: F401  (write_measurements: in __all__)
+from .engine.images.instances import (  # noqa: F401  (write_measurements: in __all__)
     Instances,
     find_instances,
     measure_instances,
     write_measurements,
 )
-from .engine.labels import LabelKind, check_values, class_count
-from .engine.layout import input_channels
-from .engine.plan import (
+from .engine.images.labels import LabelKind, check_values, class_count
+from .engine.images.layout import input_channels
+from .engine.prediction.inference import Prediction, predict_iter
+from .engine.training.data import LabeledImage, labeled_items, split_validation
+from .engine.training.loop import TrainingResult, train_iter
+from .engine.training.plan import (
     continues_fine_tuning,
     default_val_fraction,
     model_to_train,
     normalization_for,
     training_settings,
 )
-from .engine.training import TrainingResult, train_iter
 from .model import NAMED_CONFIGS
 
 LabelsKind = Literal["painted", "class_index"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.io import read_image, sample_paths
+from ..engine.images.io import read_image, sample_paths
 
 CREDIT = (
     "Phase-contrast stem-cell colony tiles, NIST (M. Majurski, usnistgov/semantic-segmentation-unet); "

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..engine.bigimage.outofcore import LocalExecutor, predict_to_zarr_iter
 from ..engine.checkpoint import ModelInfo
 from ..engine.events import Progress
-from ..engine.labels import labels_dtype
-from ..engine.outofcore import LocalExecutor, predict_to_zarr_iter
-from ..engine.sources import ImageSource
+from ..engine.images.labels import labels_dtype
+from ..engine.images.sources import ImageSource
+from ..engine.threads import gui_job
 from .layers import MARKER, LayerData, class_colormap, layer_prefix
 from .registry import ModelEntry, ModelRegistry
-from .threads import gui_job
 
 
 def is_big(layer: Any) -> bool:

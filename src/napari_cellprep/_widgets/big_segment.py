@@ -8,7 +8,7 @@ from typing import Any
 from magicgui.widgets import CheckBox, Container, FileEdit
 
 from ..engine.events import Progress
-from ..engine.planes import LazyPlanes
+from ..engine.images.planes import LazyPlanes
 from .big_image import (
     default_store,
     full_resolution,

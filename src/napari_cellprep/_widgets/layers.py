@@ -22,12 +22,12 @@ from napari.utils.colormaps.standardize_color import transform_color
 
 from ..engine.checkpoint import LoadedModel
 from ..engine.events import Progress
-from ..engine.familiarity import limits_for, measure_familiarity
-from ..engine.inference import Prediction, predict_iter
-from ..engine.instances import AUTO, ClassChoice, Instances, find_instances, measure_instances
-from ..engine.labels import to_painted
-from ..engine.layout import find_channel_axis
-from ..engine.uncertainty import uncertain_regions
+from ..engine.images.instances import AUTO, ClassChoice, Instances, find_instances, measure_instances
+from ..engine.images.labels import to_painted
+from ..engine.images.layout import find_channel_axis
+from ..engine.prediction.familiarity import limits_for, measure_familiarity
+from ..engine.prediction.inference import Prediction, predict_iter
+from ..engine.prediction.uncertainty import uncertain_regions
 from .image_input import output_geometry
 
 MARKER = "napari_cellprep"

@@ -13,8 +13,8 @@ from napari.utils.notifications import notification_manager, show_error
 from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.errors import CellprepError
+from ..engine.threads import job_ended, job_started
 from .about import version_label
-from .threads import job_ended, job_started
 
 
 class RunControls(Container):

@@ -13,16 +13,16 @@ from qtpy.QtWidgets import QFileDialog
 
 from ..engine.errors import CellprepError
 from ..engine.events import Progress
-from ..engine.familiarity import Familiarity, training_summary
-from ..engine.instances import AUTO, write_measurements
-from ..engine.labels import annotated_pixels
-from ..engine.uncertainty import Region
+from ..engine.images.instances import AUTO, write_measurements
+from ..engine.images.labels import annotated_pixels
+from ..engine.prediction.familiarity import Familiarity, training_summary
+from ..engine.prediction.uncertainty import Region
+from ..engine.threads import gui_job, gui_torch_threads
+from .big_segment import BigImageRun
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import MARKER, SHOWABLE, LayerData, is_output_of, kept_prediction, segment_layers
-from .big_segment import BigImageRun
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
-from .threads import gui_job, gui_torch_threads
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
 NO_BOUNDARY = "none"

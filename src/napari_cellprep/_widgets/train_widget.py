@@ -24,12 +24,15 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
-from ..engine.data import check_training_data, split_validation
 from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, NormAdapted, StepEnd
-from ..engine.labels import CORRECTION_WEIGHT, label_mapping
-from ..engine.layout import input_channels
-from ..engine.plan import (
+from ..engine.images.labels import CORRECTION_WEIGHT, label_mapping
+from ..engine.images.layout import input_channels
+from ..engine.threads import gui_torch_threads, warm_up_optimizer
+from ..engine.training.data import check_training_data, split_validation
+from ..engine.training.live import PreviewReady, painted_items, training_job
+from ..engine.training.loop import TrainingResult
+from ..engine.training.plan import (
     DEFAULT_VAL_FRACTION,
     TrainConfig,
     continues_fine_tuning,
@@ -37,15 +40,12 @@ from ..engine.plan import (
     model_to_train,
     training_settings,
 )
-from ..engine.training import TrainingResult
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import kept_prediction
 from .loss_plot import LossPlot, score_name
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
-from .threads import gui_torch_threads, warm_up_optimizer
-from .train_job import PreviewReady, painted_items, training_job
 from .training_preview import TrainingPreview
 
 STEP_DISPLAY_INTERVAL_S = 0.25

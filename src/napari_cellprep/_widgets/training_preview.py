@@ -8,11 +8,11 @@ import numpy as np
 from napari.layers import Image, Labels
 
 from ..engine.checkpoint import ModelInfo
-from ..engine.labels import labels_dtype, to_painted
-from ..engine.layout import model_input
+from ..engine.images.labels import labels_dtype, to_painted
+from ..engine.images.layout import model_input
+from ..engine.training.live import PreviewReady, preview_window
 from .image_input import layer_array
 from .layers import MARKER, class_colormap, layer_prefix
-from .train_job import PreviewReady, preview_window
 
 
 class TrainingPreview:

@@ -15,8 +15,8 @@ from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, LoadedModel, load_model
 from ..engine.devices import resolve_device
 from ..engine.errors import CellprepError
 from ..engine.events import Progress, drive
-from ..engine.io import find_pairs
-from ..engine.labels import LabelKind
+from ..engine.images.io import find_pairs
+from ..engine.images.labels import LabelKind
 
 INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT)."""

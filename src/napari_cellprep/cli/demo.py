@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..engine.devices import describe_device
-from ..engine.inference import OUTPUTS, predict
-from ..engine.io import read_image, sample_paths
+from ..engine.images.io import read_image, sample_paths
+from ..engine.prediction.inference import OUTPUTS, predict
 from .common import CommandError, add_model_options, load_model_option, refuse_existing
 
 HELP = "run the default model on the sample tiles and draw figure panels"
@@ -19,7 +19,7 @@ DESCRIPTION = (
 
 def run(args: argparse.Namespace) -> int:
     """Write ``<tile>_panel.png`` for every packaged sample tile."""
-    from ..demo import make_panel  # matplotlib is needed here only
+    from ..engine.export.panel import make_panel  # matplotlib is needed here only
 
     samples = sample_paths()
     if not samples:

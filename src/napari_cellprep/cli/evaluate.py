@@ -7,8 +7,8 @@ import json
 import sys
 
 from ..engine.devices import describe_device
-from ..engine.evaluation import evaluate_iter
-from ..engine.io import read_image, read_mask
+from ..engine.images.io import read_image, read_mask
+from ..engine.prediction.evaluation import evaluate_iter
 from .common import (
     add_inference_options,
     add_model_options,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model
-from ..engine.io import read_image
+from ..engine.images.io import read_image
 from .common import CommandError, refuse_existing
 
 HELP = "export a model as a bioimage.io model package"
@@ -19,7 +19,7 @@ DESCRIPTION = (
 
 def run(args: argparse.Namespace) -> int:
     """Export, then test the package; exit 1 if bioimageio.core does not pass it."""
-    from ..engine.bioimageio_export import export_bioimageio, test_package
+    from ..engine.export.bioimageio import export_bioimageio, test_package
 
     out = Path(args.bioimageio)
     refuse_existing([out], args.overwrite)

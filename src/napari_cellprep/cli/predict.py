@@ -10,16 +10,16 @@ from tqdm import tqdm
 
 from ..engine.checkpoint import LoadedModel
 from ..engine.devices import describe_device
-from ..engine.inference import OUTPUTS, Prediction, predict
-from ..engine.instances import (
+from ..engine.images.instances import (
     AUTO,
     find_boundary_class,
     find_instances,
     measure_instances,
     write_measurements,
 )
-from ..engine.io import list_images, write_image
-from ..engine.sources import open_image
+from ..engine.images.io import list_images, write_image
+from ..engine.images.sources import open_image
+from ..engine.prediction.inference import OUTPUTS, Prediction, predict
 from .common import (
     CommandError,
     add_inference_options,

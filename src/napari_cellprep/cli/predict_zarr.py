@@ -8,10 +8,10 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+from ..engine.bigimage.outofcore import LocalExecutor, predict_to_zarr_iter
 from ..engine.devices import describe_device
-from ..engine.io import list_images
-from ..engine.outofcore import LocalExecutor, predict_to_zarr_iter
-from ..engine.sources import ZARR_SUFFIX, open_image
+from ..engine.images.io import list_images
+from ..engine.images.sources import ZARR_SUFFIX, open_image
 from .common import CommandError, inference_options, load_model_option, with_progress_bar
 
 
@@ -42,7 +42,7 @@ def run_zarr(args: argparse.Namespace, outputs: tuple[str, ...]) -> int:
     images = [(group, open_image(path), str(path.resolve())) for group, path in zip(_groups(paths), paths)]
     distributed = bool(args.workers or args.scheduler)
     if distributed:
-        from ..engine.cluster import dask_executor
+        from ..engine.bigimage.cluster import dask_executor
 
         device = "cpu" if args.device == "auto" else args.device
         context = dask_executor(args.workers, args.scheduler, device)

@@ -13,16 +13,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model, save_checkpoint
-from ..engine.data import LabeledImage, labeled_items, split_validation
 from ..engine.devices import describe_device, resolve_device
 from ..engine.events import EpochEnd, NormAdapted, StepEnd, drive
-from ..engine.io import read_image, read_mask
-from ..engine.labels import check_values, class_count
-from ..engine.layout import input_channels
-from ..engine.normalize import Normalization
-from ..engine.plan import (
-    DEFAULT_VAL_FRACTION,
+from ..engine.images.io import read_image, read_mask
+from ..engine.images.labels import check_values, class_count
+from ..engine.images.layout import input_channels
+from ..engine.images.normalize import Normalization
+from ..engine.training.data import LabeledImage, labeled_items, split_validation
+from ..engine.training.loop import TrainingResult, train_iter
+from ..engine.training.plan import (
     CONTINUE_DEFAULTS,
+    DEFAULT_VAL_FRACTION,
     FINE_TUNE_DEFAULTS,
     LR_SCHEDULES,
     TrainConfig,
@@ -32,9 +33,7 @@ from ..engine.plan import (
     normalization_for,
     training_settings,
 )
-from ..engine.training import TrainingResult, train_iter
 from ..model import NAMED_CONFIGS, ModelConfig
-from ..model.loss import N2V_FRACTION
 from ..model.config import (
     ARCHITECTURES,
     BACKBONES,
@@ -45,6 +44,7 @@ from ..model.config import (
     NORMS,
     UPSAMPLES,
 )
+from ..model.loss import N2V_FRACTION
 from .common import (
     INTERRUPTED,
     CommandError,

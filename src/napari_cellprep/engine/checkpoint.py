@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from ..model import ModelConfig, SegmentationNet, build_model
 from .errors import CheckpointError, OutputExistsError, SettingsError
-from .io import atomic_write
-from .normalize import Normalization
+from .images.io import atomic_write
+from .images.normalize import Normalization
 
 FORMAT = "napari-cellprep"
 FORMAT_VERSION = 1
