@@ -514,7 +514,6 @@ def test_split_scores_picks_the_output_best_on_validation_and_pairs_it_with_the_
 
 
 def test_ensemble_rules_merge_logits_probabilities_and_votes(reproduce, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     rules = _benchmark("ensemble_rules")
     # one pixel, 3 branches, 2 classes: branch 1 sure of class 0, branches 2 and 3 less sure of class 1
     # (equal weights on the logits give class 0: gaps -4.6, +1.4, +1.4)
@@ -536,10 +535,9 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
     from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
     from napari_cellprep.model import ModelConfig, build_model
 
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     rules = _benchmark("ensemble_rules")
     items = random_items(12)
-    monkeypatch.setattr(sys.modules["split_scores"], "load_dataset", lambda name, condition: items)
+    monkeypatch.setattr(_benchmark("split_scores"), "load_dataset", lambda name, condition: items)
     torch.manual_seed(0)
     config = ModelConfig(num_classes=2, width=4, depth=2)
     paths = [

@@ -43,9 +43,9 @@ def test_an_unknown_kind_is_refused_with_the_known_ones():
 
 def test_the_default_models_extra_training_items_keep_their_labels(tmp_path):
     import tifffile
-    from train_default import low_light_copies, synthetic_items
 
     from napari_cellprep.engine.images.normalize import Normalization
+    from scripts.train_default import low_light_copies, synthetic_items
 
     image = np.tile(np.linspace(100, 4000, 64, dtype=np.float32), (64, 1)).astype(np.uint16)
     mask = (image > 2000).astype(np.uint8)
