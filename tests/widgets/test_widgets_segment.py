@@ -49,7 +49,32 @@ def test_both_widgets_open_from_the_manifest(make_napari_viewer, registry):
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
     assert type(segment).__name__ == "SegmentWidget" and type(train).__name__ == "TrainWidget"
     assert segment.model_labels == []  # nothing bundled in this registry: no crash, a hint instead
-    assert "open a .cellprep file" in segment.controls.status.value
+    assert "Choose an Image layer" in segment.controls.problem and not segment.controls.run_button.enabled
+
+
+def test_segment_validates_as_the_user_chooses(make_napari_viewer, registry, tmp_path, cells):
+    """Run is disabled, with the reason shown and the field marked, until the form can work."""
+    from napari_cellprep.engine.checkpoint import ModelInfo, save_checkpoint
+    from napari_cellprep.model import ModelConfig, build_model
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    controls = widget.controls
+    assert "Choose an Image layer" in controls.problem and controls.blocked.value == controls.problem
+    assert widget._image.native.styleSheet() and not controls.run_button.enabled
+    viewer.add_image(cells(), name="cells")
+    widget.reset_choices()
+    assert "No model yet" in controls.problem and not controls.run_button.enabled
+    assert widget._model.native.styleSheet() and not widget._image.native.styleSheet()
+    config = ModelConfig(num_classes=2, in_channels=2, width=4, depth=2)
+    two = save_checkpoint(tmp_path / "two.cellprep", build_model(config).eval(), ModelInfo(config, ["a", "b"]))
+    widget.select_model(registry.add_file(two))
+    assert "'cells' does not fit" in controls.problem and "expects 2 channels" in controls.problem
+    assert not controls.run_button.enabled
+    viewer.add_image(np.stack([cells(), cells(seed=1)]), name="two channels")
+    widget._image.value = viewer.layers["two channels"]
+    assert controls.problem == "" == controls.blocked.value and controls.run_button.enabled
+    assert not widget._model.native.styleSheet()
 
 
 def test_manifest_puts_both_widgets_in_the_layers_segment_menu():

@@ -17,8 +17,15 @@ from ..engine.threads import job_ended, job_started
 from .about import version_label
 
 
+INVALID_STYLE = "border: 1px solid #e0463c;"
+"""How a field that cannot work is marked (a thin red frame)."""
+
+
 class RunControls(Container):
     """Run/Stop buttons, progress and status for one background job at a time.
+
+    ``check(problems)`` validates as the user types: the fields named in ``problems`` are
+    marked, Run is disabled, and the first problem's reason is shown under the buttons.
 
     ``stop`` sets ``stop_event``, which engine generators check to end cleanly (training keeps
     its best model); with ``abort=True`` the worker is also quit at its next yield, so it
@@ -32,13 +39,19 @@ class RunControls(Container):
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of resizing the dock
+        self.blocked = Label(value="")  # why Run is disabled, while a field cannot work
+        self.blocked.native.setWordWrap(True)
+        self.blocked.native.setStyleSheet("color: #e0463c;")
+        self.blocked.visible = False
+        self.problem = ""  # why Run is disabled now ("" when every field can work)
+        self._marked: list = []
         self.status.native.setMinimumHeight(4 * self.status.native.fontMetrics().lineSpacing())
         buttons = Container(  # the plugin's version at the right end: every dock shows it
             widgets=[self.run_button, self.stop_button, *extra_buttons, version_label()],
             layout="horizontal",
             labels=False,
         )
-        super().__init__(widgets=[buttons, self.progress, self.status], labels=False)
+        super().__init__(widgets=[buttons, self.blocked, self.progress, self.status], labels=False)
         for fixed in (buttons, self.progress):  # a crowded dock squeezes the status, never these
             fixed.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.abort = abort
@@ -48,6 +61,22 @@ class RunControls(Container):
         stop = self.stop_event
         self.native.destroyed.connect(lambda *_: stop.set())  # napari closed mid-run: end the worker
         self.stop_button.changed.connect(lambda: self.stop())
+
+    def check(self, problems: list[tuple[Any, str]]) -> bool:
+        """Mark the fields of ``problems`` ((widget, reason) pairs; the first reason is shown)
+        and unmark the others; Run is enabled only without problems. Returns whether the form
+        can run."""
+        for widget in self._marked:
+            widget.native.setStyleSheet("")
+        self._marked = [widget for widget, _ in problems if widget is not None]
+        for widget in self._marked:
+            widget.native.setStyleSheet(INVALID_STYLE)
+        self.problem = problems[0][1] if problems else ""
+        self.blocked.value = self.problem
+        self.blocked.visible = bool(problems)
+        self.run_button.enabled = not self.running and not problems
+        self.run_button.tooltip = problems[0][1] if problems else None
+        return not problems
 
     @property
     def running(self) -> bool:
@@ -112,7 +141,7 @@ class RunControls(Container):
         notification_manager.receive_error(type(exc), exc, exc.__traceback__)
 
     def _set_running(self, running: bool) -> None:
-        self.run_button.enabled = not running
+        self.run_button.enabled = not running and not self.problem
         self.stop_button.enabled = running
         if running:
             self.progress.value = 0

@@ -11,10 +11,11 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog
 
-from ..engine.errors import CellprepError
+from ..engine.errors import CellprepError, ImageLayoutError
 from ..engine.events import Progress
 from ..engine.images.instances import AUTO, write_measurements
 from ..engine.images.labels import annotated_pixels
+from ..engine.images.layout import find_channel_axis
 from ..engine.prediction.familiarity import Familiarity, training_summary
 from ..engine.prediction.uncertainty import Region
 from ..engine.threads import gui_job, gui_torch_threads
@@ -25,6 +26,7 @@ from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
 
 NO_MODEL = "No model yet: open a .cellprep file or train one in the Train dock."
+NO_IMAGE = "Choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)."
 NO_BOUNDARY = "none"
 
 
@@ -120,7 +122,10 @@ class SegmentWidget(Container):
         self._next.changed.connect(self.next_region)
         self._save_table.changed.connect(lambda: self.save_measurements())
         self._model.changed.connect(self._update_hint)
+        for field in (self._image, self._model):
+            field.changed.connect(self.validate)
         self._refresh_models()
+        self.validate()
 
     # -- choices -------------------------------------------------------------------------------
     @property
@@ -163,25 +168,34 @@ class SegmentWidget(Container):
             if entry is None
             else training_summary(entry.info.name, entry.info.class_names, entry.info.training)
         )
-        if self._model.value is None:
-            self.controls.status.value = NO_MODEL
-        elif self.controls.status.value == NO_MODEL:
-            self.controls.status.value = ""
 
     # -- running -------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Start segmenting the chosen image in a background thread."""
+    def problems(self) -> list[tuple[object, str]]:
+        """What keeps Run from working now: (field, reason) pairs, checked as the user chooses."""
         layer, entry = self._image.value, self._model.value
         if layer is None:
-            self.controls.fail(
-                "choose an Image layer to segment (open an image or File ▸ Open Sample ▸ CellPrep)"
-            )
-            return
+            return [(self._image, NO_IMAGE)]
         if entry is None:
-            self.controls.fail(NO_MODEL)
+            return [(self._model, NO_MODEL)]
+        try:
+            find_channel_axis(layer.data.shape, entry.info.config.in_channels, rgb=layer.rgb)
+        except ImageLayoutError as exc:
+            return [(self._model, f"{layer.name!r} does not fit {entry.label}: {exc}")]
+        return []
+
+    def validate(self, *_args) -> bool:
+        """Mark what cannot work and disable Run with the reason shown; whether Run can start."""
+        return self.controls.check(self.problems())
+
+    def run(self) -> None:
+        """Start segmenting the chosen image in a background thread."""
+        problems = self.problems()
+        if problems:
+            self.controls.fail(problems[0][1])
             return
         if self.controls.running:
             return
+        layer, entry = self._image.value, self._model.value
         self._input = layer
         options = dict(
             registry=self._registry,
