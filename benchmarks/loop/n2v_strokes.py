@@ -42,8 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.harness import datasets
+from benchmarks.harness.datasets import load_case
 from benchmarks.loop import scribbles
-from benchmarks.paper import reproduce
 from napari_cellprep.engine.prediction.inference import predict
 from napari_cellprep.engine.training.data import PatchSampler
 from napari_cellprep.engine.training.live import painted_items
@@ -57,8 +58,8 @@ STROKES = types.SimpleNamespace(seed=0, strokes=60, brush=3, length=30)
 
 def clean_reference(dataset: str, index: int, noisy: np.ndarray, normalization) -> np.ndarray:
     """The clean image as the model would see the noisy one if it had no noise (see the docstring)."""
-    clean, _, _ = scribbles.load_case(dataset, "clean", index)
-    level = reproduce.CONDITIONS[CONDITION]
+    clean, _, _ = load_case(dataset, "clean", index)
+    level = datasets.CONDITIONS[CONDITION]
     x = clean.astype(np.float64)
     x = (x - x.min()) / (x.max() - x.min())
     expected = x * (level.photons / x.mean())

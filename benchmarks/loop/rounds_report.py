@@ -19,8 +19,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.harness.report import write_or_print  # noqa: E402
+from benchmarks.harness.stats import paired_difference  # noqa: E402
 from benchmarks.loop.scribbles import STRATEGIES  # noqa: E402
-from benchmarks.paper.reproduce import paired_difference, write_or_print  # noqa: E402
 
 
 def load(specs: list[str]) -> dict[str, dict[tuple[str, str], dict[str, dict[tuple, float]]]]:

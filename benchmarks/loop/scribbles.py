@@ -69,8 +69,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
+from benchmarks.harness import datasets
+from benchmarks.harness.datasets import SETS, held_out, load_case
 from benchmarks.harness.strokes import add_strokes, paint  # noqa: E402
-from benchmarks.paper import reproduce  # noqa: E402  (the low-light levels, class names and data folder)
 from napari_cellprep.engine.checkpoint import (  # noqa: E402
     LoadedModel,
     ModelInfo,
@@ -79,7 +80,6 @@ from napari_cellprep.engine.checkpoint import (  # noqa: E402
     load_default,
 )
 from napari_cellprep.engine.events import EpochEnd, StepEnd  # noqa: E402
-from napari_cellprep.engine.images.io import find_pairs, read_image, read_mask  # noqa: E402
 from napari_cellprep.engine.images.metrics import confusion_matrix, scores  # noqa: E402
 from napari_cellprep.engine.prediction.inference import predict  # noqa: E402
 from napari_cellprep.engine.prediction.uncertainty import coverage_discount, uncertain_regions  # noqa: E402
@@ -90,9 +90,6 @@ from napari_cellprep.engine.training.loop import TrainConfig  # noqa: E402
 from napari_cellprep.engine.training.plan import default_val_fraction, training_settings  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
-SETS = ("nist-phase", "isbi2012-membrane", "vnc-em")
-CROP = 512
-"""vnc-em images (1024²) are cut to their central CROP² pixels."""
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
 STRATEGIES = {"a": "random", "b": "branch disagreement", "c": "errors (oracle)",
               "s": "sampled by branch disagreement", "q": "in the cue's squares",
@@ -159,29 +156,6 @@ def threads() -> int:
 
 
 # -- data -------------------------------------------------------------------------------------
-def held_out(dataset: str) -> list[int]:
-    """Image indices (in the sorted set) to use, in a fixed order: for nist-phase the bundled
-    model's test tiles (every fifth, scripts/train_default.py), for the others every image."""
-    n = len(find_pairs(reproduce.DATA / dataset / "images", reproduce.DATA / dataset / "masks"))
-    candidates = np.arange(0, n, 5) if dataset == "nist-phase" else np.arange(n)
-    return [int(i) for i in np.random.default_rng(0).permutation(candidates)]
-
-
-def load_case(dataset: str, condition: str, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image, mask, name); low light as ``reproduce.load_dataset`` makes it (same seeds), then
-    vnc-em's central crop."""
-    pairs = find_pairs(reproduce.DATA / dataset / "images", reproduce.DATA / dataset / "masks")
-    image_path, mask_path = pairs[index]
-    image, mask = read_image(image_path), read_mask(mask_path)
-    level = reproduce.CONDITIONS[condition]
-    if level is not None:
-        image = level.apply(image, seed=10_000 + index)
-    if max(mask.shape) > CROP:
-        top, left = (mask.shape[0] - CROP) // 2, (mask.shape[1] - CROP) // 2
-        image, mask = image[top : top + CROP, left : left + CROP], mask[top : top + CROP, left : left + CROP]
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask), image_path.stem
-
-
 def miou(labels: np.ndarray, mask: np.ndarray, num_classes: int) -> dict:
     s = scores(confusion_matrix(np.asarray(labels), mask, num_classes))
     return {"miou": float(s.miou), "iou": [float(v) for v in s.iou]}
@@ -407,7 +381,7 @@ def painted_case(dataset, condition, index, args):
     """(image, mask, name, class names, strokes, painted labels) of one case."""
     image, mask, name = load_case(dataset, condition, index)
     strokes = case_strokes(dataset, index, mask, args)
-    return image, mask, name, reproduce.CLASS_NAMES[dataset], strokes, paint(strokes, mask.shape)
+    return image, mask, name, datasets.CLASS_NAMES[dataset], strokes, paint(strokes, mask.shape)
 
 
 def budget_case(dataset, condition, index, args, base) -> dict:
@@ -516,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
-    parser.add_argument("--conditions", nargs="+", default=list(reproduce.CONDITIONS), choices=list(reproduce.CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", default=list(datasets.CONDITIONS), choices=list(datasets.CONDITIONS))
     parser.add_argument("--images", type=int, default=3, help="images per set (default 3)")
     parser.add_argument("--first-image", type=int, default=0, help="skip this many of each set's images")
     parser.add_argument("--parts", nargs="+", default=["budgets"], choices=["budgets", "rounds"])
@@ -628,7 +602,7 @@ def _groups(results: dict, part: str) -> dict[tuple[str, str], list[dict]]:
         p, dataset, condition, _ = key.split("/")
         if p == part:
             groups.setdefault((dataset, condition), []).append(case)
-    order = {(d, c): (SETS.index(d), list(reproduce.CONDITIONS).index(c)) for d, c in groups}
+    order = {(d, c): (SETS.index(d), list(datasets.CONDITIONS).index(c)) for d, c in groups}
     return dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
 
 
@@ -840,7 +814,7 @@ def plot(groups: dict, budgets: list[float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = [d for d in SETS if any(d == k[0] for k in groups)]
-    conditions = [c for c in reproduce.CONDITIONS if any(c == k[1] for k in groups)]
+    conditions = [c for c in datasets.CONDITIONS if any(c == k[1] for k in groups)]
     fig, axes = plt.subplots(len(datasets), len(conditions), figsize=(4.2 * len(conditions), 3.4 * len(datasets)),
                              squeeze=False, sharex=True)
     for (dataset, condition), cases in groups.items():

@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.paper.reproduce import paired_difference, write_or_print  # noqa: E402
+from benchmarks.harness.report import write_or_print  # noqa: E402
+from benchmarks.harness.stats import paired_difference  # noqa: E402
 
 
 def _part(tag: str) -> str:

@@ -21,13 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.paper.reproduce import (
-    CLASS_NAMES,
-    command_line,
-    difference_cells,
-    paired_difference,
-    write_or_print,
-)
+from benchmarks.harness.datasets import CLASS_NAMES
+from benchmarks.harness.report import command_line, write_or_print
+from benchmarks.harness.stats import difference_cells, paired_difference
 from benchmarks.paper.split_scores import run_splits
 from napari_cellprep.engine.checkpoint import load_checkpoint
 from napari_cellprep.engine.images.labels import LabelKind, to_targets

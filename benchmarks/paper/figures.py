@@ -17,7 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.paper.reproduce import CLASS_NAMES, PRESETS, PRODUCT_METHOD, Run, load_dataset, split  # noqa: E402
+from benchmarks.harness.datasets import CLASS_NAMES, load_dataset, split  # noqa: E402
+from benchmarks.paper.reproduce import PRESETS, PRODUCT_METHOD, Run  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 from napari_cellprep.engine.prediction.inference import predict  # noqa: E402
 

@@ -24,9 +24,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
-import subprocess
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
@@ -34,33 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.harness.degrade import LowLight
+from benchmarks.harness.datasets import CLASS_NAMES, CONDITIONS, REPO, load_dataset, split
+from benchmarks.harness.report import machines, provenance
+from benchmarks.harness.stats import difference_cells, mean_std, paired_difference
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo, save_checkpoint
-from napari_cellprep.engine.images.io import find_pairs, read_image, read_mask
-from napari_cellprep.engine.images.metrics import kfold_splits
 from napari_cellprep.engine.images.normalize import Normalization
 from napari_cellprep.engine.prediction.evaluation import evaluate as evaluate_pairs
 from napari_cellprep.engine.training.data import from_mask
 from napari_cellprep.engine.training.loop import TrainConfig, initial_model, train
 from napari_cellprep.model import PAPER, CellPrepNet, ModelConfig, build_model, method_loss, output_names
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("CELLPREP_DATA", REPO.parent / "shared" / "data"))
-
-CLASS_NAMES = {
-    "nist-phase": ["background", "colony"],
-    "isbi2012-membrane": ["interior", "membrane"],
-    "vnc-em": ["background", "membrane", "mitochondria"],
-}
-
-CONDITIONS = {
-    "clean": None,
-    "low-light": LowLight(photons=20.0, read_noise=2.0),
-    "very-low-light": LowLight(photons=5.0, read_noise=2.0),
-}
 
 PAPER_BACKBONE = {k: PAPER[k] for k in ("upsample", "downsample", "norm")}
 PRODUCT = {
@@ -285,36 +266,6 @@ PRESETS = {
 }
 
 
-def load_dataset(
-    name: str, condition: str, limit: int | None = None
-) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """(raw image, mask, name) triples; low-light conditions degrade each image with a fixed seed."""
-    if not (DATA / name).is_dir():
-        raise SystemExit(
-            f"no labeled set {name!r} at {DATA / name}: put it there (images/ and masks/), or point "
-            "CELLPREP_DATA at the folder that holds it"
-        )
-    pairs = find_pairs(DATA / name / "images", DATA / name / "masks")[:limit]
-    level = CONDITIONS[condition]
-    items = []
-    for index, (image_path, mask_path) in enumerate(pairs):
-        image = read_image(image_path)
-        if level is not None:
-            image = level.apply(image, seed=10_000 + index)
-        items.append((image, read_mask(mask_path), image_path.stem))
-    return items
-
-
-def split(n: int, folds: int, fold: int) -> tuple[list[int], list[int], list[int]]:
-    """Train / validation / test indices: the k-fold test fold, 10% of the rest for validation
-    (the same for every seed and method)."""
-    train_idx, test_idx = kfold_splits(n, folds, 0)[fold]
-    rng = np.random.default_rng(fold)
-    train_idx = rng.permutation(train_idx)
-    n_val = max(1, round(0.1 * len(train_idx)))
-    return sorted(train_idx[n_val:].tolist()), sorted(train_idx[:n_val].tolist()), sorted(test_idx.tolist())
-
-
 def evaluate(loaded: LoadedModel, items, num_classes: int) -> dict:
     evaluation = evaluate_pairs(loaded, [(image, mask) for image, mask, _ in items], outputs=("branches",))
     result = evaluation.scores.to_dict()
@@ -350,78 +301,6 @@ def counted_step_flops(config: ModelConfig, batch_size: int, patch_size: int) ->
 def ensemble_weights_of(model) -> list[float]:
     """w_1..w_S of a CellPrep model; [] for a plain network."""
     return model.ensemble_parameters()[0].tolist() if isinstance(model, CellPrepNet) else []
-
-
-def provenance(repo: Path | None = None) -> dict[str, str | None]:
-    """What a run was made with: the commit of ``repo`` (default: this checkout; ``+dirty`` with
-    uncommitted changes), the CPU (``cpu_identity``: a virtual machine may name it only "Intel(R)
-    Xeon(R) Processor"), the GPU it trained on (``None`` on the CPU) and the torch version. A run's
-    numbers can change with any of them: the same code, seed and thread count give another first
-    epoch when oneDNN is held to AVX2 (``benchmarks/paper/rerun_check.py``)."""
-    git = ["git", "-C", str(repo or REPO)]
-    try:
-        commit = subprocess.run(
-            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        commit = commit.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None  # training's device "auto"
-    return {"commit": commit, **cpu_identity(), "gpu": gpu, "torch": torch.__version__}
-
-
-KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")
-"""Environment variables that change which CPU kernels torch runs, hence a run's numbers."""
-
-
-def cpu_identity() -> dict[str, str]:
-    """``cpu``: the model name; ``cpu_id``: vendor, family, model and stepping (``/proc/cpuinfo``,
-    Linux); ``cpu_kernels``: torch's CPU capability and any of ``KERNEL_CAPS`` that is set."""
-    fields: dict[str, str] = {}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if not line.strip():
-                break  # the first processor is enough
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    ident = [fields.get(k) for k in ("vendor_id", "cpu family", "model", "stepping")]
-    kernels = [torch.backends.cpu.get_cpu_capability()]
-    kernels += [f"{name}={os.environ[name]}" for name in KERNEL_CAPS if os.environ.get(name)]
-    return {
-        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
-        "cpu_id": "{} family {} model {} stepping {}".format(*ident) if all(ident) else platform.machine(),
-        "cpu_kernels": ", ".join(kernels),
-    }
-
-
-def machines(results: dict) -> str:
-    """Where the runs were made, from their provenance: each GPU (or CPU) and torch version with its
-    run count; "not recorded" when no run records one (runs made before provenance was stored)."""
-    counts: dict[str, int] = {}
-    for r in results.values():
-        if "provenance" in r:
-            p = r["provenance"]
-            where = f"{p['gpu']} (CUDA)" if p.get("gpu") else p["cpu"]
-            if not p.get("gpu") and "cpu_id" in p:  # runs made before 2026-12-06 name the model only
-                where += f" ({p['cpu_id']}; {p['cpu_kernels']} kernels)"
-            label = f"{where}, torch {p['torch']}"
-            counts[label] = counts.get(label, 0) + 1
-    if not counts:
-        return (
-            f"not recorded by these {len(results)} runs (made before provenance was; the same code and "
-            "seed can train otherwise on another CPU: `benchmarks/paper/rerun_check.py`; this report was written "
-            f"on {platform.processor() or platform.machine()}, torch {torch.__version__})"
-        )
-    recorded = sum(counts.values())
-    shown = "; ".join(f"{label} ({n} runs)" for label, n in sorted(counts.items()))
-    return shown + (f"; {len(results) - recorded} runs record none" if recorded < len(results) else "")
 
 
 def _steps_per_epoch(run: Run, preset: Preset, n_train_pixels: int) -> int:
@@ -586,38 +465,6 @@ ARCHIVE = "archive/results-v1.md"
 
 READING = "## Reading these results"
 """Heading of the hand-written interpretation at the end of results.md, kept on regeneration."""
-
-
-def mean_std(values: list[float]) -> str:
-    """Mean ± sample standard deviation (ddof 1), in %."""
-    a = np.asarray(values, dtype=float) * 100
-    return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else f"{a.mean():.2f}"
-
-
-def paired_difference(a: dict[tuple, float], b: dict[tuple, float]) -> tuple[float, float, float, int] | None:
-    """Mean of a − b over the pairs both have (same fold and seed), with its 95% t interval, in
-    points of %; ``None`` with fewer than two pairs."""
-    pairs = sorted(set(a) & set(b))
-    if len(pairs) < 2:
-        return None
-    d = np.array([a[k] - b[k] for k in pairs]) * 100
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
-
-
-def command_line(script: str, argv: list[str] | None) -> str:
-    """How a report names the call that made it: ``python benchmarks/<script> <arguments>``, the
-    arguments being ``argv`` or, when it is ``None``, the command line's."""
-    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
-
-
-def write_or_print(lines: list[str], out: Path | None) -> None:
-    """A report's lines to the file ``out``, or to standard output without one."""
-    text = "\n".join(lines) + "\n"
-    if out:
-        out.write_text(text)
-    else:
-        print(text, end="")
 
 
 def _fmt_weights(ws: list[float]) -> str:
@@ -821,13 +668,6 @@ def _difference_tables(runs: dict[str, list[dict]]) -> list[str]:
 def _difference_row(method: str, d: tuple[float, float, float, int] | None) -> str | None:
     """A row of a paired-difference table (``paired_difference``), ``None`` without pairs."""
     return None if d is None else f"| {method} | {d[3]} | {difference_cells(d)} |"
-
-
-def difference_cells(d: tuple[float, float, float, int]) -> str:
-    """Mean, 95% interval and verdict of a ``paired_difference``, as three table cells."""
-    mean, low, high, _ = d
-    verdict = "not distinguishable" if low <= 0 <= high else ("better" if low > 0 else "worse")
-    return f"{mean:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict}"
 
 
 def _ensemble_table(results: dict) -> list[str]:

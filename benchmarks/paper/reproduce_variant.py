@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import datasets, stats
+from benchmarks.harness.report import command_line
 from benchmarks.paper import reproduce
 from napari_cellprep.engine.checkpoint import load_checkpoint
 
@@ -69,9 +71,9 @@ def rescore(key: str, models: Path) -> dict:
         raise SystemExit(
             f"no checkpoint {path} to rescore {key}: pass the --models folder the variant saved to"
         )
-    items = reproduce.load_dataset(run.dataset, run.condition)
-    _, _, test = reproduce.split(len(items), reproduce.PRESETS["cpu"].folds[run.dataset], run.fold)
-    classes = len(reproduce.CLASS_NAMES[run.dataset])
+    items = datasets.load_dataset(run.dataset, run.condition)
+    _, _, test = datasets.split(len(items), reproduce.PRESETS["cpu"].folds[run.dataset], run.fold)
+    classes = len(datasets.CLASS_NAMES[run.dataset])
     return reproduce.evaluate(load_checkpoint(path), [items[i] for i in test], classes)
 
 
@@ -112,7 +114,7 @@ def report(runs: dict, settings: dict, command: str, others: dict | None = None)
         )
     pairs = {k: r["variant"]["test"] for k, r in runs.items()}
     rows = [
-        reproduce._difference_row(f"variant − {name}", reproduce.paired_difference(pairs, base))
+        reproduce._difference_row(f"variant − {name}", stats.paired_difference(pairs, base))
         for name, base in {
             "stored": {k: r["stored"]["test"] for k, r in runs.items()},
             **(others or {}),
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also pair the variant with these methods' stored runs (same set, fold and seed); "
         "left out, the earlier call's pairings stay; given with no names, they are cleared",
     )
-    parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
+    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
     parser.add_argument(
         "--models", type=Path, help="where checkpoints go (default: runs/variants/<the --out file's name>)"
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         help="score the saved checkpoints of runs made without per-class scores",
     )
     args = parser.parse_args(argv)
-    args.models = args.models or reproduce.REPO / "runs" / "variants" / args.out.stem
+    args.models = args.models or datasets.REPO / "runs" / "variants" / args.out.stem
     settings = {name: _value(value) for name, value in (item.split("=", 1) for item in args.set)}
     try:
         reproduce.split_settings(settings)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.out} holds runs made with {previous['settings']}, not {settings}: give another --out"
         )
     runs = previous.get("runs", {})
-    command = reproduce.command_line("reproduce_variant.py", argv)
+    command = command_line("reproduce_variant.py", argv)
     if args.rescore:
         for key in args.keys:
             if key in runs and runs[key]["variant"].get("iou") is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness import datasets, report
 from benchmarks.paper import reproduce
 
 
@@ -67,17 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("keys", nargs="+", help="run keys of the stored results")
     parser.add_argument("--epochs", type=int, default=1, help="how many epochs to make again (default 1)")
-    parser.add_argument("--results", type=Path, default=reproduce.REPO / "docs" / "results.json")
+    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results.json")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     missing = [k for k in args.keys if k not in results["runs"]]
     if missing:
         parser.error(f"not in {args.results}: {', '.join(missing)}")
-    machine = reproduce.provenance()
+    machine = report.provenance()
     harness = reproduce
     preset = harness.PRESETS[results["preset"]]
     runs = {r.key: r for p in harness.PRESETS.values() for plan in p.plans.values() for r in plan}
-    command = reproduce.command_line("rerun_check.py", argv)
+    command = report.command_line("rerun_check.py", argv)
     print(f"`{command}`\n\nMade again with commit {machine.pop('commit')} on {machine}")
     same = True
     for key in args.keys:

@@ -19,17 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.paper.reproduce import (
-    CLASS_NAMES,
-    PRESETS,
-    command_line,
-    difference_cells,
-    evaluate,
-    load_dataset,
-    paired_difference,
-    split,
-    write_or_print,
-)
+from benchmarks.harness.datasets import CLASS_NAMES, load_dataset, split
+from benchmarks.harness.report import command_line, write_or_print
+from benchmarks.harness.stats import difference_cells, paired_difference
+from benchmarks.paper.reproduce import PRESETS, evaluate
 from napari_cellprep.engine.checkpoint import LoadedModel, load_checkpoint
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.harness import datasets, report, stats
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -27,7 +29,7 @@ def reproduce():
 
 
 def random_items(n: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """``n`` (image, mask, name) triples as ``reproduce.load_dataset`` gives them: random 32² images
+    """``n`` (image, mask, name) triples as ``datasets.load_dataset`` gives them: random 32² images
     with random two-class masks."""
     rng = np.random.default_rng(0)
     return [
@@ -98,7 +100,7 @@ def test_headline_plan_is_three_cells_by_three_folds_by_three_seeds(reproduce):
 
 
 def test_the_split_does_not_depend_on_the_seed_and_the_paper_method_is_the_paper(reproduce):
-    train, val, test = reproduce.split(100, 3, 1)
+    train, val, test = datasets.split(100, 3, 1)
     assert (
         not set(train) & set(test) and not set(val) & set(test) and len(train) + len(val) + len(test) == 100
     )
@@ -129,14 +131,14 @@ def test_the_narrow_combination_costs_about_a_unet_step_and_is_paired_with_the_c
 def test_paired_difference_and_its_interval(reproduce):
     a = {(0, 0): 0.80, (1, 0): 0.82, (2, 0): 0.84}
     b = {(0, 0): 0.78, (1, 0): 0.80, (2, 0): 0.82, (3, 0): 0.5}  # (3, 0) has no pair
-    mean, low, high, n = reproduce.paired_difference(a, b)
+    mean, low, high, n = stats.paired_difference(a, b)
     assert n == 3 and mean == pytest.approx(2.0) and low == pytest.approx(2.0) and high == pytest.approx(2.0)
-    mean, low, high, n = reproduce.paired_difference({(0, 0): 0.8, (1, 0): 0.7}, {(0, 0): 0.7, (1, 0): 0.8})
+    mean, low, high, n = stats.paired_difference({(0, 0): 0.8, (1, 0): 0.7}, {(0, 0): 0.7, (1, 0): 0.8})
     # differences +10 and −10 points: mean 0, half width t(0.975, 1) · 14.14 / √2 = 12.706 · 10
     assert (
         mean == pytest.approx(0) and high == pytest.approx(127.06, abs=0.01) and low == pytest.approx(-high)
     )
-    assert reproduce.paired_difference({(0, 0): 0.8}, {(0, 0): 0.7}) is None
+    assert stats.paired_difference({(0, 0): 0.8}, {(0, 0): 0.7}) is None
 
 
 def test_report_tables_and_paired_verdicts(reproduce, tmp_path):
@@ -225,7 +227,7 @@ def test_a_variant_runs_with_the_stored_runs_settings_and_thread_count(reproduce
     monkeypatch.setattr(variant.reproduce, "execute", execute)
     monkeypatch.setitem(variant.reproduce.TRAINING, run.method, {})
     monkeypatch.setitem(variant.reproduce.METHODS, run.method, dict(variant.reproduce.METHODS[run.method]))
-    monkeypatch.setattr(variant.reproduce, "REPO", tmp_path)
+    monkeypatch.setattr(variant.datasets, "REPO", tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -409,7 +411,7 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
 
     variant = _benchmark("reproduce_variant")
     items = random_items(6)
-    monkeypatch.setattr(variant.reproduce, "load_dataset", lambda name, condition: items)
+    monkeypatch.setattr(variant.datasets, "load_dataset", lambda name, condition: items)
     run = reproduce.Run("nist-phase", "clean", 1, 0, "cellprep-product")
     torch.manual_seed(0)
     config = ModelConfig(num_classes=2, width=4, depth=2)
@@ -429,7 +431,7 @@ def test_rescore_fills_the_per_class_scores_of_older_variant_runs_from_their_che
     argv = [run.key, "--set", "seed=1", "--results", str(tmp_path / "results.json"), "--out", str(out)]
     assert variant.main([*argv, "--models", str(tmp_path), "--rescore"]) == 0
     saved = json.loads(out.read_text())
-    _, _, test = reproduce.split(6, 3, 1)
+    _, _, test = datasets.split(6, 3, 1)
     expected = reproduce.evaluate(
         load_checkpoint(tmp_path / (run.key.replace("/", "_") + ".cellprep")), [items[i] for i in test], 2
     )
@@ -461,7 +463,7 @@ def test_split_scores_scores_a_saved_run_on_its_own_validation_and_test_split(
         ModelInfo(config, ["a", "b"], name="nist-phase/clean/fold1/seed0/x"),
     )
     scores = split_scores.split_scores(path)
-    _, val, test = reproduce.split(12, 3, 1)
+    _, val, test = datasets.split(12, 3, 1)
     for part, indices in (("validation", val), ("test", test)):
         expected = reproduce.evaluate(load_checkpoint(path), [items[i] for i in indices], 2)
         assert scores[part]["miou"] == pytest.approx(100 * expected["miou"])
@@ -507,10 +509,10 @@ def test_split_scores_picks_the_output_best_on_validation_and_pairs_it_with_the_
     assert split_scores.main(["a", "b", "c", "--out", str(out)]) == 0
     text = out.read_text()
     assert "| a | 90.0; 93.0, 80.0, 91.0 | 75.0; 92.0, 60.0, 62.0 | branch 1 | 92.00 |" in text
-    d = reproduce.paired_difference(
+    d = stats.paired_difference(
         {(0,): 0.92, (1,): 0.88, (2,): 0.84}, {(0,): 0.75, (1,): 0.88, (2,): 0.85}
     )
-    assert f"| | 3 | {reproduce.difference_cells(d)} |" in text and d[0] == pytest.approx(16 / 3)
+    assert f"| | 3 | {stats.difference_cells(d)} |" in text and d[0] == pytest.approx(16 / 3)
 
 
 def test_ensemble_rules_merge_logits_probabilities_and_votes(reproduce, monkeypatch):
@@ -549,7 +551,7 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
         for fold in (0, 1)
     ]
     result = rules.rule_scores(paths[1])
-    _, _, test = reproduce.split(12, 3, 1)
+    _, _, test = datasets.split(12, 3, 1)
     expected = reproduce.evaluate(load_checkpoint(paths[1]), [items[i] for i in test], 2)
     assert result["trained"] == pytest.approx(100 * expected["miou"])
     assert set(result) == {"trained", "probabilities", "vote"} and all(0 <= v <= 100 for v in result.values())
@@ -561,7 +563,7 @@ def test_ensemble_rules_score_the_trained_ensemble_as_reproduce_does(
 
 
 def test_each_run_records_the_commit_cpu_its_kernels_and_torch_it_was_made_with(reproduce, monkeypatch):
-    made = reproduce.provenance()
+    made = report.provenance()
     assert made["torch"] == torch.__version__ and made["cpu"]
     head = made["commit"].removesuffix("+dirty")
     assert len(head) == 40 and int(head, 16) >= 0  # this checkout's HEAD
@@ -569,15 +571,15 @@ def test_each_run_records_the_commit_cpu_its_kernels_and_torch_it_was_made_with(
     if Path("/proc/cpuinfo").exists():
         assert " family " in made["cpu_id"] and " model " in made["cpu_id"]
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # other kernels, other numbers: recorded
-    assert reproduce.provenance()["cpu_kernels"].endswith(", ONEDNN_MAX_CPU_ISA=AVX2")
-    machine = reproduce.machines({"a": {"provenance": made}, "b": {}})
+    assert report.provenance()["cpu_kernels"].endswith(", ONEDNN_MAX_CPU_ISA=AVX2")
+    machine = report.machines({"a": {"provenance": made}, "b": {}})
     assert (
         machine
         == f"{made['cpu']} ({made['cpu_id']}; {made['cpu_kernels']} kernels), torch {torch.__version__} (1 runs); 1 runs record none"
     )
-    assert reproduce.machines({"b": {}, "c": {}}).startswith("not recorded by these 2 runs")
-    monkeypatch.setattr(reproduce, "REPO", Path("/nonexistent"))
-    assert reproduce.provenance()["commit"] == "unknown"
+    assert report.machines({"b": {}, "c": {}}).startswith("not recorded by these 2 runs")
+    monkeypatch.setattr(report, "REPO", Path("/nonexistent"))
+    assert report.provenance()["commit"] == "unknown"
 
 
 def test_rerun_check_makes_a_stored_run_again_and_names_the_first_epoch_that_differs(
