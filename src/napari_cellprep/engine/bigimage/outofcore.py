@@ -22,6 +22,7 @@ from ..checkpoint import LoadedModel
 from ..devices import resolve_device
 from ..errors import SettingsError
 from ..events import Progress
+from ..images.io import keep_apart
 from ..images.normalize import Normalization, streamed_channel_stats
 from ..images.planes import LazyPlanes
 from ..images.sources import ImageSource, open_image
@@ -127,12 +128,14 @@ def predict_to_zarr_iter(
     resume: bool = False,
     overwrite: bool = False,
     executor: Any = None,
+    inputs: Iterable[str | Path] = (),
 ) -> Generator[Progress, None, Path]:
     """Predict ``images`` ((group, source, path or None) each; group "" for a lone image) into
     the zarr store ``out``, yielding ``Progress`` per block; returns ``out``.
 
     ``executor`` runs the work: ``None`` this process, else a ``cluster.DaskExecutor``. A source
-    without a path is read through its array (this process only).
+    without a path is read through its array (this process only). ``out`` may not be, contain or
+    lie inside an image's path or any of ``inputs`` (files the arrays were read from).
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
@@ -143,6 +146,8 @@ def predict_to_zarr_iter(
     blended, kept = output_shapes(config, wanted)
     maps = sum(int(np.prod(s)) for s in blended.values()) * 2 + sum(int(np.prod(s)) for s in kept.values())
     key, payload = model_payload(loaded)
+    images = list(images)
+    keep_apart([out], [path for _, _, path in images] + list(inputs))
     jobs = []
     for group, source, path in images:
         ref = ImageRef(path, config.in_channels, rgb, channel_axis, None if path else source.array)
