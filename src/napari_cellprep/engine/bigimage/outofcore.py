@@ -29,7 +29,15 @@ from ..images.sources import ImageSource, open_image
 from ..prediction.inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
 from ..prediction.model_cache import cached_model, install, model_payload
 from .blocks import BlockGrid, plan_grid, predict_region
-from .zarr_store import create_image, done_blocks, finish_image, finish_store, prepare_store, write_block
+from .zarr_store import (
+    create_image,
+    damage_reported,
+    finish_image,
+    finish_store,
+    prepare_store,
+    verified_blocks,
+    write_block,
+)
 
 
 @dataclass(frozen=True)
@@ -159,17 +167,18 @@ def predict_to_zarr_iter(
         "outputs": sorted(wanted), "precision": precision, "rgb": rgb, "channel_axis": channel_axis,
         "images": [[job.group, list(job.source.shape)] for job in jobs],
     }
-    root = prepare_store(out, settings, resume=resume, overwrite=overwrite)
     dtypes = {name: output_dtype(name, config.num_classes) for name in kept}
-    for job in jobs:
-        axes, _ = _axes(job.source, job.planes)
-        lead_names = axes[:-2] if axes else [f"plane{k}" for k in range(len(job.planes.lead))]
-        node = create_image(
-            root, job.group, kept, dtypes, job.planes.lead, tuple(job.planes.shape[2:]), job.grid.block,
-            job.grid.counts, lead_names,
-        )
-        done = done_blocks(node)
-        job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
+    with damage_reported(out):
+        root = prepare_store(out, settings, resume=resume, overwrite=overwrite)
+        for job in jobs:
+            axes, _ = _axes(job.source, job.planes)
+            lead_names = axes[:-2] if axes else [f"plane{k}" for k in range(len(job.planes.lead))]
+            node = create_image(
+                root, job.group, kept, dtypes, job.planes.lead, tuple(job.planes.shape[2:]), job.grid.block,
+                job.grid.counts, lead_names,
+            )
+            done = verified_blocks(node, list(kept), job.planes.lead, job.grid.region)
+            job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
     executor = executor or LocalExecutor()
     executor.install(key, payload, loaded)
     todo = [job for job in jobs if job.pending]
