@@ -97,7 +97,7 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
     wanted = frozenset([outputs] if isinstance(outputs, str) else outputs)
     unknown = wanted - set(OUTPUTS + ASKED_ONLY)
     if unknown:
-        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS + ASKED_ONLY)}")
+        raise SettingsError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS + ASKED_ONLY)}")
     return wanted
 
 
