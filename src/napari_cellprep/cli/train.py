@@ -94,7 +94,8 @@ SETTINGS_OPTIONS = {
 
 MASK_RULES = """\
 Masks: one 2D integer image per image, same height and width, matched by file name without
-extension; pixel value k = class k (0..C-1). A single mask may hold one class only (e.g. a tile
+extension; pixel value k = class k (0..C-1), -1 = unlabelled (not trained on, e.g. in a signed
+int16 mask). A single mask may hold one class only (e.g. a tile
 without cells), but across all training masks every class must occur. Binary 0/255 masks must
 be saved as 0/1. With --painted every label file holds painted values instead, as a napari
 Labels layer: 0 = not annotated, v = class v-1."""
@@ -210,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     in_channels = init.info.config.in_channels if init is not None else None
     train = _read_items(pairs, normalization, in_channels, args)
     in_channels = train[0].image.shape[0]
-    num_classes = class_count([item.labeled() for item in train], args.classes)
+    named = len(args.class_names) if args.class_names else None
+    num_classes = class_count([item.labeled() for item in train], args.classes if args.classes is not None else named)
     architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
     if args.config is not None:
         if init is not None:

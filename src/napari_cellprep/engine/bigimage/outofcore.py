@@ -23,7 +23,7 @@ from ..devices import resolve_device
 from ..errors import SettingsError
 from ..events import Progress
 from ..images.io import keep_apart
-from ..images.normalize import Normalization, streamed_channel_stats
+from ..images.normalize import Normalization, count_nonfinite, report_nonfinite, streamed_channel_stats
 from ..images.planes import LazyPlanes
 from ..images.sources import ImageSource, open_image
 from ..prediction.inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
@@ -82,13 +82,24 @@ class BlockTask:
 
 
 def image_stats(image: ImageRef, normalization: Normalization) -> list[list[tuple[float, float]]]:
-    """Each plane's normalisation statistics, streamed over the whole plane (never per block)."""
+    """Each plane's normalisation statistics, streamed over the whole plane (never per block);
+    NaN and infinite pixels met on the way are reported (``report_nonfinite``)."""
     planes = image.planes()
     _, _, height, width = planes.shape
-    return [
-        streamed_channel_stats(functools.partial(planes.read_rows, p), height, width, normalization)
+    nonfinite = 0
+
+    def read_rows(p: int, start: int, stop: int) -> np.ndarray:
+        nonlocal nonfinite
+        rows = planes.read_rows(p, start, stop)
+        nonfinite += count_nonfinite(rows)
+        return rows
+
+    stats = [
+        streamed_channel_stats(functools.partial(read_rows, p), height, width, normalization)
         for p in range(planes.shape[0])
     ]
+    report_nonfinite(nonfinite, image.path or "the image")
+    return stats
 
 
 def run_block(task: BlockTask, stats: list[list[tuple[float, float]]]) -> float:
