@@ -203,8 +203,7 @@ def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
         else input_channels(pairs[0][0].shape, rgb=rgb, channel_axis=channel_axis)
     )
     train_items = _items(pairs, kind, norm, channels, rgb, channel_axis, class_names, "image")
-    named = len(class_names) if class_names is not None and given["num_classes"] is None else None
-    classes = class_count([item.labeled() for item in train_items], named if given["num_classes"] is None else given["num_classes"])
+    classes = class_count([item.labeled() for item in train_items], given["num_classes"])
     architecture = given.get("architecture", {})
     if isinstance(architecture, str):  # a named configuration (train only)
         if architecture not in NAMED_CONFIGS:

@@ -211,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
     in_channels = init.info.config.in_channels if init is not None else None
     train = _read_items(pairs, normalization, in_channels, args)
     in_channels = train[0].image.shape[0]
-    named = len(args.class_names) if args.class_names else None
-    num_classes = class_count([item.labeled() for item in train], args.classes if args.classes is not None else named)
+    num_classes = class_count([item.labeled() for item in train], args.classes)
     architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
     if args.config is not None:
         if init is not None:
