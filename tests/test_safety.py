@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import disks
-from test_cli import assert_one_line_error, run
 
 import napari_cellprep as cp
+from napari_cellprep.engine.bigimage.outofcore import predict_to_zarr_iter
 from napari_cellprep.engine.errors import CellprepError, CellprepWarning, OutputError
 from napari_cellprep.engine.events import drive
-from napari_cellprep.engine.labels import LabelKind, class_count
-from napari_cellprep.engine.outofcore import predict_to_zarr_iter
-from napari_cellprep.engine.plan import model_to_train
-from napari_cellprep.engine.sources import ImageSource
+from napari_cellprep.engine.images.labels import LabelKind, class_count
+from napari_cellprep.engine.images.sources import ImageSource
+from napari_cellprep.engine.training.plan import model_to_train
+from tests.cli.test_cli import assert_one_line_error, run
+from tests.conftest import disks
 
-TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu --epochs 1".split()
+TINY = ["--width", "4", "--depth", "2", "--batch-size", "2", "--patch-size", "64", "--device", "cpu", "--epochs", "1"]
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def _header(path: Path) -> dict[str, Any]:
             raise ValueError("bad header size")
         header = json.loads(fh.read(size))
     if not isinstance(header, dict):
-        raise ValueError("the header is not a table")
+        raise TypeError("the header is not a table")
     return header
 
 

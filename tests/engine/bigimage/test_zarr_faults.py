@@ -11,13 +11,13 @@ import signal
 import numpy as np
 import pytest
 import zarr
-from test_inference import textured, tiny_model
 
-from napari_cellprep.engine import outofcore, zarr_store
+from napari_cellprep.engine.bigimage import outofcore, zarr_store
+from napari_cellprep.engine.bigimage.outofcore import predict_to_zarr_iter
 from napari_cellprep.engine.errors import ImageReadError, OutputError
 from napari_cellprep.engine.events import drive
-from napari_cellprep.engine.outofcore import predict_to_zarr_iter
-from napari_cellprep.engine.sources import ImageSource, open_image
+from napari_cellprep.engine.images.sources import ImageSource, open_image
+from tests.engine.prediction.test_inference import textured, tiny_model
 
 SMALL = {"block": 32, "tile": 32, "overlap": 8, "outputs": ("disagreement",)}
 """A 112 x 100 image in 4 x 4 blocks, labels and the disagreement map."""
