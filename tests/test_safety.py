@@ -87,6 +87,19 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(model_file, folder,
     assert occupied.read_text() == "mine"
 
 
+def test_a_folder_that_refuses_writing_fails_before_training(folder, tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(**kwargs):  # as a read-only folder answers a non-root user
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    pair = ["--pair", folder / "x.tif", folder / "x_labels.tif"]
+    code, out, err = run("train", *pair, *TINY, "--out", tmp_path / "read-only" / "m.cellprep")
+    assert_one_line_error((code, out, err), "cannot write", "Permission denied")
+    assert "training a" not in out
+
+
 # --- one-line errors in the CLI, CellprepError in the API --------------------------------------
 
 

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         files["measurements"] = out / f"{path.stem}_measurements.csv"
         find_boundary_class(loaded.info.class_names, args.boundary_class)  # a wrong name fails before work
     written = [p for _, files in targets for p in files.values()]
-    check_writable(out / "x")  # --out a folder (or one to make), not a file
+    check_writable(written[0])  # --out a folder (or one to make), not a file
     keep_apart(written, paths)
     refuse_existing(written, args.overwrite)
     print(f"model {loaded.label} on {describe_device(loaded.device)}")
