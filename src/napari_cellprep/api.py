@@ -52,6 +52,11 @@ __all__ = list(_API)
 def load(name_or_path: str | os.PathLike = "default", device: str = "auto") -> LoadedModel:
     """A model from a ``.cellprep`` file, or ``"default"`` (the bundled model), on ``device``
     (``"auto"``: CUDA, then Apple MPS, then the CPU)."""
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise SettingsError(
+            f"load takes a .cellprep file path or 'default', not a {type(name_or_path).__name__} "
+            f"(a loaded model is used as it is: pass it to predict, fine_tune or save)"
+        )
     return load_model(name_or_path, resolve_device(device))
 
 
@@ -108,6 +113,10 @@ def instances(
     object i at ``i - 1``). Connected regions of the object classes (default: all but class 0
     and the boundary); with a boundary class (``"auto"``: one named like a boundary or membrane
     in the model, ``None``: none) a seeded watershed (``engine.instances``)."""
+    if not isinstance(prediction, Prediction):
+        raise SettingsError(
+            f"instances takes the Prediction that predict returns, not a {type(prediction).__name__}"
+        )
     return find_instances(
         prediction.labels,
         prediction.class_names,

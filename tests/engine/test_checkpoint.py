@@ -128,6 +128,34 @@ def test_weights_that_do_not_match_the_description_are_refused(tmp_path):
     _assert_refused(path, "weights do not match the described architecture")
 
 
+@pytest.mark.parametrize("setting", [{"depth": 40}, {"width": 100000}, {"num_classes": 10**9}])
+def test_a_description_beyond_sane_bounds_is_refused_before_anything_is_built(tmp_path, setting, monkeypatch):
+    built = []
+    monkeypatch.setattr(checkpoint, "build_model", lambda config: built.append(config))
+    description = _info().to_dict()
+    description["config"].update(setting)
+    path = tmp_path / "crafted.cellprep"
+    save_file({"weight": torch.zeros(3)}, path, metadata={"napari_cellprep": json.dumps(description)})
+    _assert_refused(path, "invalid model description: .* must be at most")
+    assert built == []
+
+
+def test_weights_are_checked_against_the_description_before_the_model_is_allocated(tmp_path, monkeypatch):
+    described = ModelConfig(num_classes=3, width=512, depth=4, penultimate=4)  # about 6 GB as float32
+    tensors = {k: v.contiguous() for k, v in _trained_looking_model().state_dict().items()}
+    path = tmp_path / "small_weights_big_description.cellprep"
+    save_file(tensors, path, metadata={"napari_cellprep": json.dumps(_info(described).to_dict())})
+    real, devices = checkpoint.build_model, []
+
+    def build(config):
+        devices.append(torch.empty(0).device.type)  # the default device the module is built on
+        return real(config)
+
+    monkeypatch.setattr(checkpoint, "build_model", build)
+    _assert_refused(path, "weights do not match the described architecture")
+    assert devices == ["meta"]
+
+
 class _CreatesFile:
     """A pickle payload that creates a file when unpickled."""
 

@@ -82,3 +82,21 @@ def test_current_view_only_segments_the_visible_region(make_napari_viewer, qtbot
     assert top <= 100 < top + h and left <= 150 < left + w
     crop = image[top : top + h, left : left + w]
     assert np.array_equal(ensemble.data, predict(load_checkpoint(tiny_checkpoint), crop, tile=256, overlap=64).labels + 1)
+
+
+def test_a_store_inside_the_layers_own_file_is_refused_in_the_dock(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells, tmp_path
+):
+    import zarr
+    from napari.layers._source import layer_source
+
+    source = tmp_path / "in.zarr"
+    data = zarr.create_array(source, data=cells((96, 96)))
+    viewer = make_napari_viewer()
+    with layer_source(path=str(source)):
+        viewer.add_image(data, name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    widget._big.store.value = str(source / "out.zarr")
+    run_and_wait(qtbot, widget)
+    assert "lies inside the input" in widget.controls.status.value, widget.controls.status.value
+    assert not (source / "out.zarr").exists()

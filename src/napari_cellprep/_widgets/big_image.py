@@ -159,14 +159,15 @@ def pyramid_steps(layer: Any) -> list[int]:
 
 def zarr_segment_job(
     registry: ModelRegistry, entry: ModelEntry, data: Any, store: Path, *, source: str, rgb: bool, tile: int,
-    device: str, show: Collection[str], threads: int | None = None,
+    device: str, show: Collection[str], threads: int | None = None, inputs: Collection[str] = (),
 ) -> Generator[Progress, None, Path]:
-    """Predict ``data`` block by block into ``store`` (in the dock's worker thread)."""
+    """Predict ``data`` block by block into ``store`` (in the dock's worker thread); ``inputs``:
+    the files ``data`` was read from, which the store must keep apart from."""
     with gui_job(threads):
         loaded = registry.load(entry)
         outputs = ("disagreement",) if "disagreement" in show else ()
         executor = LocalExecutor(None if device == "auto" else device)
         return (yield from predict_to_zarr_iter(
             loaded, [("", ImageSource(data, source), None)], store, rgb=rgb, tile=tile, overlap=tile // 4,
-            outputs=outputs, executor=executor,
+            outputs=outputs, executor=executor, inputs=inputs,
         ))

@@ -77,6 +77,7 @@ class BigImageRun:
             device=options["device"],
             show=options["show"],
             threads=options["threads"],
+            inputs=[layer.source.path] if getattr(layer.source, "path", None) else [],
         )
 
     def _refresh(self) -> None:

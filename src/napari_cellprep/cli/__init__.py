@@ -3,16 +3,19 @@
 
 A problem the user can fix (a ``CellprepError``) ends with one line ``cellprep: error: ...``
 and exit status 1 (2 for wrong usage); any other exception is a bug and shows its traceback.
+A ``CellprepWarning`` (NaN pixels, labels that look painted) is one line ``cellprep: warning: ...``.
 Ctrl-C during training stops after the current step, keeps the best model and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import warnings
 
 from .. import __version__
-from ..engine.errors import CellprepError
+from ..engine.errors import CellprepError, CellprepWarning
 from . import demo, evaluate, export, predict, train
 from .common import INTERRUPTED
 
@@ -37,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(others, message, category, *args, **kwargs) -> None:
+    """A ``CellprepWarning`` as one line ``cellprep: warning: ...``; others as ``others`` shows them."""
+    if issubclass(category, CellprepWarning):
+        print(f"cellprep: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    else:
+        others(message, category, *args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``cellprep`` with ``argv`` (default: the command line); return the exit status."""
     parser = build_parser()
@@ -45,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CellprepWarning)
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+            return args.run(args)
     except KeyboardInterrupt:
         print("cellprep: interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -136,13 +136,17 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
 def add_pair_options(parser: argparse.ArgumentParser) -> None:
     """``--images``/``--masks`` folders and repeatable ``--pair``."""
     parser.add_argument("--images", metavar="DIR", help="folder of images")
-    parser.add_argument("--masks", metavar="DIR", help="folder of masks, matched to images by file name stem")
+    parser.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="folder of masks, matched to images by file name stem: class indices 0..C-1, -1 = unlabelled",
+    )
     parser.add_argument(
         "--pair",
         nargs=2,
         action="append",
         metavar=("IMAGE", "LABELS"),
-        help="one image and its mask (repeatable)",
+        help="one image and its mask of class indices, -1 = unlabelled (repeatable)",
     )
     parser.add_argument(
         "--painted",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model
-from ..engine.images.io import read_image
+from ..engine.images.io import check_writable, keep_apart, read_image
 from .common import CommandError, refuse_existing
 
 HELP = "export a model as a bioimage.io model package"
@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.bioimageio)
     refuse_existing([out], args.overwrite)
     loaded = load_model(args.model)
+    keep_apart([out], [loaded.path, args.sample])
+    check_writable(out)
     sample = read_image(args.sample) if args.sample else None
     export_bioimageio(loaded, out, sample=sample, overwrite=args.overwrite)
     print(f"wrote {out} ({loaded.label})")

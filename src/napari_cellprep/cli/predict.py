@@ -17,7 +17,7 @@ from ..engine.images.instances import (
     measure_instances,
     write_measurements,
 )
-from ..engine.images.io import list_images, write_image
+from ..engine.images.io import check_writable, keep_apart, list_images, write_image
 from ..engine.images.sources import open_image
 from ..engine.prediction.inference import OUTPUTS, Prediction, predict
 from .common import (
@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     for path, files in targets if args.instances else ():
         files["measurements"] = out / f"{path.stem}_measurements.csv"
         find_boundary_class(loaded.info.class_names, args.boundary_class)  # a wrong name fails before work
-    refuse_existing([p for _, files in targets for p in files.values()], args.overwrite)
+    written = [p for _, files in targets for p in files.values()]
+    check_writable(written[0])  # --out a folder (or one to make), not a file
+    keep_apart(written, paths)
+    refuse_existing(written, args.overwrite)
     print(f"model {loaded.label} on {describe_device(loaded.device)}")
     options = inference_options(args)
     outputs = OUTPUTS if args.save_intermediates else ("disagreement",) if args.instances else ()

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model, save_checkpoint
 from ..engine.devices import describe_device, resolve_device
 from ..engine.events import EpochEnd, NormAdapted, StepEnd, drive
-from ..engine.images.io import read_image, read_mask
+from ..engine.images.io import check_writable, keep_apart, read_image, read_mask
 from ..engine.images.labels import check_values, class_count
 from ..engine.images.layout import input_channels
 from ..engine.images.normalize import Normalization
@@ -94,7 +94,8 @@ SETTINGS_OPTIONS = {
 
 MASK_RULES = """\
 Masks: one 2D integer image per image, same height and width, matched by file name without
-extension; pixel value k = class k (0..C-1). A single mask may hold one class only (e.g. a tile
+extension; pixel value k = class k (0..C-1), -1 = unlabelled (not trained on, e.g. in a signed
+int16 mask). A single mask may hold one class only (e.g. a tile
 without cells), but across all training masks every class must occur. Binary 0/255 masks must
 be saved as 0/1. With --painted every label file holds painted values instead, as a napari
 Labels layer: 0 = not annotated, v = class v-1."""
@@ -197,12 +198,18 @@ def run(args: argparse.Namespace) -> int:
     if args.val_fraction is not None and (args.val_images or args.val_masks):
         raise CommandError("give either --val-fraction or --val-images/--val-masks, not both")
     device = resolve_device(args.device)
+    pairs = pair_paths(args.images, args.masks, args.pair, "training data")
+    val_pairs = (
+        pair_paths(args.val_images, args.val_masks, None, "validation data")
+        if args.val_images is not None or args.val_masks is not None
+        else None
+    )
     init = load_model(args.init) if args.init else None
+    keep_apart([out], [path for pair in pairs + (val_pairs or []) for path in pair] + [init and init.path])
+    check_writable(out)
     normalization = normalization_for(init, args.normalization)
     in_channels = init.info.config.in_channels if init is not None else None
-    train = _read_items(
-        pair_paths(args.images, args.masks, args.pair, "training data"), normalization, in_channels, args
-    )
+    train = _read_items(pairs, normalization, in_channels, args)
     in_channels = train[0].image.shape[0]
     num_classes = class_count([item.labeled() for item in train], args.classes)
     architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
@@ -227,8 +234,7 @@ def run(args: argparse.Namespace) -> int:
         device=str(device),
         **options_given(args, SETTINGS_OPTIONS),
     )
-    if args.val_images is not None or args.val_masks is not None:
-        val_pairs = pair_paths(args.val_images, args.val_masks, None, "validation data")
+    if val_pairs is not None:
         val = _read_items(val_pairs, normalization, in_channels, args)
         check_values([item.labeled() for item in val], num_classes)
     else:

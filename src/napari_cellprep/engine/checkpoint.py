@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -94,6 +95,27 @@ class LoadedModel:
         return self.info.name or (self.path.stem if self.path else "unsaved model")
 
 
+def class_identifier(name: str) -> str:
+    """A class name as an identifier (letters, digits, underscores; not a digit first), as the
+    bioimage.io export names output channels."""
+    text = re.sub(r"\W+", "_", name).strip("_") or "x"
+    return text if not text[0].isdigit() else f"_{text}"
+
+
+def check_class_names(names: list[str]) -> None:
+    """Refuse (``SettingsError``) class names that are the same once made identifiers (``a``/``a``,
+    two empty names, ``A B``/``A_B``): exported models would give two classes one channel."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = class_identifier(name)
+        if key in seen:
+            raise SettingsError(
+                f"class names {seen[key]!r} and {name!r} are the same once made identifiers "
+                f"({key!r}); give every class a distinct name"
+            )
+        seen[key] = name
+
+
 def default_colors(num_classes: int) -> list[str]:
     return [DEFAULT_COLORS[k % len(DEFAULT_COLORS)] for k in range(num_classes)]
 
@@ -117,18 +139,25 @@ def save_checkpoint(
     return path
 
 
+def _header(path: Path) -> dict[str, Any]:
+    """The safetensors header: the tensor table and ``__metadata__`` (no tensor is read)."""
+    with path.open("rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
+            raise ValueError("bad header size")
+        header = json.loads(fh.read(size))
+    if not isinstance(header, dict):
+        raise TypeError("the header is not a table")
+    return header
+
+
 def read_info(path: str | os.PathLike) -> ModelInfo:
     """Read only the JSON header of a checkpoint (cheap; used to recognise our files)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with path.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
-                raise ValueError("bad header size")
-            header = json.loads(fh.read(size))
-        data = json.loads(header["__metadata__"][_META_KEY])
+        data = json.loads(_header(path)["__metadata__"][_META_KEY])
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read: {exc.strerror or exc}") from exc
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
@@ -149,10 +178,29 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         raise CheckpointError(f"{path} has an invalid model description: {exc}") from exc
 
 
+def _check_tensors(path: Path, config: ModelConfig) -> None:
+    """The file's tensor table against the module the description builds (on the meta device: no
+    memory), before anything is allocated: the model then costs what the file holds."""
+    with torch.device("meta"):
+        expected = {name: list(t.shape) for name, t in build_model(config).state_dict().items()}
+    try:
+        table = {name: entry["shape"] for name, entry in _header(path).items() if name != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is damaged or truncated: its tensor table cannot be read") from exc
+    if table != expected:
+        wrong = sorted(set(table) ^ set(expected)) or sorted(k for k in table if table[k] != expected[k])
+        raise CheckpointError(
+            f"{path}: the weights do not match the described architecture (first mismatch: {wrong[0]}); "
+            f"the file is damaged or was not written by napari-cellprep"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model of a checkpoint, in eval mode on ``device``."""
+    """Rebuild the model of a checkpoint, in eval mode on ``device``: the description is bounded
+    (``ModelConfig``) and checked against the tensor shapes before any module is built."""
     path = Path(path)
     info = read_info(path)
+    _check_tensors(path, info.config)
     try:
         tensors = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

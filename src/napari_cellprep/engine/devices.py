@@ -21,7 +21,12 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         return name
     if name in (None, "auto"):
         return torch.device(available_devices()[0])
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise SettingsError(
+            f"{name!r} is not a device; use auto, cpu, cuda, cuda:N or mps (here: {', '.join(available_devices())})"
+        ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SettingsError(f"device {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

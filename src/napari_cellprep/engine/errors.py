@@ -38,3 +38,8 @@ class OutputExistsError(CellprepError, FileExistsError):
 
 class OutputError(CellprepError, OSError):
     """An output that cannot be written (no permission, disk full, ...)."""
+
+
+class CellprepWarning(UserWarning):
+    """Something about the user's data that the run went on with (NaN pixels, labels that look
+    painted, ...); the message says what was done and what to check."""

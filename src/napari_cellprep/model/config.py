@@ -23,6 +23,12 @@ DOWNSAMPLES = ("max", "blur")
 FILTER_ACTIVATIONS = ("relu", "softplus")
 NORMS = ("batch", "split-batch", "group")
 
+MAX_DEPTH = 8
+MAX_WIDTH = 1024
+MAX_CHANNELS = 1024
+"""Sane bounds (classes, input channels and penultimate maps: ``MAX_CHANNELS``): a description
+beyond them, as in a damaged or crafted checkpoint, would exhaust the machine when built."""
+
 LEGACY = {
     "upsample": "transpose",
     "downsample": "max",
@@ -108,6 +114,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.width < 1 or self.depth < 1:
             raise ValueError(f"width and depth must be positive, got {self.width}, {self.depth}")
+        if self.width > MAX_WIDTH or self.depth > MAX_DEPTH:
+            raise ValueError(
+                f"width and depth must be at most {MAX_WIDTH} and {MAX_DEPTH}, got {self.width}, {self.depth}"
+            )
+        if max(self.num_classes, self.in_channels, self.penultimate or 0) > MAX_CHANNELS:
+            raise ValueError(f"classes, input channels and penultimate width must be at most {MAX_CHANNELS}")
         if self.backbone == "unet++" and self.depth != 4:
             raise ValueError("the unet++ backbone (MONAI BasicUNetPlusPlus) has depth 4; set depth=4")
         if self.penultimate is not None and self.penultimate < self.num_classes:

@@ -118,7 +118,7 @@ def test_interrupted_store_is_never_complete_and_resume_skips_finished_blocks(mo
     events.close()  # as Ctrl-C would leave it
     root = zarr.open_group(out, mode="r")
     assert root.attrs["cellprep"]["complete"] is False and "ome" not in root.attrs
-    assert root["done"][...].sum() == 5 and first[-1].total == 16
+    assert (root["done"][...] != 0).sum() == 5 and first[-1].total == 16
     with pytest.raises(ImageReadError, match="unfinished"):
         open_image(out)
     with pytest.raises(OutputExistsError, match="--resume"):

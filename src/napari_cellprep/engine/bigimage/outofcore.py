@@ -22,13 +22,22 @@ from ..checkpoint import LoadedModel
 from ..devices import resolve_device
 from ..errors import SettingsError
 from ..events import Progress
-from ..images.normalize import Normalization, streamed_channel_stats
+from ..images.io import keep_apart
+from ..images.normalize import Normalization, count_nonfinite, report_nonfinite, streamed_channel_stats
 from ..images.planes import LazyPlanes
 from ..images.sources import ImageSource, open_image
 from ..prediction.inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
 from ..prediction.model_cache import cached_model, install, model_payload
 from .blocks import BlockGrid, plan_grid, predict_region
-from .zarr_store import create_image, done_blocks, finish_image, finish_store, prepare_store, write_block
+from .zarr_store import (
+    create_image,
+    damage_reported,
+    finish_image,
+    finish_store,
+    prepare_store,
+    verified_blocks,
+    write_block,
+)
 
 
 @dataclass(frozen=True)
@@ -73,13 +82,24 @@ class BlockTask:
 
 
 def image_stats(image: ImageRef, normalization: Normalization) -> list[list[tuple[float, float]]]:
-    """Each plane's normalisation statistics, streamed over the whole plane (never per block)."""
+    """Each plane's normalisation statistics, streamed over the whole plane (never per block);
+    NaN and infinite pixels met on the way are reported (``report_nonfinite``)."""
     planes = image.planes()
     _, _, height, width = planes.shape
-    return [
-        streamed_channel_stats(functools.partial(planes.read_rows, p), height, width, normalization)
+    nonfinite = 0
+
+    def read_rows(p: int, start: int, stop: int) -> np.ndarray:
+        nonlocal nonfinite
+        rows = planes.read_rows(p, start, stop)
+        nonfinite += count_nonfinite(rows)
+        return rows
+
+    stats = [
+        streamed_channel_stats(functools.partial(read_rows, p), height, width, normalization)
         for p in range(planes.shape[0])
     ]
+    report_nonfinite(nonfinite, image.path or "the image")
+    return stats
 
 
 def run_block(task: BlockTask, stats: list[list[tuple[float, float]]]) -> float:
@@ -127,12 +147,14 @@ def predict_to_zarr_iter(
     resume: bool = False,
     overwrite: bool = False,
     executor: Any = None,
+    inputs: Iterable[str | Path] = (),
 ) -> Generator[Progress, None, Path]:
     """Predict ``images`` ((group, source, path or None) each; group "" for a lone image) into
     the zarr store ``out``, yielding ``Progress`` per block; returns ``out``.
 
     ``executor`` runs the work: ``None`` this process, else a ``cluster.DaskExecutor``. A source
-    without a path is read through its array (this process only).
+    without a path is read through its array (this process only). ``out`` may not be, contain or
+    lie inside an image's path or any of ``inputs`` (files the arrays were read from).
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
@@ -143,6 +165,8 @@ def predict_to_zarr_iter(
     blended, kept = output_shapes(config, wanted)
     maps = sum(int(np.prod(s)) for s in blended.values()) * 2 + sum(int(np.prod(s)) for s in kept.values())
     key, payload = model_payload(loaded)
+    images = list(images)
+    keep_apart([out], [path for _, _, path in images] + list(inputs))
     jobs = []
     for group, source, path in images:
         ref = ImageRef(path, config.in_channels, rgb, channel_axis, None if path else source.array)
@@ -154,17 +178,18 @@ def predict_to_zarr_iter(
         "outputs": sorted(wanted), "precision": precision, "rgb": rgb, "channel_axis": channel_axis,
         "images": [[job.group, list(job.source.shape)] for job in jobs],
     }
-    root = prepare_store(out, settings, resume=resume, overwrite=overwrite)
     dtypes = {name: output_dtype(name, config.num_classes) for name in kept}
-    for job in jobs:
-        axes, _ = _axes(job.source, job.planes)
-        lead_names = axes[:-2] if axes else [f"plane{k}" for k in range(len(job.planes.lead))]
-        node = create_image(
-            root, job.group, kept, dtypes, job.planes.lead, tuple(job.planes.shape[2:]), job.grid.block,
-            job.grid.counts, lead_names,
-        )
-        done = done_blocks(node)
-        job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
+    with damage_reported(out):
+        root = prepare_store(out, settings, resume=resume, overwrite=overwrite)
+        for job in jobs:
+            axes, _ = _axes(job.source, job.planes)
+            lead_names = axes[:-2] if axes else [f"plane{k}" for k in range(len(job.planes.lead))]
+            node = create_image(
+                root, job.group, kept, dtypes, job.planes.lead, tuple(job.planes.shape[2:]), job.grid.block,
+                job.grid.counts, lead_names,
+            )
+            done = verified_blocks(node, list(kept), job.planes.lead, job.grid.region)
+            job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
     executor = executor or LocalExecutor()
     executor.install(key, payload, loaded)
     todo = [job for job in jobs if job.pending]

@@ -2,8 +2,12 @@
 
 Layout (zarr v3): the class-index labels at ``labels``, each requested intermediate at its own
 path (``probabilities``, ``filters``, ...), one group per image when there are several (named
-by the image's file stem), and ``done``: one byte per block, set after that block's outputs
-are written. A store is complete only once its root attribute ``cellprep.complete`` is true,
+by the image's file stem), and ``done``: one marker per block, written after that block's
+outputs: a checksum of what was written (never 0; 0 = not done). Every chunk and marker is
+written atomically (zarr's local store writes a temporary file, then renames it), so a kill
+leaves each one old or new. ``--resume`` trusts a block only if its marker and data read back
+and the data match the checksum; any other block is computed again.
+A store is complete only once its root attribute ``cellprep.complete`` is true,
 which is written last; each image group gets its OME-Zarr metadata (its ``labels`` as the one
 level of a multiscale image, with the input's axes and pixel sizes) when its last block is
 done, so OME-Zarr readers never take an unfinished image for a finished one.
@@ -11,19 +15,22 @@ done, so OME-Zarr readers never take an unfinished image for a finished one.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from ..errors import OutputError, OutputExistsError
+from ..errors import CellprepError, OutputError, OutputExistsError
 from ..images.io import is_zarr_store
 from ..images.sources import COMPLETE_KEY
 
 DONE = "done"
+MARKER_DTYPE = np.dtype("uint64")
 AXIS_NAMES = {"probabilities": ("class",), "filters": ("class",), "translated": ("class", "channel"),
               "branch_probabilities": ("branch", "class"), "branch_labels": ("branch",)}
 """Names of the axes an output has between the plane axes and (y, x)."""
@@ -60,6 +67,20 @@ def prepare_store(path: Path, settings: dict[str, Any], *, resume: bool, overwri
     return root
 
 
+@contextmanager
+def damage_reported(path: Path) -> Iterator[None]:
+    """Opening a store to write or resume: metadata that cannot be read ends in one line."""
+    try:
+        yield
+    except CellprepError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # zarr's many types for damaged metadata
+        raise OutputError(
+            f"{path} is damaged beyond what --resume repairs ({type(exc).__name__}: {exc}); replace it with "
+            f"--overwrite, or choose another --out"
+        ) from exc
+
+
 def create_image(
     root: zarr.Group,
     group: str,
@@ -88,8 +109,10 @@ def create_image(
             fill_value=0,
             dimension_names=[*lead_names, *AXIS_NAMES.get(name, ()), "y", "x"],
         )
+    if DONE in node and node[DONE].dtype != MARKER_DTYPE:  # a store of an older version: checked anew
+        del node[DONE]
     if DONE not in node:
-        node.create_array(DONE, shape=(planes, *blocks), chunks=(1, 1, 1), dtype="uint8", fill_value=0)
+        node.create_array(DONE, shape=(planes, *blocks), chunks=(1, 1, 1), dtype=MARKER_DTYPE, fill_value=0)
     return node
 
 
@@ -100,23 +123,57 @@ def _unfinish(node: zarr.Group, marker: dict[str, Any]) -> None:
         del node.attrs["ome"]
 
 
+def _selection(lead: tuple[int, ...], index: tuple[int, int, int], region: tuple[slice, slice]) -> tuple:
+    plane = tuple(int(k) for k in np.unravel_index(index[0], lead)) if lead else ()
+    return plane + (Ellipsis, *region)
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> int:
+    """A block's marker: a 64-bit hash of its outputs (names, types, shapes, pixels), never 0."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.data)
+    return int.from_bytes(digest.digest(), "little") or 1
+
+
 def write_block(
     store: str, group: str, lead: tuple[int, ...], index: tuple[int, int, int], region: tuple[slice, slice],
     arrays: dict[str, np.ndarray],
 ) -> None:
-    """Write block ``index`` (plane, by, bx) of an image, then mark it done (a crash in between
-    leaves it undone; each block owns whole chunks, so blocks can be written in parallel)."""
+    """Write block ``index`` (plane, by, bx) of an image, then its marker, the checksum of what was
+    written (a crash in between leaves it undone; each block owns whole chunks, so blocks can be
+    written in parallel)."""
     node = zarr.open_group(store, mode="r+", path=group or None)
-    p = index[0]
-    plane = tuple(int(k) for k in np.unravel_index(p, lead)) if lead else ()
-    for name, value in arrays.items():
-        node[name][plane + (Ellipsis, *region)] = value
-    node[DONE][index] = 1
+    where = _selection(lead, index, region)
+    stored = {name: np.asarray(value, dtype=node[name].dtype) for name, value in arrays.items()}
+    for name, value in stored.items():
+        node[name][where] = value
+    node[DONE][index] = checksum(stored)
 
 
-def done_blocks(node: zarr.Group) -> np.ndarray:
-    """(planes, blocks Y, blocks X) booleans: which blocks are written."""
-    return node[DONE][...].astype(bool)
+def verified_blocks(
+    node: zarr.Group, names: Sequence[str], lead: tuple[int, ...], region: Callable[[int, int], tuple[slice, slice]]
+) -> np.ndarray:
+    """(planes, blocks Y, blocks X) booleans: the blocks whose marker and outputs ``names`` read
+    back and match (``region(by, bx)``: a block's pixels). Anything unreadable counts as not done."""
+    try:
+        markers = node[DONE][...]
+    except Exception:  # a damaged marker chunk: read them one by one
+        markers = np.zeros(node[DONE].shape, MARKER_DTYPE)
+        for index in np.ndindex(markers.shape):
+            with suppress(Exception):
+                markers[index] = node[DONE][index]
+    verified = np.zeros(markers.shape, bool)
+    for index in map(tuple, np.argwhere(markers != 0)):
+        where = _selection(lead, index, region(*index[1:]))
+        try:
+            arrays = {name: node[name][where] for name in names}
+        except Exception:  # zarr and its codecs raise many types for a damaged chunk
+            continue
+        verified[index] = checksum(arrays) == int(markers[index])
+    return verified
 
 
 def finish_image(node: zarr.Group, axes: Sequence[str] | None, scale: Sequence[float] | None, units: dict) -> None:

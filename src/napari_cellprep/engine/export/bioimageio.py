@@ -25,7 +25,7 @@ import torch
 
 from ... import __version__
 from ...model.export import ExportNet, architecture_source
-from ..checkpoint import LoadedModel
+from ..checkpoint import LoadedModel, check_class_names, class_identifier
 from ..errors import CellprepError, OutputExistsError, SettingsError
 from ..images.io import atomic_write, read_image, sample_paths
 from ..images.layout import to_planes
@@ -59,12 +59,6 @@ def _bioimageio():
             "bioimage.io export needs bioimageio.core: pip install 'napari-cellprep[bioimageio]'"
         ) from exc
     return v0_5
-
-
-def _identifier(text: str) -> str:
-    """``text`` as a bioimage.io identifier (letters, digits, underscores; not a digit first)."""
-    name = re.sub(r"\W+", "_", text).strip("_") or "x"
-    return name if not name[0].isdigit() else f"_{name}"
 
 
 def _sample_plane(loaded: LoadedModel, sample: np.ndarray | None) -> np.ndarray:
@@ -147,7 +141,8 @@ def _documentation(loaded: LoadedModel, outputs: list[tuple[str, list[str]]]) ->
 def _output_channels(loaded: LoadedModel) -> list[tuple[str, list[str]]]:
     """(output name, channel names) of each output, in the order ``ExportNet`` returns them."""
     config = loaded.info.config
-    channels = [("probabilities", [_identifier(name) for name in loaded.info.class_names])]
+    check_class_names(loaded.info.class_names)
+    channels = [("probabilities", [class_identifier(name) for name in loaded.info.class_names])]
     if config.architecture == "cellprep":
         c, cin = config.num_classes, config.in_channels
         channels.append(("filters", [f"filter_{k + 1}" for k in range(c)]))

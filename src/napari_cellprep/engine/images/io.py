@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
@@ -115,6 +116,36 @@ def write_image(path: str | os.PathLike, array: np.ndarray, overwrite: bool = Fa
         else:
             iio.imwrite(tmp, np.asarray(array), extension=path.suffix)
     return path
+
+
+def keep_apart(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse (``OutputError``) an output that is, contains or lies inside an input (symbolic
+    links followed): checked before any work, so no run can overwrite or delete what it reads."""
+    given = [(Path(p), Path(p).resolve()) for p in inputs if p is not None]
+    for output in map(Path, outputs):
+        out = output.resolve()
+        for name, path in given:
+            how = "is" if out == path else "lies inside" if out.is_relative_to(path) else (
+                "contains" if path.is_relative_to(out) else None)
+            if how:
+                raise OutputError(
+                    f"the output {output} {how} the input {name}; the run would overwrite what it reads: "
+                    f"choose another output"
+                )
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Refuse (``OutputError``) an output file whose folder cannot be written, before any work
+    (the folder need not exist yet: its nearest existing parent is tried)."""
+    path = Path(path)
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {folder}: {exc.strerror or exc}") from exc
 
 
 def is_zarr_store(path: str | os.PathLike) -> bool:

@@ -17,13 +17,14 @@ the user annotated are the painted ones on a stroke layer, the corrected ones on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from enum import Enum
 
 import numpy as np
 
 from ...model import IGNORE_INDEX
-from ..errors import LabelError, SettingsError, TrainingDataError
+from ..errors import CellprepWarning, LabelError, SettingsError, TrainingDataError
 
 
 class LabelKind(Enum):
@@ -149,6 +150,30 @@ Labeled = tuple[str, np.ndarray, LabelKind]
 """(name, targets, kind): one image's training targets and the convention its labels came in."""
 
 
+PAINTED_HINT = (
+    "if 0 means 'not annotated' (labels painted as in napari: value v = class v - 1), say so: "
+    "cellprep train --painted, or labels_kind='painted'"
+)
+DOMINANT_ZERO = 0.9
+"""Share of the labeled pixels at mask value 0 beyond which class-index labels of three or more
+classes look painted (0 = the unpainted rest of the image)."""
+
+
+def warn_if_painted(labeled: Sequence[Labeled], num_classes: int) -> None:
+    """Warn (``CellprepWarning``) when class-index labels look painted: a 0 that dominates."""
+    counts = np.zeros(num_classes, np.int64)
+    for _, target, kind in labeled:
+        if kind is LabelKind.CLASS_INDEX:
+            counts += np.bincount(target[(target >= 0) & (target < num_classes)], minlength=num_classes)
+    if num_classes >= 3 and counts.sum() and counts[0] >= DOMINANT_ZERO * counts.sum():
+        warnings.warn(
+            f"mask value 0 covers {counts[0] / counts.sum():.0%} of the labeled pixels and is trained as a "
+            f"class; {PAINTED_HINT}",
+            CellprepWarning,
+            stacklevel=3,
+        )
+
+
 def check_values(labeled: Iterable[Labeled], num_classes: int) -> None:
     """Raise ``LabelError`` if some targets hold a class the model lacks."""
     for name, target, kind in labeled:
@@ -157,6 +182,7 @@ def check_values(labeled: Iterable[Labeled], num_classes: int) -> None:
             raise LabelError(
                 f"{name or 'an image'}: {kind.value_name(top + kind.offset)} is not a class: the model has "
                 f"{num_classes} classes ({kind.value_range(num_classes)})"
+                + (f"; {PAINTED_HINT}" if kind is LabelKind.CLASS_INDEX and top == num_classes else "")
             )
 
 
@@ -202,4 +228,5 @@ def class_count(labeled: Sequence[Labeled], requested: int | None = None) -> int
             f"classes; {kind.hint()}"
         )
     check_classes(labeled, num_classes)
+    warn_if_painted(labeled, num_classes)
     return num_classes

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ImageLayoutError
+from ..errors import CellprepWarning, ImageLayoutError
 
 MAX_STAT_SAMPLES = 4_000_000
 STAT_ROWS = 1024
@@ -49,12 +50,13 @@ class Normalization:
         return float(lo), float(hi)
 
     def apply(self, image: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
-        """``image`` as float32 in 0..1 (a constant image maps to 0)."""
+        """``image`` as float32 in 0..1 (a constant image maps to 0; NaN and ±inf pixels to 0, the
+        lowest intensity, see ``report_nonfinite``)."""
         lo, hi = self.stats(image) if stats is None else stats
         scale = 1.0 / (hi - lo) if hi > lo else 0.0
         out = (np.asarray(image, dtype=np.float32) - np.float32(lo)) * np.float32(scale)
-        np.clip(out, 0.0, 1.0, out=out)
-        return np.nan_to_num(out, copy=False)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # NaN and inf alike: no data
+        return np.clip(out, 0.0, 1.0, out=out)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +64,23 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalization:
         return cls(**data)
+
+
+def count_nonfinite(values: Any) -> int:
+    """How many of ``values`` are NaN or infinite (none in an integer image)."""
+    values = np.asarray(values)
+    return int(values.size - np.count_nonzero(np.isfinite(values))) if values.dtype.kind in "fc" else 0
+
+
+def report_nonfinite(count: int, where: str) -> None:
+    """Tell (``CellprepWarning``) that ``count`` pixels of ``where`` were NaN or infinite."""
+    if count:
+        warnings.warn(
+            f"{where}: {count} pixel(s) are NaN or infinite; they were taken as the lowest intensity, so "
+            f"their labels mean nothing (mask them out, or fill them, to decide yourself)",
+            CellprepWarning,
+            stacklevel=3,
+        )
 
 
 def sample_step(size: int) -> int:

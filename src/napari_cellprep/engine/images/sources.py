@@ -70,15 +70,29 @@ def _open_tiff(path: Path) -> ImageSource:
             axes = [a.lower() for a in series.axes]
             scale = _tiff_scale(tif, axes)
             unit = {2: "inch", 3: "centimeter"}.get(int(getattr(tif.pages[0], "resolutionunit", 1)))
+            _check_complete(tif, path)
         try:
             array: Any = tifffile.memmap(path, mode="r")  # uncompressed and contiguous
         except ValueError:
             array = zarr.open_array(tifffile.imread(path, aszarr=True), mode="r")  # page by page
+    except ImageReadError:
+        raise
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         raise ImageReadError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
     _check_pixels(path, array)
     units = {a: unit for a in ("y", "x") if unit and scale}
     return ImageSource(array, path.stem, axes if len(axes) == array.ndim else None, scale, units)
+
+
+def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """A TIFF whose pixel data run past its end (a truncated copy) is refused before any work."""
+    size = path.stat().st_size
+    for page in tif.pages:
+        ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts) if count]
+        if ends and max(ends) > size:
+            raise ImageReadError(
+                f"{path}: is truncated (its pixels need {max(ends)} bytes, the file has {size}); copy it again"
+            )
 
 
 def _tiff_scale(tif: tifffile.TiffFile, axes: list[str]) -> list[float] | None:
@@ -109,9 +123,17 @@ def _open_zarr(path: Path) -> ImageSource:
         _check_pixels(path, node)
         names = node.metadata.dimension_names if hasattr(node.metadata, "dimension_names") else None
         return ImageSource(node, path.stem, list(names) if names and all(names) else None)
-    multiscales = attrs.get("ome", attrs).get("multiscales")
-    if multiscales:
-        return _open_multiscale(path, node, multiscales[0])
+    try:
+        multiscales = attrs.get("ome", attrs).get("multiscales")
+        if multiscales:
+            return _open_multiscale(path, node, multiscales[0])
+    except ImageReadError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise ImageReadError(
+            f"{path}: its OME-Zarr metadata (multiscales) does not describe a readable image "
+            f"({type(exc).__name__}: {exc}); fix the metadata or give the array's own path"
+        ) from exc
     arrays = sorted(name for name, _ in node.arrays())
     if len(arrays) != 1:
         raise ImageReadError(
@@ -121,10 +143,12 @@ def _open_zarr(path: Path) -> ImageSource:
     return _open_zarr(path / arrays[0])
 
 
-def _open_multiscale(path: Path, group: zarr.Group, multiscale: dict) -> ImageSource:
+def _open_multiscale(path: Path, group: zarr.Group, multiscale: Any) -> ImageSource:
     """The full-resolution level of an OME-Zarr multiscale image, with its axes and scale."""
     dataset = multiscale["datasets"][0]
     array = group[dataset["path"]]
+    if not isinstance(array, zarr.Array):
+        raise TypeError(f"{dataset['path']} is a group")
     _check_pixels(path, array)
     axes = [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", [])] or None
     units = {a["name"]: a["unit"] for a in multiscale.get("axes", []) if isinstance(a, dict) and "unit" in a}

@@ -47,7 +47,7 @@ from ..errors import SettingsError
 from ..events import Progress, drive
 from ..images.labels import labels_dtype
 from ..images.layout import to_planes
-from ..images.normalize import channel_stats, normalize_channels
+from ..images.normalize import channel_stats, count_nonfinite, normalize_channels, report_nonfinite
 
 OUTPUTS = ("filters", "translated", "branches", "probabilities", "disagreement")
 """Optional outputs; the ensemble labels are always produced. ``branches`` gives the branch
@@ -97,7 +97,7 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
     wanted = frozenset([outputs] if isinstance(outputs, str) else outputs)
     unknown = wanted - set(OUTPUTS + ASKED_ONLY)
     if unknown:
-        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS + ASKED_ONLY)}")
+        raise SettingsError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS + ASKED_ONLY)}")
     return wanted
 
 
@@ -336,6 +336,7 @@ def predict_iter(
     info = loaded.info
     config, normalization = info.config, info.normalization
     planes, lead = to_planes(image, config.in_channels, rgb=rgb, channel_axis=channel_axis)
+    report_nonfinite(count_nonfinite(planes), "the image")
     multiple = config.size_multiple
     tile, overlap = _effective_tiling(tile, overlap, multiple)
     height, width = planes.shape[-2:]

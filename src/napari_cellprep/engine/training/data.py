@@ -12,7 +12,7 @@ from ...model import IGNORE_INDEX
 from ..errors import ImageLayoutError, SettingsError, TrainingDataError
 from ..images.labels import Labeled, LabelKind, check_classes, to_targets
 from ..images.layout import to_planes
-from ..images.normalize import Normalization, normalize_channels
+from ..images.normalize import Normalization, count_nonfinite, normalize_channels, report_nonfinite
 
 DIGEST_STRIDE = 7
 """Every 7th row and column of an image make its digest (``LabeledImage.digest``)."""
@@ -66,6 +66,7 @@ def labeled_items(
     (shaped like ``labels``) are per-pixel loss weights, e.g. ``labels.correction_weights``.
     """
     planes, lead = _planes(image, in_channels, rgb, channel_axis, name)
+    report_nonfinite(count_nonfinite(planes), name or "the image")
     targets = to_targets(labels, kind, lead + planes.shape[-2:], name)
     if weights is not None and np.shape(weights) != targets.shape:
         raise TrainingDataError(f"{name or 'the image'}: the weights do not cover the labels")

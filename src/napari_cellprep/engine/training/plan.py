@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ...model import ModelConfig, SegmentationNet
-from ..checkpoint import LoadedModel, ModelInfo
+from ..checkpoint import LoadedModel, ModelInfo, check_class_names
 from ..errors import SettingsError
 from ..images.normalize import Normalization
 from .data import LabeledImage
@@ -290,9 +290,13 @@ def model_to_train(
     without them a new class k is ``class k``.
     """
     if init is None:
+        known = [f.name for f in fields(ModelConfig) if f.name not in ("num_classes", "in_channels")]
+        unknown = sorted(set(architecture or {}) - set(known))
+        if unknown:
+            raise SettingsError(f"{unknown[0]!r} is not an architecture setting; choose from {', '.join(known)}")
         try:
             config = ModelConfig(num_classes=num_classes, in_channels=in_channels, **(architecture or {}))
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise SettingsError(str(exc)) from exc
         colors: list[str] = []
     else:
@@ -326,6 +330,7 @@ def model_to_train(
         raise SettingsError(
             f"{len(names)} class names given for {num_classes} classes; give one name per class"
         )
+    check_class_names(names)
     return ModelInfo(config, names, normalization or normalization_for(init), colors, name=name)
 
 
