@@ -417,7 +417,9 @@ class TrainWidget(Container):
                 self.controls.status.value = f"Not saved: {path.name} was kept."
                 return None
         try:
-            save_checkpoint(path, entry.loaded.model, entry.loaded.info, overwrite=True)
+            save_checkpoint(
+                path, entry.loaded.model, entry.loaded.info, overwrite=True, classifier=entry.loaded.classifier
+            )
         except CellprepError as exc:
             self.controls.fail(str(exc))
             return None

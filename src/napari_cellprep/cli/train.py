@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             return INTERRUPTED
         raise
     if checkpoint_path is None:
-        save_checkpoint(out, result.model.model, result.model.info, overwrite=True)
+        save_checkpoint(out, result.model.model, result.model.info, overwrite=True, classifier=result.model.classifier)
     best = (
         f"best val mIoU {score(result.best_miou)} at epoch {result.best_epoch}"
         if result.best_miou is not None
