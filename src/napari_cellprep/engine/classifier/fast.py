@@ -69,9 +69,19 @@ class FastClassifier:
     def with_weight(self, weight: float) -> FastClassifier:
         return replace(self, weight=float(weight))
 
-    def probabilities(self, plane: np.ndarray, *, device: str | torch.device = "cpu", tile: int = TILE) -> np.ndarray:
+    def probabilities(
+        self,
+        plane: np.ndarray,
+        *,
+        features: torch.Tensor | None = None,
+        device: str | torch.device = "cpu",
+        tile: int = TILE,
+    ) -> np.ndarray:
         """(C, H, W) float32 class probabilities of a normalised plane (Cin, H, W), computed tile by
-        tile with the features' halo, so any image size costs one tile of features at a time."""
+        tile with the features' halo, so any image size costs one tile of features at a time;
+        ``features``: the whole plane's, already computed (``pixel_features(plane, scales)``)."""
+        if features is not None:
+            return self.classifier.predict_proba(features).cpu().numpy()
         plane = np.asarray(plane, np.float32)
         if plane.ndim == 2:
             plane = plane[None]

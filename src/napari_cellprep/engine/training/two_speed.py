@@ -110,10 +110,12 @@ def choose_weight(
 
 
 class _Features:
-    """Each image's features, computed once (held-out items share their image with training ones)."""
+    """Each image's features, and the classifier's probabilities on it, computed once (held-out
+    items share their image with training ones)."""
 
     def __init__(self) -> None:
         self._cache: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
+        self._classified: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, items: Sequence[LabeledImage]) -> list[torch.Tensor]:
         out = []
@@ -122,6 +124,16 @@ class _Features:
             if key not in self._cache:
                 self._cache[key] = (item.image, pixel_features(item.image))  # the image keeps its id valid
             out.append(self._cache[key][1])
+        return out
+
+    def probabilities(self, fast: FastClassifier, items: Sequence[LabeledImage]) -> list[np.ndarray]:
+        """The classifier's probabilities on each item's image, from the cached features."""
+        out = []
+        for item, f in zip(items, self(items), strict=True):
+            key = (id(fast), id(item.image))
+            if key not in self._classified:
+                self._classified[key] = fast.probabilities(item.image, features=f)
+            out.append(self._classified[key])
         return out
 
 
@@ -161,7 +173,7 @@ def two_speed_job(
     num_classes = info.config.num_classes
     features = _Features()
     fast = _fit(train, num_classes, features)
-    val_classifier = [fast.probabilities(item.image) for item in val or []]
+    val_classifier = features.probabilities(fast, val or [])
     yield ClassifierFitted(fast, time.monotonic() - started, held_out_miou(val_classifier, val, num_classes) if val else None)
     if preview is not None:
         yield PreviewReady(_preview_labels(fast.with_weight(1.0), None, preview, preview_channel_axis, info), 0)
@@ -169,7 +181,7 @@ def two_speed_job(
     if not network or (remaining is not None and remaining <= 0):
         result = TrainingResult(starting_network(info, init, config.seed), stop is not None and stop.is_set(), 0, None, None)
         return _keep(result, train, val, num_classes, features, 1.0)
-    pseudo = pseudo_labeled(train, [fast.probabilities(item.image) for item in train])
+    pseudo = pseudo_labeled(train, features.probabilities(fast, train))
     events = training_job(
         pseudo, val, info, replace(config, seconds=remaining), init=init, stop=stop, threads=threads
     )
