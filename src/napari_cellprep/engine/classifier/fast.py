@@ -19,8 +19,10 @@ from ..errors import CheckpointError
 from ..images.layout import to_planes
 from ..images.normalize import Normalization, normalize_channels
 from .features import SCALES, feature_names, halo, pixel_features
-from .forest import KIND as FOREST, ForestClassifier, ForestSettings
-from .mlp import KIND as MLP, MLPClassifier
+from .forest import KIND as FOREST
+from .forest import ForestClassifier, ForestSettings
+from .mlp import KIND as MLP
+from .mlp import MLPClassifier
 from .state import ClassifierState, PixelClassifier, painted_pixels
 
 KINDS = {FOREST: ForestClassifier, MLP: MLPClassifier}
