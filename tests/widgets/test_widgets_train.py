@@ -64,7 +64,11 @@ def test_train_stop_register_save(make_napari_viewer, qtbot, registry, cells, mo
     assert all(0.0 <= v <= 1.0 for v in plot.val_miou)
     assert len(plot.step_loss) >= 2 * len(plot.epochs) and plot.steps[1] == 1.0
     assert widget.controls.status.value.startswith("Stopped after")
-    assert widget.controls.run_button.enabled and not widget.controls.stop_button.enabled and widget._save_button.enabled
+    assert not widget.controls.stop_button.enabled and widget._save_button.enabled
+    # Train again fine-tunes the new model, whose 128² patches do not fit this 96² image: said before the press
+    assert "smaller than the patch size 128" in widget.controls.problem and not widget.controls.run_button.enabled
+    widget._patch.value = 32
+    assert widget.controls.run_button.enabled
 
     # the model is registered at once and selectable in the Segment widget
     label = widget.trained.label
@@ -195,12 +199,19 @@ def test_the_users_settings_survive_layers_added_and_removed(make_napari_viewer,
 
 
 def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, registry, cells, monkeypatch):
+    """Each problem marks its field and disables Train as the user types, with the engine's own
+    message; pressing Train anyway starts nothing and says the same."""
     errors = []
     monkeypatch.setattr(run_controls, "show_error", errors.append)
     viewer = make_napari_viewer()
-    image = viewer.add_image(cells(), name="cells")
-    labels = viewer.add_labels(np.zeros((96, 96), np.uint8), name="scribbles")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    controls = widget.controls
+    assert "Choose the Image layer" in controls.problem and widget._image.native.styleSheet()
+    image = viewer.add_image(cells(), name="cells")
+    widget.reset_choices()
+    assert "Add a Labels layer" in controls.problem and widget._labels.native.styleSheet()
+    labels = viewer.add_labels(np.zeros((96, 96), np.uint8), name="scribbles")
+    widget.reset_choices()
     small_settings(widget)
     widget._validation.value = train_module.Validation.NONE
     mask = (image.data > 2000).astype(np.uint8)
@@ -209,22 +220,30 @@ def test_bad_inputs_give_clear_messages_before_any_thread(make_napari_viewer, re
         if data is not None:
             labels.data = data
         widget._patch.value = patch
+        assert controls.problem and not controls.run_button.enabled  # shown before the press
+        shown = controls.problem
         widget.train()
-        assert widget.controls.worker is None  # nothing started
-        assert widget.controls.status.value == f"Error: {errors[-1]}"
+        assert controls.worker is None  # nothing started
+        assert controls.status.value == f"Error: {errors[-1]}" and errors[-1] == shown
         return errors[-1]
 
-    assert attempt().startswith("cells: no labeled pixels; paint some pixels of every class")
-    assert "label 1 = background, label 2 = colony" in errors[-1]
-    assert "must cover the same pixels" in attempt(np.ones((64, 64), np.uint8))
+    assert "there are no labeled pixels" in attempt() and "label 1 = background, label 2 = colony" in errors[-1]
+    assert "has shape (64, 64) but 'cells' has (96, 96)" in attempt(np.ones((64, 64), np.uint8))
     three = painted(mask)
     three[5, 5] = 3
     assert "painted value 3 is not a class" in attempt(three)
     assert "class 1 (painted value 2)" in attempt(np.where(mask == 0, 1, 0).astype(np.uint8)[:, :] * 1)
     assert "smaller than the patch size 128" in attempt(painted(mask), patch=128)
+    assert widget._patch.native.styleSheet() and not widget._labels.native.styleSheet()
     widget._names.value = "background, colony, debris"
     assert "3 class names given for 2 classes" in attempt(painted(mask))
     assert len(errors) == 6
+    widget._names.value = "background, colony"
+    labels.data = np.zeros((96, 96), np.uint8)
+    assert "no labeled pixels" in controls.problem
+    labels.paint((10, 10), 1)  # painting a stroke re-checks the form
+    labels.paint((40, 40), 2)
+    assert "no labeled pixels" not in controls.problem
 
 
 def test_an_epoch_that_did_not_improve_says_which_model_is_kept():

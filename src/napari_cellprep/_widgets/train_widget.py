@@ -9,6 +9,7 @@ from enum import Enum
 from pathlib import Path
 
 import napari
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -26,8 +27,8 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
 from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, NormAdapted, StepEnd
-from ..engine.images.labels import CORRECTION_WEIGHT, label_mapping
-from ..engine.images.layout import input_channels
+from ..engine.images.labels import CORRECTION_WEIGHT, LabelKind, check_classes, label_mapping, to_targets
+from ..engine.images.layout import find_channel_axis, input_channels
 from ..engine.threads import gui_torch_threads, warm_up_optimizer
 from ..engine.training.data import check_training_data, split_validation
 from ..engine.training.live import PreviewReady, painted_items, training_job
@@ -170,6 +171,10 @@ class TrainWidget(Container):
         self._image.changed.connect(self._channel_axis.reset_choices)
         for widget in (self._start, self._base, self._classes, self._names, self._validation):
             widget.changed.connect(self._update_form)
+        self._watched: Labels | None = None  # the Labels layer whose painting re-checks the form
+        for widget in (self._image, self._labels, self._start, self._base, self._classes, self._names,
+                       self._channel_axis, self._validation, self._val_image, self._val_labels, self._patch):
+            widget.changed.connect(self.validate)
         self._epochs.changed.connect(self.plot.set_epochs)
         self.plot.set_epochs(self._epochs.value)
         warm_up_optimizer()
@@ -177,6 +182,7 @@ class TrainWidget(Container):
         self.controls.when_idle(self._on_idle)
         self._save_button.changed.connect(lambda: self.save_model())
         self._update_form()
+        self.validate()
 
     # -- form ----------------------------------------------------------------------------------
     def _channel_axes(self, _widget=None) -> list[tuple[str, int | None]]:
@@ -225,6 +231,73 @@ class TrainWidget(Container):
         self._fraction.visible = self._validation.value is Validation.FRACTION
         self._val_image.visible = self._val_labels.visible = self._validation.value is Validation.PAIR
         self.mapping.value = label_mapping(self.class_names())
+
+    # -- checking as the user types ---------------------------------------------------------------
+    def problems(self) -> list[tuple[object, str]]:
+        """What keeps Train from working now: (field, reason) pairs, from the form and the layers'
+        shapes and painted values (cheap checks; the rest is checked when Train is pressed)."""
+        image, labels = self._image.value, self._labels.value
+        if image is None:
+            return [(self._image, "Choose the Image layer you painted on (open an image first).")]
+        if labels is None:
+            return [(self._labels, "Add a Labels layer over the image (Layers ▸ New Labels Layer) and paint a "
+                                   "few strokes of each class.")]
+        given = [name.strip() for name in self._names.value.split(",") if name.strip()]
+        if len(given) > self._classes.value:
+            return [(self._names, f"{len(given)} class names given for {self._classes.value} classes: raise "
+                                  f"'classes' or remove names.")]
+        fine_tune = self._start.value is Start.FINE_TUNE
+        if fine_tune and self._base.value is None:
+            return [(self._base, "Choose a model to fine-tune, or start from a new model.")]
+        problems = self._layer_problems(image, labels, self._channel_axis.value if not fine_tune else None)
+        if self._validation.value is Validation.PAIR:
+            if self._val_image.value is None or self._val_labels.value is None:
+                problems.append((self._val_image if self._val_image.value is None else self._val_labels,
+                                 "Choose a validation image and its painted Labels layer, or another validation."))
+            else:
+                problems += self._layer_problems(self._val_image.value, self._val_labels.value, None)
+        return problems
+
+    def _layer_problems(self, image: Image, labels: Labels, axis: int | None) -> list[tuple[object, str]]:
+        """Whether ``labels`` cover ``image`` (without its channels) and hold strokes of known classes."""
+        fine_tune = self._start.value is Start.FINE_TUNE
+        try:
+            if fine_tune:
+                channels = self._base.value.info.config.in_channels
+            else:
+                channels = input_channels(image.data.shape, rgb=image.rgb, channel_axis=axis)
+            axis = find_channel_axis(image.data.shape, channels, rgb=image.rgb, channel_axis=axis)
+        except CellprepError as exc:
+            return [(self._base if fine_tune else self._channel_axis, f"{image.name!r}: {exc}")]
+        covered = tuple(size for k, size in enumerate(image.data.shape) if k != axis)
+        if tuple(labels.data.shape) != covered:
+            return [(self._labels, f"{labels.name!r} has shape {tuple(labels.data.shape)} but {image.name!r} "
+                                   f"has {covered} without its channels: paint on a Labels layer made over it.")]
+        if not isinstance(labels.data, np.ndarray):
+            return []  # a lazy (dask, zarr) layer is read when Train is pressed, not on every change
+        try:  # the engine's own rules and messages, as Train applies them
+            targets = to_targets(labels.data, LabelKind.PAINTED, covered, image.name)
+            check_classes([(image.name, targets, LabelKind.PAINTED)], self._classes.value)
+        except CellprepError as exc:
+            return [(self._labels, f"{exc} ({label_mapping(self.class_names())})")]
+        if min(covered[-2:]) < self._patch.value:
+            return [(self._patch, f"{image.name!r} is {covered[-2]}×{covered[-1]} pixels, smaller than the patch "
+                                  f"size {self._patch.value}: choose a patch size of at most {min(covered[-2:])}")]
+        return []
+
+    def validate(self, *_args) -> bool:
+        """Mark what cannot work and disable Train with the reason shown; follow painting on the
+        chosen Labels layer. Returns whether Train can start."""
+        labels = self._labels.value
+        if labels is not self._watched:
+            if self._watched is not None:
+                self._watched.events.paint.disconnect(self.validate)
+                self._watched.events.data.disconnect(self.validate)
+            if labels is not None:
+                labels.events.paint.connect(self.validate)
+                labels.events.data.connect(self.validate)
+            self._watched = labels
+        return self.controls.check(self.problems())
 
     # -- preparing (main thread, before any thread starts) ---------------------------------------
     def _model_info(self, image_layer: Image) -> tuple[ModelInfo, LoadedModel | None, int | None]:
@@ -310,6 +383,10 @@ class TrainWidget(Container):
     def train(self) -> None:
         """Check the inputs, then train in a background thread."""
         if self.controls.running:
+            return
+        problems = self.problems()
+        if problems:
+            self.controls.fail(problems[0][1])
             return
         try:
             job = self._prepare()
