@@ -164,7 +164,8 @@ def two_speed_job(
 ) -> Generator[ClassifierFitted | EnsembleChosen | NormAdapted | StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
     """Fit the classifier to ``train``'s strokes and show it (``ClassifierFitted``; with a
     ``preview`` plane, a ``PreviewReady`` of epoch 0), then train the network on the strokes and the
-    classifier's pseudo-labels (``training_job``; ``config.seconds`` counts from this job's start),
+    classifier's pseudo-labels (``training_job``; ``config.seconds`` counts from this job's start,
+    the final refit included),
     choosing the classifier's ensemble weight on ``val`` whenever the network improved
     (``EnsembleChosen``, and the blend's ``PreviewReady``). The result's model carries the
     classifier refitted to every stroke (train and held out) at the chosen weight. ``network``
@@ -174,10 +175,13 @@ def two_speed_job(
     features = _Features()
     fast = _fit(train, num_classes, features)
     val_classifier = features.probabilities(fast, val or [])
-    yield ClassifierFitted(fast, time.monotonic() - started, held_out_miou(val_classifier, val, num_classes) if val else None)
+    yield ClassifierFitted(
+        fast, time.monotonic() - started, held_out_miou(val_classifier, val, num_classes) if val else None
+    )
     if preview is not None:
         yield PreviewReady(_preview_labels(fast.with_weight(1.0), None, preview, preview_channel_axis, info), 0)
-    remaining = None if config.seconds is None else config.seconds - (time.monotonic() - started)
+    fitted = time.monotonic() - started  # the final refit to every stroke costs about as much again
+    remaining = None if config.seconds is None else config.seconds - (time.monotonic() - started) - fitted
     if not network or (remaining is not None and remaining <= 0):
         result = TrainingResult(starting_network(info, init, config.seed), stop is not None and stop.is_set(), 0, None, None)
         return _keep(result, train, val, num_classes, features, 1.0)
@@ -207,9 +211,18 @@ def two_speed_job(
 def _keep(
     result: TrainingResult, train, val, num_classes: int, features: _Features, weight: float
 ) -> TrainingResult:
-    """``result`` whose model carries the classifier refitted to every stroke, at ``weight``."""
+    """``result`` whose model carries the classifier refitted to every stroke, at ``weight``; its
+    training record counts the painted pixels (not the pseudo-labels) and the classifier's weight."""
     refit = _fit(list(train) + list(val or []), num_classes, features).with_weight(weight)
-    return replace(result, model=replace(result.model, classifier=refit))
+    record = dict(result.model.info.training)
+    pseudo = record.get("train_labeled_pixels")
+    record.update(
+        train_labeled_pixels=sum(item.labeled_pixels for item in train),
+        pseudo_labeled_pixels=pseudo,
+        classifier={"kind": refit.classifier.state().meta["kind"], "weight": weight},
+    )
+    info = replace(result.model.info, training=record)
+    return replace(result, model=replace(result.model, info=info, classifier=refit))
 
 
 def _preview_labels(
