@@ -18,10 +18,12 @@ KIND = "mlp"
 
 @dataclass(frozen=True)
 class MLPSettings:
-    """How the perceptron is built and fitted."""
+    """How the perceptron is built and fitted (defaults: the best of six variants on 12 images of
+    the three sets, benchmarks/loop/classifier_choice.py; larger or longer-trained ones overfit
+    the strokes)."""
 
-    hidden: tuple[int, ...] = (32,)
-    steps: int = 200
+    hidden: tuple[int, ...] = (16,)
+    steps: int = 100
     learning_rate: float = 0.01
     weight_decay: float = 1e-4
     balanced: bool = True
