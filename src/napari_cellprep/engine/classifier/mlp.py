@@ -44,10 +44,14 @@ class MLPClassifier:
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, num_classes: int, feature_names: Sequence[str],
-            settings: MLPSettings = MLPSettings()) -> MLPClassifier:
-        """Fit on ``x`` (n, F) and class indices ``y`` (n,), on their device."""
+            settings: MLPSettings = MLPSettings(), reference: torch.Tensor | None = None) -> MLPClassifier:
+        """Fit on ``x`` (n, F) and class indices ``y`` (n,), on their device. Features are
+        standardised by the mean and deviation of ``reference`` (m, F), pixels of the whole
+        images (default ``x``): stroke pixels alone lie inside regions, where edge features barely
+        vary, and scaled by them the edges become outliers the network extrapolates wildly to."""
         generator = torch.Generator().manual_seed(settings.seed)
-        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        reference = x if reference is None else reference.to(x.device)
+        mean, std = reference.mean(0), reference.std(0).clamp_min(1e-6)
         sizes = [x.shape[1], *settings.hidden, num_classes]
         weights, biases = [], []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):

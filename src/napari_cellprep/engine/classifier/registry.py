@@ -14,6 +14,8 @@ from .state import ClassifierState, PixelClassifier, painted_pixels
 
 CLASSIFIERS = {"forest": (ForestClassifier, ForestSettings), "mlp": (MLPClassifier, MLPSettings)}
 """Kind → (class, settings), as ``ClassifierState.meta["kind"]`` names it."""
+REFERENCE_PIXELS = 1 << 16
+"""Pixels of the whole images that set the perceptron's feature scaling."""
 
 
 def fit_classifier(features: torch.Tensor | Sequence[torch.Tensor], labels, num_classes: int, *,
@@ -28,7 +30,15 @@ def fit_classifier(features: torch.Tensor | Sequence[torch.Tensor], labels, num_
     names = list(feature_names) if feature_names is not None else default_names(1)[: x.shape[1]]
     if len(names) != x.shape[1]:
         raise ValueError(f"{len(names)} feature names for {x.shape[1]} features")
-    return cls.fit(x, y, num_classes, names, settings_cls(**settings))
+    extra = {"reference": pixel_sample(features)} if kind == "mlp" else {}
+    return cls.fit(x, y, num_classes, names, settings_cls(**settings), **extra)
+
+
+def pixel_sample(features: torch.Tensor | Sequence[torch.Tensor], count: int = REFERENCE_PIXELS) -> torch.Tensor:
+    """(≤ count, F): an evenly strided sample of the pixels of feature images (F, H, W)."""
+    images = [features] if isinstance(features, torch.Tensor) and features.ndim == 3 else list(features)
+    flat = torch.cat([image.reshape(image.shape[0], -1) for image in images], 1)
+    return flat[:, :: max(1, flat.shape[1] // count)].T.float()
 
 
 def classifier_from_state(state: ClassifierState) -> PixelClassifier:
