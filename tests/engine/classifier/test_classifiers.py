@@ -42,7 +42,7 @@ def test_learns_a_separable_image_from_strokes(kind):
     probabilities = model.predict_proba(features)
     assert probabilities.shape == (2, 32, 32)
     assert torch.allclose(probabilities.sum(0), torch.ones(32, 32), atol=1e-5)
-    away = np.abs(np.arange(32) - 15.5) > 2  # the filters blur the edge itself
+    away = np.abs(np.arange(32) - 15.5) > 3  # the filters (σ up to 1.6) blur the edge itself
     assert (probabilities.argmax(0).numpy() == truth)[:, away].all()
     batched = model.predict_proba(torch.stack([features, features]))
     assert torch.allclose(batched[1], probabilities, atol=1e-6)
