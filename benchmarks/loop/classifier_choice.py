@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 import types
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def network_maps(base, image: np.ndarray) -> torch.Tensor:
 
 def run_case(dataset: str, condition: str, index: int, args, base) -> dict:
     strokes_args = types.SimpleNamespace(seed=0, strokes=60, brush=3, length=30)
-    image, mask, name, class_names, strokes, labels = painted_case(dataset, condition, index, strokes_args)
+    image, mask, name, class_names, _, labels = painted_case(dataset, condition, index, strokes_args)
     c = len(class_names)
     out = {"image": name, "index": index, "shape": list(mask.shape), "painted_pixels": int((labels > 0).sum()), "loadavg": os.getloadavg()}
     anchors = [run_forest(image, labels, mask, c) for _ in range(args.repeats)]
@@ -139,8 +140,8 @@ def run_case(dataset: str, condition: str, index: int, args, base) -> dict:
         x, y = painted_pixels(feats, labels)
         reference = pixel_sample(feats)
         repeats = 1 if suffix else args.repeats
-        model, fit_s = timed(lambda: fit(kind, x, y, c, feat_names, reference), repeats)
-        proba, predict_s = timed(lambda: model.predict_proba(feats), repeats)
+        model, fit_s = timed(partial(fit, kind, x, y, c, feat_names, reference), repeats)
+        proba, predict_s = timed(partial(model.predict_proba, feats), repeats)
         out[name_] = {"fit_s": fit_s, "predict_s": predict_s, "ratio_to_anchor": (fit_s + predict_s) / anchor_time,
                       **miou(proba.argmax(0).numpy(), mask, c)}
     return out
@@ -156,10 +157,10 @@ def report(results: dict) -> list[str]:
     """The markdown report."""
     methods = ["anchor", *results["candidates"]]
     lines = ["# Pixel classifier choice (issue #39 §1)", "",
-             f"`{results['command']}` — {results['machine']}, torch {results['torch']}, {THREADS} threads, "
-             f"OMP_WAIT_POLICY={results['omp_wait_policy']}; git {results['git_head']}.", "",
-             "mIoU over the whole image (60 strokes); differences are candidate − anchor in points of mIoU (×100), "
-             "paired over images, with their 95% t interval.", ""]
+             (f"`{results['command']}` — {results['machine']}, torch {results['torch']}, {THREADS} threads, "
+              f"OMP_WAIT_POLICY={results['omp_wait_policy']}; git {results['git_head']}."), "",
+             ("mIoU over the whole image (60 strokes); differences are candidate − anchor in points of mIoU (×100), "
+              "paired over images, with their 95% t interval."), ""]
     groups: dict[tuple[str, str], list[dict]] = {}
     for dataset, condition, _, case in case_keys(results):
         groups.setdefault((dataset, condition), []).append(case)
@@ -184,8 +185,8 @@ def report(results: dict) -> list[str]:
             per_set = "; ".join(f"{d}: {_difference([c for (d2, _), cs in groups.items() if d2 == d for c in cs], a, b)}"
                                 for d in dict.fromkeys(d for d, _ in groups))
             lines.append(f"- {a} − {b}: all {_difference(every, a, b)}; {per_set}")
-    lines += ["", "## Times (median of repeats, seconds; ratio = (fit + predict) / the anchor's fit + predict "
-              "in the same case)", "", "| method | features | fit | predict | fit + predict | ratio |",
+    lines += ["", ("## Times (median of repeats, seconds; ratio = (fit + predict) / the anchor's fit + predict "
+                   "in the same case)"), "", "| method | features | fit | predict | fit + predict | ratio |",
               "|---|---|---|---|---|---|"]
     timed_cases = [c for c in every if c["shape"] == [512, 512]] or every
     a = [c["anchor"] for c in timed_cases]
@@ -198,9 +199,9 @@ def report(results: dict) -> list[str]:
                      f"{np.median([x['predict_s'] for x in r]):.3f} | "
                      f"{np.median([x['fit_s'] + x['predict_s'] for x in r]):.3f} | "
                      f"{np.median([x['ratio_to_anchor'] for x in r]):.2f} |")
-    lines += ["", f"Medians over the {len(timed_cases)} cases of 512² (ISBI 2012, vnc-em crops; all cases when none); "
-              "`features` are ours (the anchor's row: scikit-image's); `+net` candidates are timed once and without "
-              "the network's own prediction."]
+    lines += ["", (f"Medians over the {len(timed_cases)} cases of 512² (ISBI 2012, vnc-em crops; all cases when "
+                   "none); `features` are ours (the anchor's row: scikit-image's); `+net` candidates are timed once "
+                   "and without the network's own prediction.")]
     return lines
 
 
@@ -223,13 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--no-net", action="store_true", help="skip the candidates with the network's maps")
     parser.add_argument("--out", type=Path, default=OUT, help="output path without suffix")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(args.out.with_suffix(".json").read_text()), args.out)
+        return 0
     if args.quick:
         args.images, args.repeats, args.conditions = 1, 1, ["clean"]
         args.sets = ["nist-phase", "isbi2012-membrane"]
         args.out = args.out.with_name(args.out.name + "-quick")
     torch.set_num_threads(THREADS)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     candidates = args.candidates + ([] if args.no_net else list(WITH_NET))
     command = " ".join(["python -m benchmarks.loop.classifier_choice", *(sys.argv[1:] if argv is None else argv)])
     results = {"command": command.strip(),
@@ -249,10 +254,14 @@ def main(argv: list[str] | None = None) -> int:
                       + f"; anchor fit+predict {case['anchor']['fit_s'] + case['anchor']['predict_s']:.2f} s, "
                         f"features {case['features_s']:.2f} s", flush=True)
                 args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    text = "\n".join(report(results)) + "\n"
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_report(results, args.out)
     return 0
+
+
+def write_report(results: dict, out: Path) -> None:
+    text = "\n".join(report(results)) + "\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

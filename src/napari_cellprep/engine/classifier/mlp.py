@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class MLPClassifier:
         mean, std = reference.mean(0), reference.std(0).clamp_min(1e-6)
         sizes = [x.shape[1], *settings.hidden, num_classes]
         weights, biases = [], []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in pairwise(sizes):
             bound = 1.0 / n_in**0.5  # torch.nn.Linear's initialisation
             weights.append(((torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound).to(x.device).requires_grad_())
             biases.append(((torch.rand(n_out, generator=generator) * 2 - 1) * bound).to(x.device).requires_grad_())
