@@ -19,26 +19,15 @@ from ..errors import CheckpointError
 from ..images.layout import to_planes
 from ..images.normalize import Normalization, normalize_channels
 from .features import SCALES, feature_names, halo, pixel_features
-from .forest import KIND as FOREST
-from .forest import ForestClassifier, ForestSettings
-from .mlp import KIND as MLP
-from .mlp import MLPClassifier
-from .state import ClassifierState, PixelClassifier, painted_pixels
+from .registry import classifier_from_state, fit_classifier
+from .state import ClassifierState, PixelClassifier
 
-KINDS = {FOREST: ForestClassifier, MLP: MLPClassifier}
-"""Classifier kinds a checkpoint may name, each rebuilt from its arrays by our own code."""
+KIND = "forest"
+"""The classifier the loop fits (``registry.CLASSIFIERS``), chosen by ``benchmarks/loop/classifier_choice.py``."""
 TILE = 1024
 """Features are computed and classified this many pixels square at a time (with their halo)."""
 EPSILON = 1e-4
 """Probabilities are clipped to at least this before their logarithm is blended."""
-
-
-def classifier_from_state(state: ClassifierState) -> PixelClassifier:
-    """The classifier a stored state describes (its ``kind`` picks the class)."""
-    kind = state.meta.get("kind")
-    if kind not in KINDS:
-        raise CheckpointError(f"unknown pixel classifier kind {kind!r}; this version knows {sorted(KINDS)}")
-    return KINDS[kind].from_state(state)
 
 
 def blend(network: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
@@ -126,7 +115,11 @@ class FastClassifier:
         scales, weight = tuple(float(s) for s in meta.pop("scales")), float(meta.pop("weight"))
         if not 0.0 <= weight <= 1.0:
             raise CheckpointError(f"the pixel classifier's ensemble weight {weight} is not in 0..1")
-        return cls(classifier_from_state(ClassifierState(state.arrays, meta)), scales, weight)
+        try:
+            classifier = classifier_from_state(ClassifierState(state.arrays, meta))
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
+        return cls(classifier, scales, weight)
 
 
 def fit_fast(
@@ -136,15 +129,15 @@ def fit_fast(
     *,
     features: Sequence[torch.Tensor] | None = None,
     scales: Sequence[float] = SCALES,
-    settings: ForestSettings = ForestSettings(),
+    kind: str = KIND,
 ) -> FastClassifier:
-    """A forest on the features of the normalised ``planes`` (Cin, H, W) fitted to ``targets``
-    (H, W) class indices, −1 = not labeled; ``features``: the planes' features if already
-    computed (``pixel_features(plane, scales)``)."""
+    """A classifier of ``kind`` on the features of the normalised ``planes`` (Cin, H, W) fitted to
+    ``targets`` (H, W) class indices, −1 = not labeled; ``features``: the planes' features if
+    already computed (``pixel_features(plane, scales)``)."""
     if features is None:
         features = [pixel_features(plane, scales) for plane in planes]
     painted = [np.asarray(target) + 1 for target in targets]  # 0 = not painted, k = class k − 1
-    x, y = painted_pixels(list(features), painted)
-    names = feature_names(np.asarray(planes[0]).shape[0] if np.ndim(planes[0]) == 3 else 1, scales)
-    forest = ForestClassifier.fit(x, y, num_classes, names, settings)
-    return FastClassifier(forest, tuple(scales))
+    channels = np.asarray(planes[0]).shape[0] if np.ndim(planes[0]) == 3 else 1
+    names = feature_names(channels, scales)
+    return FastClassifier(fit_classifier(list(features), painted, num_classes, kind=kind, feature_names=names),
+                          tuple(scales))
