@@ -144,7 +144,7 @@ def measure(
 
 def save(model: LoadedModel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` as a ``.cellprep`` checkpoint (an existing file is kept unless ``overwrite``)."""
-    return save_checkpoint(path, model.model, model.info, overwrite=overwrite)
+    return save_checkpoint(path, model.model, model.info, overwrite=overwrite, classifier=model.classifier)
 
 
 def _pairs(images: Images, labels: Images, what: str) -> list[tuple[np.ndarray, np.ndarray]]:

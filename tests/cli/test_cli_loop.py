@@ -140,7 +140,7 @@ def test_a_time_budget_is_a_normal_end_that_keeps_the_best_model(scribbles, tmp_
 def test_a_further_round_continues_by_the_engines_rule_and_flags_override_it(scribbles, tmp_path):
     image, labels, _ = scribbles[0]
     first, second, plain = tmp_path / "first.cellprep", tmp_path / "second.cellprep", tmp_path / "plain.cellprep"
-    common = ["--pair", image, labels, "--painted", *FAST]
+    common = ["--pair", image, labels, "--painted", "--no-classifier", *FAST]  # the network's own rule
     assert run("train", *common, "--init", "default", "--out", first)[0] == 0
     assert run("train", *common, "--init", first, "--out", second)[0] == 0
     code, _, err = run(
@@ -158,5 +158,27 @@ def test_a_further_round_continues_by_the_engines_rule_and_flags_override_it(scr
     assert (overridden["average_weights"], overridden["select_on_strokes"]) == (0, False)
     elsewhere = tmp_path / "elsewhere.cellprep"  # the fine-tuned model on another image: a first round
     other_image, other_labels, _ = scribbles[1]
-    assert run("train", "--pair", other_image, other_labels, "--painted", *FAST, "--init", first, "--out", elsewhere)[0] == 0
+    assert run("train", "--pair", other_image, other_labels, "--painted", "--no-classifier", *FAST, "--init", first,
+               "--out", elsewhere)[0] == 0
     assert read_info(elsewhere).training["average_weights"] == 0 and read_info(elsewhere).training["select_on_strokes"]
+
+
+def test_painted_strokes_train_two_speeds_within_the_budget(scribbles, tmp_path):
+    """--painted: the pixel classifier first, then the network past it; the model file carries the
+    classifier at the weight its held-out strokes chose. --no-classifier trains the network alone."""
+    image, labels, painted = scribbles[0]
+    out = tmp_path / "two.cellprep"
+    code, stdout, err = run("train", "--pair", image, labels, "--painted", "--out", out, *FAST, *NEW)
+    assert code == 0, err
+    assert "pixel classifier fitted in" in stdout and "pixel classifier weight" in stdout
+    loaded = load_checkpoint(out)
+    assert loaded.classifier is not None and 0.0 <= loaded.classifier.weight <= 1.0
+    training = loaded.info.training
+    assert training["train_labeled_pixels"] + training["val_labeled_pixels"] == np.count_nonzero(painted)
+    assert training["pseudo_labeled_pixels"] > training["train_labeled_pixels"]  # the classifier's pixels too
+    assert training["classifier"]["weight"] == loaded.classifier.weight
+    alone = tmp_path / "alone.cellprep"
+    code, stdout, err = run("train", "--pair", image, labels, "--painted", "--no-classifier", "--out", alone,
+                            *FAST, *NEW)
+    assert code == 0, err and "pixel classifier" not in stdout
+    assert load_checkpoint(alone).classifier is None

@@ -419,3 +419,36 @@ def test_a_dock_whose_widgets_are_gone_stops_following_the_models(
     _, live = make_napari_viewer().window.add_plugin_dock_widget(PLUGIN, "Segment")
     entry = registry.add_file(tiny_checkpoint)  # a model trained or opened in a later viewer
     assert live.model_labels == [entry.label]
+
+
+def test_a_model_with_a_pixel_classifier_shows_it_as_its_own_panel(make_napari_viewer, qtbot, registry, tmp_path, cells):
+    pytest.importorskip("sklearn")
+    from napari_cellprep.engine.checkpoint import load_checkpoint, save_checkpoint
+    from napari_cellprep.engine.classifier.fast import fit_fast
+    from napari_cellprep.engine.images.normalize import normalize_channels
+    from tests.conftest import disks
+
+    image, mask = disks(0)
+    plain = load_checkpoint(save_checkpoint(
+        tmp_path / "net.cellprep", *_tiny_model_and_info()))
+    target = np.full(mask.shape, -1)
+    target[::6] = mask[::6]
+    fast = fit_fast([normalize_channels(image[None], plain.info.normalization)], [target], 2).with_weight(0.5)
+    path = save_checkpoint(tmp_path / "both.cellprep", plain.model, plain.info, classifier=fast)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = open_segment(viewer, registry, path)
+    run_and_wait(qtbot, widget)
+    panel = viewer.layers["cells | pixel classifier (weight 0.50)"]
+    assert panel.metadata[MARKER]["output"] == "classifier"
+    assert ((panel.data - 1) == mask).mean() > 0.9  # painted values: class k is k + 1
+    assert "pixel classifier: 0.50 of the final ensemble" in widget.weights.value
+
+
+def _tiny_model_and_info():
+    from napari_cellprep.engine.checkpoint import ModelInfo
+    from napari_cellprep.model import ModelConfig, build_model
+
+    config = ModelConfig(num_classes=2, width=4, depth=2)
+    torch.manual_seed(0)
+    return build_model(config).eval(), ModelInfo(config, ["background", "colony"], name="tiny")

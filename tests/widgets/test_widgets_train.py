@@ -257,3 +257,24 @@ def test_an_epoch_that_did_not_improve_says_which_model_is_kept():
     assert score_name(event) == "mIoU on the painted labels"
     later = EpochEnd(3, 5, 0.5, {}, 1.0, val_miou=0.8, best_miou=0.85, best_epoch=2)
     assert kept(later) == " (kept: epoch 2, 0.850)" and score_name(later) == "validation mIoU"
+
+
+def test_live_the_pixel_classifier_answers_after_the_strokes(make_napari_viewer, qtbot, registry, cells):
+    """With "live" on, each stroke refits the pixel classifier in a worker and repaints the preview."""
+    pytest.importorskip("sklearn")
+    viewer = make_napari_viewer()
+    image = viewer.add_image(cells(), name="cells")
+    mask = (image.data > 2000).astype(np.uint8)
+    labels = viewer.add_labels(np.zeros(mask.shape, np.uint8), name="scribbles")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    small_settings(widget)
+    assert widget._live.value and widget.live.worker is None  # nothing painted: nothing to fit
+    labels.data = np.where(np.arange(96)[:, None] % 8 == 0, mask + 1, 0).astype(np.uint8)
+    qtbot.waitUntil(lambda: widget.live.seconds is not None and widget.live.worker is None, timeout=60_000)
+    shown = widget.preview.layer
+    assert shown is not None and shown.name == "cells | training preview"
+    assert ((shown.data.reshape(mask.shape) - 1) == mask).mean() > 0.9  # the disks, from strokes alone
+    first, fitted = widget.live.fit, widget.live.fit.classifier
+    labels.paint((50, 50), 1)  # another stroke: a refit on the same features
+    qtbot.waitUntil(lambda: widget.live.worker is None and widget.live.fit.classifier is not fitted, timeout=60_000)
+    assert widget.live.fit is first  # the view's features are computed once

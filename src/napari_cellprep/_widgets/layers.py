@@ -157,12 +157,17 @@ def prediction_layers(
         for s, name in enumerate(prediction.output_names):
             data = to_painted(prediction.branch_labels[..., s, :, :], len(classes))
             layers.append((data, meta(f"branch {s + 1}: {name}", "branch", colormap=colormap), "labels"))
+    if "branches" in show and prediction.classifier_labels is not None:
+        data = to_painted(prediction.classifier_labels, len(classes))
+        name = f"pixel classifier (weight {prediction.classifier_weight:.2f})"
+        layers.append((data, meta(name, "classifier", colormap=colormap), "labels"))
     features = {"index": np.arange(len(classes)) + 1, "class": list(classes)}
     provenance = {
         "class_names": list(classes),
         "output_names": list(prediction.output_names),
         "ensemble_weights": [float(w) for w in prediction.ensemble_weights],
         "device": prediction.device,
+        "classifier_weight": prediction.classifier_weight,
     }
     painted = to_painted(prediction.labels, len(classes))
     ensemble = meta(
@@ -222,8 +227,10 @@ def cue_layer(
 
 
 def engine_outputs(show: Collection[str]) -> tuple[str, ...]:
-    """The optional engine outputs (``inference.OUTPUTS``) that the shown layers need."""
-    return tuple(sorted({"filters", "translated", "branches", "disagreement"} & set(show)))
+    """The optional engine outputs (``inference.OUTPUTS``, and the pixel classifier's labels with
+    the branches) that the shown layers need."""
+    wanted = {"filters", "translated", "branches", "disagreement"} & set(show)
+    return tuple(sorted(wanted | ({"classifier"} if "branches" in wanted else set())))
 
 
 def segment_layers(

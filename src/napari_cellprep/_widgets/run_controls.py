@@ -16,7 +16,6 @@ from ..engine.errors import CellprepError
 from ..engine.threads import job_ended, job_started
 from .about import version_label
 
-
 INVALID_STYLE = "border: 1px solid #e0463c;"
 """How a field that cannot work is marked (a thin red frame)."""
 

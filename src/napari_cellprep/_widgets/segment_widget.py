@@ -258,12 +258,13 @@ class SegmentWidget(Container):
             layer.metadata[MARKER] for layer in added if layer.metadata[MARKER]["output"] == "ensemble"
         )
         self.device_used.value = marker["device"]
-        self.weights.value = "\n".join(
+        weights = [
             f"w{i + 1} = {w:+.3f}  {name}"
-            for i, (name, w) in enumerate(
-                zip(marker["output_names"], marker["ensemble_weights"], strict=True)
-            )
-        )
+            for i, (name, w) in enumerate(zip(marker["output_names"], marker["ensemble_weights"], strict=True))
+        ]
+        if marker.get("classifier_weight") is not None:
+            weights.append(f"pixel classifier: {marker['classifier_weight']:.2f} of the final ensemble")
+        self.weights.value = "\n".join(weights)
         done = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
         warning = (
             Familiarity(**marker["familiarity"]).message(self._model.value.label) if self._model.value else ""

@@ -31,7 +31,7 @@ from ..engine.images.labels import CORRECTION_WEIGHT, LabelKind, check_classes, 
 from ..engine.images.layout import find_channel_axis, input_channels
 from ..engine.threads import gui_torch_threads, warm_up_optimizer
 from ..engine.training.data import check_training_data, split_validation
-from ..engine.training.live import PreviewReady, painted_items, training_job
+from ..engine.training.live import PreviewReady, painted_items
 from ..engine.training.loop import TrainingResult
 from ..engine.training.plan import (
     DEFAULT_VAL_FRACTION,
@@ -39,11 +39,14 @@ from ..engine.training.plan import (
     continues_fine_tuning,
     default_val_fraction,
     model_to_train,
+    normalization_for,
     training_settings,
 )
+from ..engine.training.two_speed import ClassifierFitted, EnsembleChosen, two_speed_job
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
 from .layers import kept_prediction
+from .live_classifier import LiveClassifier
 from .loss_plot import LossPlot, score_name
 from .registry import ModelEntry, ModelRegistry, get_registry
 from .run_controls import RunControls
@@ -96,6 +99,7 @@ class TrainWidget(Container):
         self._viewer = viewer
         self._registry = registry or get_registry()
         self.trained: ModelEntry | None = None
+        self.kept = ""  # what the last run keeps: classifier, network or their ensemble
         self.preview = TrainingPreview(viewer)
         defaults = TrainConfig()
 
@@ -128,6 +132,10 @@ class TrainWidget(Container):
         self._val_image = ComboBox(label="validation image", choices=layer_choices(viewer, Image))
         self._val_labels = ComboBox(label="validation labels", choices=layer_choices(viewer, Labels))
         self._preview = CheckBox(text="live preview (best epoch so far, on the current view)", value=True)
+        self._live = CheckBox(text="live: a pixel classifier answers after every stroke", value=True)
+        self._live.tooltip = ("Refits a pixel classifier on multiscale features to your strokes and shows it in "
+                              "the preview within about a second; Train then teaches the network past it")
+        self.live = LiveClassifier(self.preview, self.native)
         self._save_button = PushButton(text="Save model…", enabled=False)
         self.controls = RunControls("Train", "Stop", abort=False, extra_buttons=(self._save_button,))
         self.plot = LossPlot()
@@ -154,6 +162,7 @@ class TrainWidget(Container):
                 self._val_image,
                 self._val_labels,
                 self._preview,
+                self._live,
                 self.controls,
             ]
         )
@@ -297,7 +306,21 @@ class TrainWidget(Container):
                 labels.events.paint.connect(self.validate)
                 labels.events.data.connect(self.validate)
             self._watched = labels
-        return self.controls.check(self.problems())
+        ready = self.controls.check(self.problems())
+        if ready and self._live.value and not self.controls.running:
+            self.live.refit(self._image.value, self._labels.value, self._live_info())
+        return ready
+
+    def _live_info(self) -> ModelInfo:
+        """What the live classifier needs of the model: classes, input channels, normalisation."""
+        names = self.class_names()
+        base = self._base.value if self._start.value is Start.FINE_TUNE else None
+        image = self._image.value
+        channels = base.info.config.in_channels if base is not None else input_channels(
+            image.data.shape, rgb=image.rgb, channel_axis=self._channel_axis.value)
+        config = ModelConfig(num_classes=self._classes.value, in_channels=channels, width=4, depth=1)
+        normalization = base.info.normalization if base is not None else normalization_for(None)
+        return ModelInfo(config, names[: self._classes.value], normalization)
 
     # -- preparing (main thread, before any thread starts) ---------------------------------------
     def _model_info(self, image_layer: Image) -> tuple[ModelInfo, LoadedModel | None, int | None]:
@@ -394,6 +417,7 @@ class TrainWidget(Container):
             self.controls.fail(str(exc))
             return
         self._last_step_shown = 0.0
+        self.kept = ""
         self.plot.clear()
         self._save_button.enabled = False
         pixels = sum(item.labeled_pixels for item in job["train"])
@@ -401,7 +425,7 @@ class TrainWidget(Container):
         corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
         verb = "Continuing" if continues_fine_tuning(job["init"], job["train"]) else "Training"
         self.controls.start(
-            training_job,
+            two_speed_job,
             busy=f"{verb} {job['info'].name!r} on {pixels} painted pixels{corrections}…",
             on_event=self._on_event,
             on_result=self._on_result,
@@ -416,6 +440,13 @@ class TrainWidget(Container):
     def _on_event(self, event) -> None:
         if isinstance(event, PreviewReady):
             self.preview.show(event)
+            return
+        if isinstance(event, ClassifierFitted):
+            held = "" if event.held_out is None else f", {event.held_out:.3f} on the held-out strokes"
+            self.controls.status.value = f"Pixel classifier fitted in {event.seconds:.1f} s{held}; training the network…"
+            return
+        if isinstance(event, EnsembleChosen):
+            self.kept = f"{event.which} (classifier weight {event.weight:.2f}, {event.held_out[event.weight]:.3f})"
             return
         if isinstance(event, NormAdapted):
             self.controls.status.value = "Adapted the model to this image; training…"
@@ -453,8 +484,9 @@ class TrainWidget(Container):
         if result.best_miou is not None and result.history:  # not stopped before an epoch ended
             name = score_name(result.history[-1])
             best = f", best {name} {result.best_miou:.3f} at epoch {result.best_epoch}"
+        kept = f"; it keeps the {self.kept}" if self.kept else ""
         self.controls.status.value = (
-            f"{ending} after {result.epochs_run} epochs{best}. {self.trained.label!r} is now in the Segment "
+            f"{ending} after {result.epochs_run} epochs{best}{kept}. {self.trained.label!r} is now in the Segment "
             f"widget's model list (save it to keep it); Train again continues from it."
         )
 
@@ -494,7 +526,9 @@ class TrainWidget(Container):
                 self.controls.status.value = f"Not saved: {path.name} was kept."
                 return None
         try:
-            save_checkpoint(path, entry.loaded.model, entry.loaded.info, overwrite=True)
+            save_checkpoint(
+                path, entry.loaded.model, entry.loaded.info, overwrite=True, classifier=entry.loaded.classifier
+            )
         except CellprepError as exc:
             self.controls.fail(str(exc))
             return None

@@ -56,6 +56,11 @@ class TrainingPreview:
         )
         return dict(preview=np.ascontiguousarray(array[plane][rows, cols]), preview_channel_axis=axis)
 
+    @property
+    def shown(self) -> bool:
+        """Whether the preview layer exists and is still in the viewer."""
+        return self.layer is not None and self.layer in self._viewer.layers
+
     def show(self, event: PreviewReady) -> None:
         """Show a preview (if the user has not removed the layer meanwhile).
 

@@ -19,7 +19,7 @@ DESCRIPTION = (
 
 def run(args: argparse.Namespace) -> int:
     """Export, then test the package; exit 1 if bioimageio.core does not pass it."""
-    from ..engine.export.bioimageio import export_bioimageio, test_package
+    from ..engine.export.bioimageio import export_bioimageio, network_alone, test_package
 
     out = Path(args.bioimageio)
     refuse_existing([out], args.overwrite)
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     sample = read_image(args.sample) if args.sample else None
     export_bioimageio(loaded, out, sample=sample, overwrite=args.overwrite)
     print(f"wrote {out} ({loaded.label})")
+    if network_alone(loaded):
+        print(f"note: {network_alone(loaded)}")
     if args.no_test:
         return 0
     passed, summary = test_package(out)

@@ -33,6 +33,7 @@ from ..engine.training.plan import (
     normalization_for,
     training_settings,
 )
+from ..engine.training.two_speed import ClassifierFitted, EnsembleChosen, two_speed_job
 from ..model import NAMED_CONFIGS, ModelConfig
 from ..model.config import (
     ARCHITECTURES,
@@ -145,10 +146,18 @@ def _run_with_progress(events) -> TrainingResult:
     """Drive the training generator: a step bar on stderr, one line per epoch on stdout."""
     bar = None
 
-    def show(event: NormAdapted | StepEnd | EpochEnd) -> None:
+    def show(event: NormAdapted | StepEnd | EpochEnd | ClassifierFitted | EnsembleChosen) -> None:
         nonlocal bar
         if isinstance(event, NormAdapted):
             tqdm.write("normalisation statistics re-estimated on the training images (AdaBN)")
+            return
+        if isinstance(event, ClassifierFitted):
+            held = "" if event.held_out is None else f", held-out mIoU {score(event.held_out)}"
+            tqdm.write(f"pixel classifier fitted in {event.seconds:.1f} s{held}; training the network past it")
+            return
+        if isinstance(event, EnsembleChosen):
+            tqdm.write(f"  keeps the {event.which} (classifier weight {event.weight:g}, "
+                       f"held-out mIoU {score(event.held_out[event.weight])})")
             return
         if isinstance(event, EpochEnd):
             tqdm.write(_epoch_line(event))
@@ -204,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         if args.val_images is not None or args.val_masks is not None
         else None
     )
+    two_speed = args.painted and not args.no_classifier
     init = load_model(args.init) if args.init else None
     keep_apart([out], [path for pair in pairs + (val_pairs or []) for path in pair] + [init and init.path])
     check_writable(out)
@@ -238,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
         val = _read_items(val_pairs, normalization, in_channels, args)
         check_values([item.labeled() for item in val], num_classes)
     else:
-        fraction = default_val_fraction(init is not None) if args.val_fraction is None else args.val_fraction
+        fraction = args.val_fraction
+        if fraction is None:  # the two speeds choose the classifier's weight on held-out strokes
+            fraction = DEFAULT_VAL_FRACTION if two_speed else default_val_fraction(init is not None)
         if not 0.0 <= fraction < 1.0:
             raise CommandError(f"--val-fraction must be in [0, 1), got {fraction}")
         train, val = split_validation(train, fraction, settings.seed) if fraction > 0 else (train, None)
@@ -256,9 +268,13 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         with stop_on_ctrl_c(stop):
-            events = train_iter(
-                train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path
-            )
+            if two_speed:  # the checkpoint is written at the end, with its classifier
+                checkpoint_path = None
+                events = two_speed_job(train, val, info, settings, init=init, stop=stop)
+            else:
+                events = train_iter(
+                    train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path
+                )
             result = _run_with_progress(events)
     except KeyboardInterrupt:  # the second Ctrl-C
         if checkpoint_path is not None and out.exists():
@@ -266,12 +282,14 @@ def run(args: argparse.Namespace) -> int:
             return INTERRUPTED
         raise
     if checkpoint_path is None:
-        save_checkpoint(out, result.model.model, result.model.info, overwrite=True)
+        save_checkpoint(out, result.model.model, result.model.info, overwrite=True, classifier=result.model.classifier)
     best = (
         f"best val mIoU {score(result.best_miou)} at epoch {result.best_epoch}"
         if result.best_miou is not None
         else f"model of epoch {result.epochs_run}"
     )
+    if result.model.classifier is not None:
+        best += f"; pixel classifier weight {result.model.classifier.weight:g}"
     if result.stopped:
         print(f"stopped after {result.epochs_run} of {settings.epochs} epoch(s); saved {out} ({best})")
         return INTERRUPTED
@@ -469,9 +487,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction",
         type=float,
         help="share of labeled pixels held out for validation, "
-        f"in blocks (default: {DEFAULT_VAL_FRACTION}, none with --init; 0 = no validation, the last epoch is kept)",
+        f"in blocks (default: {DEFAULT_VAL_FRACTION}; none with --init unless --painted, whose held-out strokes "
+        "choose the pixel classifier's weight; 0 = no validation, the last epoch is kept)",
     )
     data.add_argument(
         "--val-images", metavar="DIR", help="validation image folder (instead of --val-fraction)"
     )
     data.add_argument("--val-masks", metavar="DIR", help="validation mask folder")
+    data.add_argument(
+        "--no-classifier",
+        action="store_true",
+        help="with --painted: train the network alone, without the pixel classifier that answers first "
+        "and joins its ensemble (the default learns from the classifier's pseudo-labels too)",
+    )

@@ -13,11 +13,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..model import ModelConfig, SegmentationNet, build_model
+from .classifier.fast import FastClassifier
+from .classifier.state import ClassifierState
 from .errors import CheckpointError, OutputExistsError, SettingsError
 from .images.io import atomic_write
 from .images.normalize import Normalization
@@ -26,6 +29,10 @@ FORMAT = "napari-cellprep"
 FORMAT_VERSION = 1
 SUFFIX = ".cellprep"
 _META_KEY = "napari_cellprep"
+_CLASSIFIER_KEY = "napari_cellprep_classifier"
+CLASSIFIER_PREFIX = "classifier."
+"""A pixel classifier's arrays are stored beside the weights under this prefix, its metadata
+(JSON) under ``_CLASSIFIER_KEY``."""
 
 DEFAULT_COLORS = ["#000000", "#ffd700", "#00bfff", "#ff4500", "#32cd32", "#da70d6", "#ff69b4", "#8b4513"]
 
@@ -79,11 +86,13 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    """A network ready for inference (eval mode) and its description."""
+    """A network ready for inference (eval mode) and its description; ``classifier``: the fast
+    pixel classifier that joins the network's ensemble, if the model has one."""
 
     model: SegmentationNet
     info: ModelInfo
     path: Path | None = None
+    classifier: FastClassifier | None = None
 
     @property
     def device(self) -> torch.device:
@@ -121,9 +130,15 @@ def default_colors(num_classes: int) -> list[str]:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: SegmentationNet, info: ModelInfo, *, overwrite: bool = False
+    path: str | os.PathLike,
+    model: SegmentationNet,
+    info: ModelInfo,
+    *,
+    overwrite: bool = False,
+    classifier: FastClassifier | None = None,
 ) -> Path:
-    """Write ``model`` and ``info`` to ``path`` atomically (temporary file, then rename).
+    """Write ``model``, ``info`` and the ``classifier`` if any to ``path`` atomically (temporary
+    file, then rename).
 
     An existing file is kept unless ``overwrite`` is true.
     """
@@ -134,6 +149,10 @@ def save_checkpoint(
         raise ValueError("the model's config does not match the info's config")
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     metadata = {_META_KEY: json.dumps(info.to_dict())}
+    if classifier is not None:
+        state = classifier.state()
+        tensors.update({CLASSIFIER_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.arrays.items()})
+        metadata[_CLASSIFIER_KEY] = json.dumps(state.meta)
     with atomic_write(path, overwrite) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
@@ -205,12 +224,32 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         tensors = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is damaged or truncated: {exc}") from exc
+    stored = {k[len(CLASSIFIER_PREFIX):]: v.numpy() for k, v in tensors.items() if k.startswith(CLASSIFIER_PREFIX)}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(CLASSIFIER_PREFIX)}
     model = build_model(info.config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the described architecture: {exc}") from exc
-    return LoadedModel(model.to(device).eval(), info, path)
+    return LoadedModel(model.to(device).eval(), info, path, _classifier(path, stored, info))
+
+
+def _classifier(path: Path, arrays: dict[str, np.ndarray], info: ModelInfo) -> FastClassifier | None:
+    """The pixel classifier stored in ``path`` (``None`` without one), rebuilt by our own code."""
+    with path.open("rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    meta = header.get("__metadata__", {}).get(_CLASSIFIER_KEY)
+    if meta is None and not arrays:
+        return None
+    try:
+        fast = FastClassifier.from_state(ClassifierState(arrays, json.loads(meta)))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its pixel classifier cannot be rebuilt: {exc}") from exc
+    if fast.num_classes != info.config.num_classes:
+        raise CheckpointError(
+            f"{path}: its pixel classifier has {fast.num_classes} classes, the network {info.config.num_classes}"
+        )
+    return fast
 
 
 DEFAULT_MODEL = "default"

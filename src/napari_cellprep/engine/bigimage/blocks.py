@@ -21,6 +21,8 @@ import numpy as np
 from ...model import SegmentationNet
 from ...model.config import ModelConfig
 from ...model.networks import pad_mode
+from ..classifier.fast import FastClassifier
+from ..classifier.features import halo
 from ..errors import SettingsError
 from ..images.normalize import Normalization, normalize_channels
 from ..images.planes import LazyPlanes
@@ -127,8 +129,11 @@ def predict_region(
     *,
     batch_size: int = 4,
     precision: str = "float32",
+    classifier: FastClassifier | None = None,
 ) -> dict[str, np.ndarray]:
-    """Block (by, bx) of plane ``p``: ``{name: (*shape, h, w)}`` for every kept output."""
+    """Block (by, bx) of plane ``p``: ``{name: (*shape, h, w)}`` for every kept output;
+    ``classifier``: the model's pixel classifier, which joins the ensemble as in ``predict``
+    (its features read with their halo around the block, so they equal the whole plane's)."""
     rows, cols = grid.region(by, bx)
     ys, xs = _reaching(grid.y, rows), _reaching(grid.x, cols)
     top, left = grid.y.origins[ys[0]], grid.x.origins[xs[0]]
@@ -155,7 +160,15 @@ def predict_region(
     weight = grid.y.weight_sum[rows, None] * grid.x.weight_sum[None, cols]
     blended = {key: total / weight for key, total in sums.items()}
     result = {key: np.empty((1, *shape, h, w), output_dtype(key, config.num_classes)) for key, shape in kept.items()}
-    _store(result, 0, slice(0, h), blended)
+    fast = None
+    if classifier is not None:
+        margin = halo(classifier.scales)
+        y0, x0 = max(0, rows.start - margin), max(0, cols.start - margin)
+        y1, x1 = min(grid.y.size, rows.stop + margin), min(grid.x.size, cols.stop + margin)
+        context = normalize_channels(planes.read(p, slice(y0, y1), slice(x0, x1)), normalization, stats)
+        probabilities = classifier.probabilities(context)
+        fast = (probabilities[:, rows.start - y0 : rows.stop - y0, cols.start - x0 : cols.stop - x0], classifier.weight)
+    _store(result, 0, slice(0, h), blended, fast)
     return {key: value[0] for key, value in result.items()}
 
 

@@ -106,9 +106,10 @@ def run_block(task: BlockTask, stats: list[list[tuple[float, float]]]) -> float:
     """Predict and write one block with the process's cached model; returns the seconds taken."""
     start = time.perf_counter()
     p, by, bx = task.index
+    model, classifier = cached_model(task.model_key)
     arrays = predict_region(
-        cached_model(task.model_key), task.image.planes(), p, task.grid, by, bx, stats[p],
-        task.normalization, task.config, task.wanted, batch_size=task.batch_size, precision=task.precision,
+        model, task.image.planes(), p, task.grid, by, bx, stats[p], task.normalization, task.config,
+        task.wanted, batch_size=task.batch_size, precision=task.precision, classifier=classifier,
     )
     write_block(task.store, task.group, task.lead, task.index, task.grid.region(by, bx), arrays)
     return time.perf_counter() - start

@@ -96,6 +96,17 @@ def _torchscript(net: ExportNet, x: torch.Tensor, path: Path, multiple: int) -> 
     traced.save(str(path))
 
 
+def network_alone(loaded: LoadedModel) -> str | None:
+    """What a package of ``loaded`` leaves out: its pixel classifier, if it has one."""
+    if loaded.classifier is None:
+        return None
+    return (
+        f"This package holds the network alone: the model's pixel classifier (weight "
+        f"{loaded.classifier.weight:g} in its final ensemble) is not part of it, so its labels can differ "
+        f"from napari-cellprep's; use the .cellprep file in napari-cellprep for the whole model."
+    )
+
+
 def _documentation(loaded: LoadedModel, outputs: list[tuple[str, list[str]]]) -> str:
     info = loaded.info
     norm = info.normalization
@@ -112,6 +123,7 @@ def _documentation(loaded: LoadedModel, outputs: list[tuple[str, list[str]]]) ->
                 "weighted ensemble of the branches' segmentations."
             ),
             "",
+            *([network_alone(loaded), ""] if loaded.classifier is not None else []),
             f"Classes: {', '.join(f'{k} = {name}' for k, name in enumerate(info.class_names))}.",
             f"Preprocessing: {scaling} of each channel to 0..1, then clipping to 0..1.",
             "",
@@ -264,7 +276,8 @@ def export_bioimageio(
 ) -> Path:
     """Write ``loaded`` as a bioimage.io model package ``out`` (a .zip), atomically; an existing
     file is kept unless ``overwrite``. ``sample``: one image for the test tensors and the cover
-    (default: the first packaged NIST tile)."""
+    (default: the first packaged NIST tile). The package holds the network alone: a model's pixel
+    classifier (``network_alone``) is not part of it, and its description says so."""
     v0_5 = _bioimageio()
     from bioimageio.spec import save_bioimageio_package
 
@@ -274,7 +287,7 @@ def export_bioimageio(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; choose another name or allow overwriting")
     info = loaded.info
-    loaded = LoadedModel(loaded.model.to("cpu").eval(), info, loaded.path)
+    loaded = LoadedModel(loaded.model.to("cpu").eval(), info, loaded.path, loaded.classifier)
     plane = _sample_plane(loaded, sample)
     name = " ".join(re.sub(r"[^A-Za-z0-9_+\- ()]", " ", f"CellPrep {loaded.label}").split())[:64]
     with tempfile.TemporaryDirectory() as tmp_dir:

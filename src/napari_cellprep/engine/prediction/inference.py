@@ -42,6 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ...model import CellPrepNet, ModelConfig, SegmentationNet, output_names
 from ...model.networks import pad_mode
 from ..checkpoint import LoadedModel
+from ..classifier.fast import blend
 from ..devices import describe_device, resolve_device
 from ..errors import SettingsError
 from ..events import Progress, drive
@@ -54,10 +55,11 @@ OUTPUTS = ("filters", "translated", "branches", "probabilities", "disagreement")
 probabilities, branch labels and the disagreement map; ``disagreement`` the map alone (the branch
 probabilities are then blended band by band and never kept at full size)."""
 
-ASKED_ONLY = ("denoised",)
+ASKED_ONLY = ("denoised", "classifier")
 """Optional outputs given only when named (not among ``OUTPUTS``, which the faces ask for as
 "everything"): ``denoised``, the denoise head's image, for models with one
-(``ModelConfig.denoise_head``)."""
+(``ModelConfig.denoise_head``); ``classifier``, the labels of the model's pixel classifier alone,
+for models with one (``LoadedModel.classifier``)."""
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """``precision`` choices: float32, or autocast to a 16-bit type: for CUDA, and bfloat16 also for
@@ -90,6 +92,8 @@ class Prediction:
     class_names: list[str]
     device: str  # describe_device text
     denoised: np.ndarray | None = None  # (*lead, Cin, H, W) float32
+    classifier_labels: np.ndarray | None = None  # (*lead, H, W) the pixel classifier's own labels
+    classifier_weight: float | None = None  # its weight in the ensemble (None: the model has none)
 
 
 def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
@@ -256,8 +260,20 @@ class _Band:
         return rows, blended
 
 
-def _store(result: dict[str, np.ndarray], p: int, rows: slice, blended: dict[str, np.ndarray]) -> None:
-    """Write finished rows of plane ``p``: blended maps, labels, branch labels, disagreement."""
+def _store(
+    result: dict[str, np.ndarray],
+    p: int,
+    rows: slice,
+    blended: dict[str, np.ndarray],
+    fast: tuple[np.ndarray, float] | None = None,
+) -> None:
+    """Write finished rows of plane ``p``: blended maps, labels, branch labels, disagreement;
+    ``fast``: the plane's pixel-classifier probabilities and weight, which join the ensemble."""
+    if fast is not None:
+        classifier = fast[0][:, rows]
+        blended["probabilities"] = blend(blended["probabilities"], classifier, fast[1])
+        if "classifier_labels" in result:
+            result["classifier_labels"][p, rows] = classifier.argmax(axis=0)
     for key, value in blended.items():
         if key in result:
             result[key][p, ..., rows, :] = value
@@ -345,6 +361,9 @@ def predict_iter(
 
     n = planes.shape[0]
     shapes, kept = output_shapes(config, wanted)
+    fast = loaded.classifier
+    if fast is not None and "classifier" in wanted:
+        kept["classifier_labels"] = ()
     result = {
         key: np.empty((n, *shape, height, width), output_dtype(key, config.num_classes)) for key, shape in kept.items()
     }
@@ -357,6 +376,9 @@ def predict_iter(
         plane = planes[p]
         stats = channel_stats(plane, normalization)
         band = _Band(shapes, y, x)
+        classified = None
+        if fast is not None:
+            classified = (fast.probabilities(normalize_channels(plane, normalization, stats), device=target), fast.weight)
         for k, batch in enumerate(batches):
             block = np.stack([
                 normalize_channels(plane[:, y.source(i, mode)][:, :, x.source(j, mode)], normalization, stats)
@@ -366,7 +388,7 @@ def predict_iter(
             for b, (i, j) in enumerate(batch):
                 band.add(arrays, b, i, j)
                 if j == len(x.origins) - 1:
-                    _store(result, p, *band.finish_row(i))
+                    _store(result, p, *band.finish_row(i), classified)
             first = k * batch_size + 1
             where = f"plane {p + 1}/{n}: " if lead else ""
             message = f"{where}tiles {first}–{first + len(batch) - 1} of {len(tiles)}"
@@ -386,6 +408,8 @@ def predict_iter(
         class_names=list(info.class_names),
         device=describe_device(target),
         denoised=full.get("denoised"),
+        classifier_labels=full.get("classifier_labels"),
+        classifier_weight=None if fast is None else fast.weight,
     )
 
 
