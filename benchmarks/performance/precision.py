@@ -209,6 +209,7 @@ def log(message: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
+    provenance = {**reproduce.provenance(), "python": platform.python_version()}  # the code as the run starts
     base = load_default()
     devices = [("cpu", args.precisions)]
     notes = []
@@ -257,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "command": "python -m benchmarks.performance.precision " + " ".join(args.argv),
         "date": datetime.date.today().isoformat(),
-        "provenance": {**reproduce.provenance(), "python": platform.python_version()},
+        "provenance": provenance,
         "native_cpu_bfloat16": cpu_has_native_bfloat16(),
         "threads": args.threads,
         "bar": BAR,
