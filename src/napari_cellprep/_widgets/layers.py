@@ -163,6 +163,7 @@ def prediction_layers(
         "output_names": list(prediction.output_names),
         "ensemble_weights": [float(w) for w in prediction.ensemble_weights],
         "device": prediction.device,
+        "precision": prediction.precision,
     }
     painted = to_painted(prediction.labels, len(classes))
     ensemble = meta(
@@ -235,6 +236,7 @@ def segment_layers(
     show: Collection[str] = SHOWABLE,
     tile: int = 256,
     device: str | None = None,
+    precision: str = "auto",
     scale: Sequence[float] | None = None,
     translate: Sequence[float] | None = None,
     instances: bool = False,
@@ -245,7 +247,8 @@ def segment_layers(
     """Segment an image layer's data; yield progress, return the output layers in reading order.
 
     ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
-    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device. The ensemble
+    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device, ``precision``
+    ``"auto"`` its default precision (``engine.devices.default_precision``). The ensemble
     layer's marker holds ``familiarity`` (``engine.familiarity``: is the image like the training
     data?) as a dict. ``instances`` adds the objects layer (``min_size``, ``boundary_class``:
     ``engine.instances.find_instances``) with its measurements. ``annotated``: the pixels already
@@ -260,6 +263,7 @@ def segment_layers(
         overlap=tile // 4,
         outputs=(*engine_outputs(show), "probabilities", *(("disagreement",) if instances else ())),
         device=device or "auto",
+        precision=precision,
     )
     planes = image if channel_axis is None else np.moveaxis(image, channel_axis, 0)
     familiarity = measure_familiarity(

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import LoadedModel
-from ..devices import resolve_device
+from ..devices import resolve_device, resolve_precision
 from ..errors import SettingsError
 from ..events import Progress
 from ..images.normalize import Normalization, streamed_channel_stats
 from ..images.planes import LazyPlanes
 from ..images.sources import ImageSource, open_image
-from ..prediction.inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
+from ..prediction.inference import check_outputs, output_dtype, output_shapes
 from ..prediction.model_cache import cached_model, install, model_payload
 from .blocks import BlockGrid, plan_grid, predict_region
 from .zarr_store import create_image, done_blocks, finish_image, finish_store, prepare_store, write_block
@@ -132,12 +132,15 @@ def predict_to_zarr_iter(
     the zarr store ``out``, yielding ``Progress`` per block; returns ``out``.
 
     ``executor`` runs the work: ``None`` this process, else a ``cluster.DaskExecutor``. A source
-    without a path is read through its array (this process only).
+    without a path is read through its array (this process only). ``precision`` "auto" is what
+    the executor's device picks (``devices.default_precision``); the store's settings record the
+    precision the blocks ran in.
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
         raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
-    _autocast_dtype(precision)
+    executor = executor or LocalExecutor()
+    precision = executor.precision(precision, loaded)
     info, out = loaded.info, Path(out)
     config = info.config
     blended, kept = output_shapes(config, wanted)
@@ -165,7 +168,6 @@ def predict_to_zarr_iter(
         )
         done = done_blocks(node)
         job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
-    executor = executor or LocalExecutor()
     executor.install(key, payload, loaded)
     todo = [job for job in jobs if job.pending]
     total, finished = sum(len(job.pending) for job in jobs), 0
@@ -206,8 +208,15 @@ class LocalExecutor:
     def __init__(self, device: str | None = None) -> None:
         self.device = device
 
+    def _device(self, loaded: LoadedModel) -> Any:
+        return resolve_device(self.device) if self.device else loaded.device
+
+    def precision(self, precision: str, loaded: LoadedModel) -> str:
+        """The precision ``precision`` ("auto" or a name) means on this process's device."""
+        return resolve_precision(precision, self._device(loaded))
+
     def install(self, key: str, payload: bytes, loaded: LoadedModel) -> None:
-        install(key, loaded, resolve_device(self.device) if self.device else loaded.device)
+        install(key, loaded, self._device(loaded))
 
     def stats(self, refs: list[ImageRef], normalization: Normalization) -> list:
         return [image_stats(ref, normalization) for ref in refs]
