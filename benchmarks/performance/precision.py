@@ -149,7 +149,7 @@ class Tally:
             "filters_range_error": self.range_error["filters"],
             "translated_range_error": self.range_error["translated"],
             "probability_max_error": self.probability_error,
-            "time_ratio": self.seconds16 / self.seconds32,
+            "time_ratio": self.seconds16 / self.seconds32 if self.seconds32 else None,
         }
 
 
@@ -308,7 +308,7 @@ def report(record: dict) -> list[str]:
             f"{_fmt(r['miou_float32'], '.4f')} | {_fmt(r['miou_change'], '+.4f')} | "
             f"{_fmt(r['filters_relative_error'], '.1e')} | {_fmt(r['translated_relative_error'], '.1e')} | "
             f"{_fmt(r['filters_range_error'], '.3f')} | {_fmt(r['translated_range_error'], '.3f')} | "
-            f"{r['probability_max_error']:.3f} | {r['time_ratio']:.2f} |"
+            f"{r['probability_max_error']:.3f} | {_fmt(r['time_ratio'], '.2f')} |"
         )
     return lines
 
