@@ -281,12 +281,16 @@ def report(record: dict) -> list[str]:
     """The Markdown report of a run."""
     p = record["provenance"]
     lines = [
-        f"Command: `{record['command']}` ({record['date']}, commit {p['commit'][:12]}; {p['cpu']}, "
-        f"{p['cpu_id']}, {p['cpu_kernels']} kernels; native CPU bfloat16: {record['native_cpu_bfloat16']}; "
-        f"torch {p['torch']}, {record['threads']} thread).",
+        (
+            f"Command: `{record['command']}` ({record['date']}, commit {p['commit'][:12]}; {p['cpu']}, "
+            f"{p['cpu_id']}, {p['cpu_kernels']} kernels; native CPU bfloat16: {record['native_cpu_bfloat16']}; "
+            f"torch {p['torch']}, {record['threads']} thread)."
+        ),
         "",
-        f"Bar for a 16-bit default: every case agrees with float32 on ≥ {100 * BAR['agreement']:.1f} % of its "
-        f"pixels and moves mIoU by less than {BAR['miou_change']}.",
+        (
+            f"Bar for a 16-bit default: every case agrees with float32 on ≥ {100 * BAR['agreement']:.1f} % of its "
+            f"pixels and moves mIoU by less than {BAR['miou_change']}."
+        ),
         "",
         "| precision | cases | below the bar | meets the bar |",
         "|---|---|---|---|",
@@ -295,9 +299,11 @@ def report(record: dict) -> list[str]:
         lines.append(f"| {name} | {verdict['cases']} | {verdict['failed']} | {'yes' if verdict['meets_bar'] else 'no'} |")
     lines += [""] + [f"- {note}" for note in record["notes"]] + [""]
     lines += [
-        "| set | light | model | device | precision | pixels | label agreement | flips where float32 < 0.6 | "
-        "mIoU float32 | ΔmIoU | filters rel. error | translated rel. error | filters max / range | "
-        "translated max / range | max Δ probability | time 16-bit / float32 |",
+        (
+            "| set | light | model | device | precision | pixels | label agreement | flips where float32 < 0.6 | "
+            "mIoU float32 | ΔmIoU | filters rel. error | translated rel. error | filters max / range | "
+            "translated max / range | max Δ probability | time 16-bit / float32 |"
+        ),
         "|" + "---|" * 16,
     ]
     for r in record["rows"]:

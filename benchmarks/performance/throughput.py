@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from statistics import median
 
@@ -96,14 +97,15 @@ def measure_paths(args: argparse.Namespace, image_path: Path) -> dict:
     for repeat in range(args.repeats):
         for precision in args.precisions:
             count[0] = 0
-            seconds = timed(lambda: predict(loaded, array, tile=TILE, overlap=OVERLAP, outputs=(), precision=precision))
+            seconds = timed(partial(predict, loaded, array, tile=TILE, overlap=OVERLAP, outputs=(), precision=precision))
             tiles["in_memory"], count[0] = count[0], 0
             record[precision]["in_memory_s"].append(seconds)
             out = args.dir / f"paths-{precision}.zarr"
-            seconds = timed(lambda: drive(predict_to_zarr_iter(
-                loaded, [("", source, str(image_path))], out, tile=TILE, overlap=OVERLAP, block=args.block,
-                precision=precision, overwrite=True, executor=LocalExecutor(),
-            )))
+            events = partial(
+                predict_to_zarr_iter, loaded, [("", source, str(image_path))], out, tile=TILE, overlap=OVERLAP,
+                block=args.block, precision=precision, overwrite=True, executor=LocalExecutor(),
+            )
+            seconds = timed(lambda: drive(events()))  # noqa: B023  (called at once)
             tiles["big_image"] = count[0]
             record[precision]["big_image_s"].append(seconds)
             record[precision]["mm_flops"].append(matmul_rate(PRECISIONS[precision] or torch.float32))
@@ -144,17 +146,23 @@ def measure_workers(args: argparse.Namespace, image_path: Path) -> dict:
 def report(record: dict) -> list[str]:
     p, paths, workers = record["provenance"], record["paths"], record["workers"]
     lines = [
-        f"Command: `{record['command']}` ({record['date']}, commit {p['commit'][:12]}; {p['cpu']}, {p['cpu_id']}, "
-        f"{p['cpu_kernels']} kernels; native CPU bfloat16: {record['native_cpu_bfloat16']}; torch {p['torch']}; "
-        f"load average {record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end).",
+        (
+            f"Command: `{record['command']}` ({record['date']}, commit {p['commit'][:12]}; {p['cpu']}, {p['cpu_id']}, "
+            f"{p['cpu_kernels']} kernels; native CPU bfloat16: {record['native_cpu_bfloat16']}; torch {p['torch']}; "
+            f"load average {record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end)."
+        ),
         "",
-        f"{record['side']}² uint16, the bundled model, labels only, tile {TILE}, overlap {OVERLAP}, one torch thread, "
-        f"median of {record['repeats']}; the big-image path in blocks of {record['block']} px "
-        f"({paths['tiles']['big_image']} tiles against {paths['tiles']['in_memory']} in memory). "
-        f"The model costs {paths['flops_per_pixel'] / 1e3:.1f} kFLOP per output pixel.",
+        (
+            f"{record['side']}² uint16, the bundled model, labels only, tile {TILE}, overlap {OVERLAP}, one torch thread, "
+            f"median of {record['repeats']}; the big-image path in blocks of {record['block']} px "
+            f"({paths['tiles']['big_image']} tiles against {paths['tiles']['in_memory']} in memory). "
+            f"The model costs {paths['flops_per_pixel'] / 1e3:.1f} kFLOP per output pixel."
+        ),
         "",
-        "| precision | in memory (px/s/core) | big image (px/s/core) | big / in memory | FLOP floor (px/s/core) | "
-        "in memory / floor | 2048² matmul (GFLOP/s) |",
+        (
+            "| precision | in memory (px/s/core) | big image (px/s/core) | big / in memory | FLOP floor (px/s/core) | "
+            "in memory / floor | 2048² matmul (GFLOP/s) |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for precision, r in paths["precisions"].items():
@@ -166,10 +174,12 @@ def report(record: dict) -> list[str]:
     one, two = workers["1"], workers["2"]
     lines += [
         "",
-        f"`cellprep predict` with dask workers (precision auto, blocks of {record['block']} px, wall time with the "
-        f"cluster's start): 1 worker {one['px_per_s']:,.0f} px/s ({', '.join(map(str, one['seconds']))} s), "
-        f"2 workers {two['px_per_s']:,.0f} px/s ({', '.join(map(str, two['seconds']))} s): "
-        f"**{workers['speedup_2_vs_1']:.2f}×**.",
+        (
+            f"`cellprep predict` with dask workers (precision auto, blocks of {record['block']} px, wall time with the "
+            f"cluster's start): 1 worker {one['px_per_s']:,.0f} px/s ({', '.join(map(str, one['seconds']))} s), "
+            f"2 workers {two['px_per_s']:,.0f} px/s ({', '.join(map(str, two['seconds']))} s): "
+            f"**{workers['speedup_2_vs_1']:.2f}×**."
+        ),
     ]
     return lines
 

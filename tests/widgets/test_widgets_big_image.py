@@ -5,13 +5,12 @@ import threading
 
 import numpy as np
 import pytest
+import zarr
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-import zarr  # noqa: E402
-
-from napari_cellprep._widgets.layers import MARKER  # noqa: E402
+from napari_cellprep._widgets.layers import MARKER
 from napari_cellprep.engine.bigimage import blocks  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 from napari_cellprep.engine.images import normalize
