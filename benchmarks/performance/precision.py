@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> dict:
             failed = [row for row in mine if not meets_bar(row)]
             verdicts[f"{device} {precision}"] = {"cases": len(mine), "failed": len(failed), "meets_bar": not failed}
     return {
-        "command": "python -m benchmarks.performance.precision " + " ".join(args.argv),
+        "command": " ".join(["python -m benchmarks.performance.precision", *args.argv]),
         "date": datetime.date.today().isoformat(),
         "provenance": provenance,
         "native_cpu_bfloat16": cpu_has_native_bfloat16(),
