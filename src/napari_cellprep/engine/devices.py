@@ -63,7 +63,7 @@ MEETS_THE_BAR: frozenset[tuple[str, str]] = frozenset()
 images of every set at every light level and the sample tiles, the bundled model and one fine-tuned
 from strokes; the labels agree with float32's on at least 99.9 % of the pixels and mIoU moves by
 less than 0.001). None did, so "auto" is float32 everywhere: on the CPU, bfloat16 fell below the bar
-in 12 of 20 cases (down to 97.5 % agreement, ΔmIoU down to −0.004) and float16 in 4 (down to
+in 12 of 20 cases (down to 97.5 % agreement, |ΔmIoU| up to 0.005) and float16 in 4 (down to
 98.4 %, all vnc-em); CUDA has not been measured (tests/engine/test_devices.py keeps this set equal
 to the recorded verdicts)."""
 
