@@ -6,6 +6,7 @@
     python -m benchmarks.performance.big_image_bar check --image big.zarr --labels labels.zarr --json bar.json
     python -m benchmarks.performance.big_image_bar inmemory --json bar.json --sides 4096 8192   # [24576: hours]
     python -m benchmarks.performance.big_image_bar inmemory --json bar.json --sides 24576 --model tiny.cellprep
+    python -m benchmarks.performance.big_image_bar precision --image big.zarr --labels labels.zarr --json bar.json
 
 The image tiles a real NIST sample and its mirror images (period 512 px, no seams), so every
 window of a whole number of periods has exactly the whole image's histogram. ``run`` times
@@ -13,7 +14,10 @@ window of a whole number of periods has exactly the whole image's histogram. ``r
 process's peak memory; ``check`` predicts the window in memory (also measuring that pass's peak)
 and counts agreeing pixels. ``inmemory`` measures the peak of the in-memory path
 (``cellprep predict IMAGE.zarr --out DIR``, TIFF output) on images of the given sides, to fit
-peak = a + b · pixels. The window starts on the global tile grid (a multiple of the
+peak = a + b · pixels. ``precision`` times the ``run`` command twice, one after the other: before
+issue #41 (``--precision float32``) and with the default (``auto``), each into its own store
+(``--labels`` with ``-float32`` / ``-auto`` before the suffix), and counts the pixels whose labels
+agree. The window starts on the global tile grid (a multiple of the
 192-px stride), so both passes place their tiles alike away from the window's edges.
 """
 
@@ -65,6 +69,33 @@ def run(image: Path, labels: Path, record: dict, workers: int, resume: bool = Fa
     for entry in record["resume" if resume else "run"]["processes"]:
         print(f"{entry['peak_bytes'] / 2**30:6.3f} GiB  {entry['cmdline'][:100]}")
     print(f"exit {code} after {seconds:.0f} s")
+
+
+def precision(image: Path, labels: Path, record: dict, workers: int) -> None:
+    """``cellprep predict`` with ``workers`` workers in float32 and in the default precision, in one run."""
+    import zarr
+
+    runs = {}
+    for name, option in (("float32", ["--precision", "float32"]), ("auto", [])):
+        out = labels.with_name(f"{labels.stem}-{name}{labels.suffix}")
+        options = ["--workers", str(workers), "--model", "default", "--overwrite", *option]
+        seconds, code, peaks = run_measured(["cellprep", "predict", str(image), "--out", str(out), *options])
+        stored = zarr.open_group(out, mode="r").attrs["cellprep"]["settings"]["precision"] if code == 0 else None
+        runs[name] = {
+            "command": " ".join(["cellprep predict", image.name, "--out", out.name, *options]), "exit": code,
+            "seconds": round(seconds, 1), "precision": stored,
+            "megapixels_per_second": round(zarr.open_array(image, mode="r").size / 1e6 / seconds, 4),
+            "peak_gib": round(max(e["peak_bytes"] for e in peaks.values()) / 2**30, 3),
+        }
+        print(runs[name], flush=True)
+    if all(run["exit"] == 0 for run in runs.values()):
+        a, b = (zarr.open_array(labels.with_name(f"{labels.stem}-{n}{labels.suffix}"), path="labels", mode="r")
+                for n in runs)
+        same = sum(int((a[top : top + 1024] == b[top : top + 1024]).sum()) for top in range(0, a.shape[0], 1024))
+        runs["agreement"] = same / a.size
+        runs["after_over_before_time"] = round(runs["auto"]["seconds"] / runs["float32"]["seconds"], 3)
+    record["precision"] = runs
+    print(json.dumps({k: v for k, v in runs.items() if not isinstance(v, dict)}))
 
 
 def check(image: Path, labels: Path, record: dict, window: int, offset: int) -> None:
@@ -126,7 +157,7 @@ def inmemory(record: dict, sides: list[int], folder: Path, model: str = "default
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["make", "run", "check", "inmemory"])
+    parser.add_argument("step", choices=["make", "run", "check", "inmemory", "precision"])
     parser.add_argument("--sides", type=int, nargs="+", default=[4096, 8192], help="inmemory: image sides")
     parser.add_argument("--model", default="default", help="inmemory: the model (another: a lower bound)")
     parser.add_argument("--image", type=Path, default=Path("big.zarr"))
@@ -146,6 +177,8 @@ def main() -> None:
         return
     if args.step == "run":
         run(args.image, args.labels, record, args.workers, args.resume)
+    elif args.step == "precision":
+        precision(args.image, args.labels, record, args.workers)
     elif args.step == "inmemory":
         inmemory(record, args.sides, args.image.parent, args.model)
     else:

@@ -75,7 +75,7 @@ def predict(
     overlap: int = 64,
     batch_size: int = 4,
     device: str | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
 ) -> Prediction:
     """Segment ``image``; ``.labels`` are class indices (0..C−1) of the input's shape.
 
@@ -84,6 +84,9 @@ def predict(
     ``disagreement``; without them only the labels are allocated. ``image`` is (Y, X), RGB(A)
     (``rgb``), multi-channel (``channel_axis``) or a stack of such planes. Large images run tile
     by tile. ``device`` None: the model's own (a model named by path loads on ``"auto"``).
+    ``precision``: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (autocast), or ``"auto"``: 16-bit
+    where the device runs it natively and it met the accuracy bar (``engine.devices.default_precision``),
+    else float32. ``.precision`` of the result says which ran.
     """
     loaded = _model(model, device)
     return drive(

@@ -92,3 +92,19 @@ def test_validation_images_and_bad_pairs(tiny_checkpoint):
     assert result.best_miou is not None and result.model.info.training["val_labeled_pixels"] == mask.size
     with pytest.raises(SettingsError, match="2 image"):
         cp.fine_tune(tiny_checkpoint, [image, image], [mask], labels_kind="class_index", **TINY)
+
+
+def test_predict_defaults_to_the_engine_precision_and_records_it(tiny_checkpoint, cells, monkeypatch):
+    from napari_cellprep.engine import devices
+
+    image = cells((64, 64))
+    monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset())
+    auto = cp.predict(tiny_checkpoint, image, device="cpu")
+    exact = engine_predict(cp.load(tiny_checkpoint, device="cpu"), image, precision="float32")
+    assert auto.precision == "float32" and np.array_equal(auto.labels, exact.labels)
+    assert cp.predict(tiny_checkpoint, image, device="cpu", precision="bfloat16").precision == "bfloat16"
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset({("cpu", "bfloat16")}))
+    assert cp.predict(tiny_checkpoint, image, device="cpu").precision == "bfloat16"
+    with pytest.raises(SettingsError, match="precision"):
+        cp.predict(tiny_checkpoint, image, precision="fp8")

@@ -5,10 +5,12 @@ import threading
 
 import numpy as np
 import pytest
+import zarr
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from napari_cellprep._widgets.layers import MARKER
 from napari_cellprep.engine.bigimage import blocks  # noqa: E402
 from napari_cellprep.engine.checkpoint import load_checkpoint  # noqa: E402
 from napari_cellprep.engine.images import normalize
@@ -60,6 +62,8 @@ def test_big_layers_go_block_by_block_to_a_store_shown_lazily(
     assert ensemble.multiscale == multiscale and level0.shape == (600, 520)
     expected = predict(load_checkpoint(tiny_checkpoint), image, tile=128, overlap=32).labels + 1
     assert np.array_equal(np.asarray(level0), expected)  # painted values, every block written
+    stored = zarr.open_group(tmp_path / "out.zarr", mode="r").attrs["cellprep"]["settings"]["precision"]
+    assert ensemble.metadata[MARKER]["precision"] == stored == widget.precision_used.value == "float32"
     if multiscale:
         assert np.array_equal(np.asarray(ensemble.data[1]), expected[::2, ::2])
         reads = full.engine_reads()

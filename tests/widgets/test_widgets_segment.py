@@ -338,6 +338,34 @@ def test_device_choices_and_a_foreign_model_file(make_napari_viewer, registry, t
     assert widget.model_labels == []
 
 
+def test_the_precision_choice_runs_and_shows_what_was_used(
+    make_napari_viewer, qtbot, registry, tiny_checkpoint, cells, monkeypatch
+):
+    from napari_cellprep.engine import devices
+    from napari_cellprep.engine.checkpoint import load_checkpoint
+    from napari_cellprep.engine.prediction.inference import predict
+
+    monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset())
+    image = cells()
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = open_segment(viewer, registry, tiny_checkpoint)
+    assert widget._precision.value == "auto" and list(widget._precision.choices) == [
+        "auto", "float32", "bfloat16", "float16"
+    ]
+    loaded = load_checkpoint(tiny_checkpoint)
+    for choice, used in (("auto", "float32"), ("bfloat16", "bfloat16")):
+        widget._precision.value = choice
+        run_and_wait(qtbot, widget)
+        ensemble = viewer.layers["cells | ensemble"]
+        assert ensemble.metadata[MARKER]["precision"] == used and f" in {used}." in widget.controls.status.value
+        assert widget.precision_used.value.split(" ")[0] == used
+        emulated = used != "float32" and not devices.cpu_has_native_bfloat16()
+        assert ("emulated" in widget.precision_used.value) == emulated
+        expected = predict(loaded, image, tile=256, overlap=64, precision=used).labels + 1
+        np.testing.assert_array_equal(ensemble.data, expected)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_segment_on_the_gpu_says_so(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):

@@ -123,17 +123,18 @@ def default_store(source: str) -> Path:
 
 def store_layers(
     store: Path, source: str, info: ModelInfo, shape: Sequence[int], show: Collection[str],
-    levels: Sequence[int], geometry: dict[str, tuple[float, ...]],
+    levels: Sequence[int], geometry: dict[str, tuple[float, ...]], precision: str,
 ) -> list[LayerData]:
     """Lazy layers over ``store``: the ensemble labels, and the disagreement map if shown; a
-    pyramid (subsampled by ``levels``) when the input is one."""
+    pyramid (subsampled by ``levels``) when the input is one. Their markers record the store and
+    the ``precision`` its blocks are predicted in."""
 
     def pyramid(name: str, dtype: Any, painted: bool) -> Any:
         views = [StoreView(store, name, shape, dtype, painted, step) for step in levels]
         return views if len(views) > 1 else views[0]
 
     def meta(name: str, output: str, **kwargs: Any) -> dict[str, Any]:
-        marker = {"source": source, "output": output, "store": str(store)}
+        marker = {"source": source, "output": output, "store": str(store), "precision": precision}
         return {"name": layer_prefix(source) + name, "metadata": {MARKER: marker}, "multiscale": len(levels) > 1,
                 **geometry, **kwargs}
 
@@ -159,15 +160,15 @@ def pyramid_steps(layer: Any) -> list[int]:
 
 def zarr_segment_job(
     registry: ModelRegistry, entry: ModelEntry, data: Any, store: Path, *, source: str, rgb: bool, tile: int,
-    device: str, show: Collection[str], threads: int | None = None, inputs: Collection[str] = (),
+    device: str, precision: str, show: Collection[str], threads: int | None = None, inputs: Collection[str] = (),
 ) -> Generator[Progress, None, Path]:
-    """Predict ``data`` block by block into ``store`` (in the dock's worker thread); ``inputs``:
-    the files ``data`` was read from, which the store must keep apart from."""
+    """Predict ``data`` block by block into ``store`` on ``device`` (``"auto"``: as in memory, the best
+    one) in ``precision`` (in the dock's worker thread); ``inputs``: the files ``data`` was read from,
+    which the store must keep apart from."""
     with gui_job(threads):
         loaded = registry.load(entry)
         outputs = ("disagreement",) if "disagreement" in show else ()
-        executor = LocalExecutor(None if device == "auto" else device)
         return (yield from predict_to_zarr_iter(
             loaded, [("", ImageSource(data, source), None)], store, rgb=rgb, tile=tile, overlap=tile // 4,
-            outputs=outputs, executor=executor, inputs=inputs,
+            outputs=outputs, precision=precision, executor=LocalExecutor(device), inputs=inputs,
         ))

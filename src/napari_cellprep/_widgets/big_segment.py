@@ -36,6 +36,7 @@ class BigImageRun:
             "empty: a new temporary store"
         )
         self.layers: list[Any] = []
+        self._precision = ""
         self.row = Container(widgets=[self.view_only, self.store], layout="horizontal", labels=False)
 
     def prepare(self, layer: Any, entry: Any, options: dict[str, Any]) -> dict[str, Any] | None:
@@ -59,8 +60,11 @@ class BigImageRun:
         planes = LazyPlanes(data, entry.info.config.in_channels, rgb=layer.rgb)
         geometry = output_geometry(options["scale"], options["translate"], planes.axis, layer.rgb)
         shape = planes.lead + planes.shape[2:]
-        made = store_layers(store, layer.name, entry.info, shape, options["show"], pyramid_steps(layer), geometry)
+        made = store_layers(
+            store, layer.name, entry.info, shape, options["show"], pyramid_steps(layer), geometry, options["precision"]
+        )
         self.layers = dock._replace_layers(layer, made)
+        self._precision = options["precision"]
         dock.controls.start(
             zarr_segment_job,
             busy=f"Segmenting {layer.name!r} block by block into {store}…",
@@ -75,6 +79,7 @@ class BigImageRun:
             rgb=layer.rgb,
             tile=options["tile"],
             device=options["device"],
+            precision=options["precision"],
             show=options["show"],
             threads=options["threads"],
             inputs=[layer.source.path] if getattr(layer.source, "path", None) else [],
@@ -94,5 +99,6 @@ class BigImageRun:
 
     def _on_done(self, store: Path) -> None:
         self._refresh()
-        self._dock.controls.status.value = f"Done: written block by block to {store}."
+        self._dock.show_precision(self._precision)
+        self._dock.controls.status.value = f"Done: written block by block to {store} in {self._precision}."
         self._dock._apply_layout()

@@ -168,6 +168,7 @@ def prediction_layers(
         "ensemble_weights": [float(w) for w in prediction.ensemble_weights],
         "device": prediction.device,
         "classifier_weight": prediction.classifier_weight,
+        "precision": prediction.precision,
     }
     painted = to_painted(prediction.labels, len(classes))
     ensemble = meta(
@@ -242,6 +243,7 @@ def segment_layers(
     show: Collection[str] = SHOWABLE,
     tile: int = 256,
     device: str | None = None,
+    precision: str = "auto",
     scale: Sequence[float] | None = None,
     translate: Sequence[float] | None = None,
     instances: bool = False,
@@ -252,7 +254,8 @@ def segment_layers(
     """Segment an image layer's data; yield progress, return the output layers in reading order.
 
     ``rgb`` is the layer's ``rgb`` flag (channel last); ``scale``/``translate`` are the layer's,
-    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device. The ensemble
+    so outputs overlay it. ``device`` ``None``/``"auto"`` picks the best device, ``precision``
+    ``"auto"`` its default precision (``engine.devices.default_precision``). The ensemble
     layer's marker holds ``familiarity`` (``engine.familiarity``: is the image like the training
     data?) as a dict. ``instances`` adds the objects layer (``min_size``, ``boundary_class``:
     ``engine.instances.find_instances``) with its measurements. ``annotated``: the pixels already
@@ -267,6 +270,7 @@ def segment_layers(
         overlap=tile // 4,
         outputs=(*engine_outputs(show), "probabilities", *(("disagreement",) if instances else ())),
         device=device or "auto",
+        precision=precision,
     )
     planes = image if channel_axis is None else np.moveaxis(image, channel_axis, 0)
     familiarity = measure_familiarity(

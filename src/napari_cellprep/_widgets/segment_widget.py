@@ -11,6 +11,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog
 
+from ..engine.devices import PRECISIONS, precision_note, resolve_device, resolve_precision
 from ..engine.errors import CellprepError, ImageLayoutError
 from ..engine.events import Progress
 from ..engine.images.instances import AUTO, write_measurements
@@ -62,6 +63,12 @@ class SegmentWidget(Container):
         self._model = ComboBox(label="model", choices=self._registry.choices, nullable=True)
         self._open = FileEdit(label="open model", mode="r", filter="*.cellprep")
         self._device = ComboBox(label="device", choices=device_choices(), value="auto")
+        self._precision = ComboBox(label="precision", choices=["auto", *PRECISIONS], value="auto")
+        self._precision.tooltip = (
+            "What the network computes in. auto: 16-bit where the device runs it natively and it met the "
+            "accuracy bar (docs/results/performance/precision.md), else float32; bfloat16 / float16: "
+            "autocast, faster where native, labels may differ from float32's on a few pixels"
+        )
         self._tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=256)
         self._show = {name: CheckBox(text=name, value=True) for name in SHOWABLE}
         self._grid = CheckBox(text="side by side (grid); untick for overlay", value=True)
@@ -92,6 +99,7 @@ class SegmentWidget(Container):
         self.trained_on.tooltip = "What the chosen model was trained on (from its checkpoint)"
         self.trained_on.native.setWordWrap(True)  # a long data description wraps, not widens the dock
         self.device_used = Label(label="device used", value="—")
+        self.precision_used = Label(label="precision used", value="—")
         self.weights = Label(label="ensemble weights", value="—")
         outputs = Container(
             widgets=list(self._show.values()), layout="horizontal", labels=False, label="outputs"
@@ -103,6 +111,7 @@ class SegmentWidget(Container):
                 self.trained_on,
                 self._open,
                 self._device,
+                self._precision,
                 self._tile,
                 outputs,
                 self._view_row,
@@ -111,6 +120,7 @@ class SegmentWidget(Container):
                 self.controls,
                 self._region_row,
                 self.device_used,
+                self.precision_used,
                 self.weights,
             ]
         )
@@ -196,6 +206,11 @@ class SegmentWidget(Container):
         if self.controls.running:
             return
         layer, entry = self._image.value, self._model.value
+        try:
+            precision = resolve_precision(self._precision.value, resolve_device(self._device.value))
+        except CellprepError as exc:
+            self.controls.fail(str(exc))
+            return
         self._input = layer
         options = dict(
             registry=self._registry,
@@ -208,6 +223,7 @@ class SegmentWidget(Container):
             show=[name for name, box in self._show.items() if box.value],
             tile=self._tile.value,
             device=self._device.value,
+            precision=precision,
             scale=tuple(layer.scale),
             translate=tuple(layer.translate),
             instances=self._objects.value,
@@ -258,6 +274,7 @@ class SegmentWidget(Container):
             layer.metadata[MARKER] for layer in added if layer.metadata[MARKER]["output"] == "ensemble"
         )
         self.device_used.value = marker["device"]
+        self.show_precision(marker["precision"])
         weights = [
             f"w{i + 1} = {w:+.3f}  {name}"
             for i, (name, w) in enumerate(zip(marker["output_names"], marker["ensemble_weights"], strict=True))
@@ -265,7 +282,7 @@ class SegmentWidget(Container):
         if marker.get("classifier_weight") is not None:
             weights.append(f"pixel classifier: {marker['classifier_weight']:.2f} of the final ensemble")
         self.weights.value = "\n".join(weights)
-        done = f"Done: {len(added)} layers from {source.name!r} on {marker['device']}."
+        done = f"Done: {len(added)} layers from {source.name!r} on {marker['device']} in {marker['precision']}."
         warning = (
             Familiarity(**marker["familiarity"]).message(self._model.value.label) if self._model.value else ""
         )
@@ -275,6 +292,11 @@ class SegmentWidget(Container):
         self._next.enabled = self._cue is not None
         self._save_table.enabled = "objects" in outputs
         self._apply_layout()
+
+    def show_precision(self, precision: str) -> None:
+        """Show what the last run computed in, with a note when it was emulated (slow)."""
+        note = precision_note(precision, resolve_device(self._device.value))
+        self.precision_used.value = f"{precision} ({note})" if note else precision
 
     # -- layers --------------------------------------------------------------------------------
     def _replace_layers(self, source: Layer, layers: list[LayerData]) -> list[Layer]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, LoadedModel, load_model
-from ..engine.devices import resolve_device
+from ..engine.devices import PRECISIONS, precision_note, resolve_device
 from ..engine.errors import CellprepError
 from ..engine.events import Progress, drive
 from ..engine.images.io import find_pairs
@@ -106,6 +107,25 @@ def add_device_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"
     )
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--precision``."""
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="what the network computes in: float32, or bfloat16 / float16 (autocast); auto (default): a "
+        "16-bit type where the device runs it natively and it met the accuracy bar of "
+        "docs/results/performance/precision.md, else float32. The output records which",
+    )
+
+
+def warn_if_emulated(precision: str, device: Any) -> None:
+    """A line on stderr when a 16-bit ``precision`` is emulated on ``device`` (slower than float32)."""
+    note = precision_note(precision, device)
+    if note:
+        print(f"cellprep: note: {note}", file=sys.stderr)
 
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:

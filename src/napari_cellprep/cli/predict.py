@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engine.checkpoint import LoadedModel
-from ..engine.devices import describe_device
+from ..engine.devices import describe_device, resolve_precision
 from ..engine.images.instances import (
     AUTO,
     find_boundary_class,
@@ -24,9 +24,11 @@ from .common import (
     CommandError,
     add_inference_options,
     add_model_options,
+    add_precision_option,
     inference_options,
     load_model_option,
     refuse_existing,
+    warn_if_emulated,
 )
 from .predict_zarr import add_zarr_arguments, run_zarr, wants_zarr
 
@@ -78,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     check_writable(written[0])  # --out a folder (or one to make), not a file
     keep_apart(written, paths)
     refuse_existing(written, args.overwrite)
-    print(f"model {loaded.label} on {describe_device(loaded.device)}")
-    options = inference_options(args)
+    precision = resolve_precision(args.precision, loaded.device)
+    print(f"model {loaded.label} on {describe_device(loaded.device)} in {precision}")
+    warn_if_emulated(precision, loaded.device)
+    options = inference_options(args) | {"precision": precision}
     outputs = OUTPUTS if args.save_intermediates else ("disagreement",) if args.instances else ()
     for path, files in tqdm(targets, unit="image", disable=None):
         image = open_image(path).array
@@ -136,4 +140,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_options(parser)
     add_inference_options(parser)
+    add_precision_option(parser)
     add_zarr_arguments(parser)

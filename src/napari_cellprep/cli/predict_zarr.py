@@ -8,11 +8,13 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
+
 from ..engine.bigimage.outofcore import LocalExecutor, predict_to_zarr_iter
 from ..engine.devices import describe_device
 from ..engine.images.io import list_images
 from ..engine.images.sources import ZARR_SUFFIX, open_image
-from .common import CommandError, inference_options, load_model_option, with_progress_bar
+from .common import CommandError, inference_options, load_model_option, warn_if_emulated, with_progress_bar
 
 
 def wants_zarr(args: argparse.Namespace) -> bool:
@@ -41,20 +43,24 @@ def run_zarr(args: argparse.Namespace, outputs: tuple[str, ...]) -> int:
     channel_axis = options.pop("channel_axis")
     images = [(group, open_image(path), str(path.resolve())) for group, path in zip(_groups(paths), paths)]
     distributed = bool(args.workers or args.scheduler)
+    device = loaded.device
     if distributed:
         from ..engine.bigimage.cluster import dask_executor
 
-        device = "cpu" if args.device == "auto" else args.device
-        context = dask_executor(args.workers, args.scheduler, device)
+        device = torch.device("cpu" if args.device == "auto" else args.device)
+        context = dask_executor(args.workers, args.scheduler, str(device))
         where = f"scheduler {args.scheduler}" if args.scheduler else f"{args.workers} local worker processes"
     else:
         context = nullcontext(LocalExecutor())
         where = describe_device(loaded.device)
-    print(f"model {loaded.label} on {where}")
     with context as executor:
+        precision = executor.precision(args.precision, loaded)  # "auto": what the workers' hardware picks
+        print(f"model {loaded.label} on {where} in {precision}")
+        if not args.scheduler:
+            warn_if_emulated(precision, device)
         events = predict_to_zarr_iter(
             loaded, images, args.out, channel_axis=channel_axis, block=args.block, outputs=outputs,
-            resume=args.resume, overwrite=args.overwrite, executor=executor, **options,
+            precision=precision, resume=args.resume, overwrite=args.overwrite, executor=executor, **options,
         )
         try:
             out = with_progress_bar(events, unit="block")

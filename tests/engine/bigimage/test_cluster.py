@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 
 from napari_cellprep import cli
@@ -105,3 +106,39 @@ def test_a_killed_worker_loses_no_finished_block_and_resume_finishes(model, exec
                                **TILING), resumed.append)
     assert resumed[-1].total == done.size - done.sum()
     assert np.array_equal(zarr.open_array(tmp_path / "o.zarr", path="labels", mode="r")[...], ref)
+
+
+def test_auto_precision_is_what_the_workers_hardware_picks(model, executor, monkeypatch):
+    from napari_cellprep.engine.bigimage.cluster import DaskExecutor
+    from napari_cellprep.engine.devices import default_precision
+
+    assert executor.precision("auto", model) == default_precision(torch.device("cpu"))  # asked of both workers
+    assert executor.precision("bfloat16", model) == "bfloat16"
+
+    class Answers:
+        """A client whose workers answer ``picks`` when asked what "auto" means there."""
+
+        def __init__(self, *picks: str) -> None:
+            self.picks = picks
+
+        def run(self, function, *args):
+            return {f"tcp://worker{k}": pick for k, pick in enumerate(self.picks)}
+
+    assert DaskExecutor(Answers("bfloat16", "bfloat16")).precision("auto", model) == "bfloat16"
+    assert DaskExecutor(Answers("bfloat16", "float32")).precision("auto", model) == "float32"  # mixed hardware
+    assert DaskExecutor(Answers()).precision("auto", model) == default_precision(torch.device("cpu"))
+
+
+def test_cli_workers_run_in_the_precision_asked_for(model, executor, tmp_path, capsys):
+    checkpoint = save_checkpoint(tmp_path / "m.cellprep", model.model, model.info)
+    tifffile.imwrite(tmp_path / "one.tif", image((200, 190), 3))
+    address = executor.client.scheduler.address
+    args = ["predict", str(tmp_path / "one.tif"), "--model", str(checkpoint), "--tile", "128", "--overlap", "32",
+            "--block", "96", "--out", str(tmp_path / "half.zarr"), "--scheduler", address, "--precision", "bfloat16"]
+    assert cli.main(args) == 0
+    assert " in bfloat16\n" in capsys.readouterr().out
+    root = zarr.open_group(tmp_path / "half.zarr", mode="r")
+    assert root.attrs["cellprep"]["settings"]["precision"] == "bfloat16"
+    half = predict(model, image((200, 190), 3), precision="bfloat16", outputs=("probabilities",), **TILING)
+    decided = np.abs(np.diff(half.probabilities, axis=0))[0] > 1e-3  # off the near-ties
+    assert decided.mean() > 0.99 and np.array_equal(root["labels"][...][decided], half.labels[decided])

@@ -232,3 +232,25 @@ def test_a_models_pixel_classifier_joins_the_blocks_as_it_joins_predict(model, t
     assert off.mean() < 1e-4 and (root["labels"][...] != ref.labels).mean() < 1e-4
     network = predict(model, array, **TILING)
     assert (network.labels != ref.labels).mean() > 0.01  # the classifier changed the result
+
+
+def test_the_store_records_the_precision_its_blocks_ran_in(model, tmp_path, monkeypatch):
+    from napari_cellprep.engine import devices
+
+    array = image((200, 210))
+    to_zarr(model, array, tmp_path / "f32.zarr", precision="auto")  # resolves to float32 here
+    assert zarr.open_group(tmp_path / "f32.zarr", mode="r").attrs["cellprep"]["settings"]["precision"] == "float32"
+    monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset({("cpu", "bfloat16")}))
+    to_zarr(model, array, tmp_path / "auto.zarr", precision="auto", outputs=("probabilities",))
+    root = zarr.open_group(tmp_path / "auto.zarr", mode="r")
+    assert root.attrs["cellprep"]["settings"]["precision"] == "bfloat16"
+    half = predict(model, array, precision="bfloat16", outputs=("probabilities",), **TILING)
+    np.testing.assert_allclose(root["probabilities"][...], half.probabilities, atol=1e-5)  # blocks ran in bfloat16
+    assert_argmax_equal_off_ties(root["labels"][...], half.labels, half.probabilities, 0)
+    events = predict_to_zarr_iter(model, [("", ImageSource(array, "x"), None)], tmp_path / "half.zarr", block=96,
+                                  precision="bfloat16", **TILING)
+    next(events)
+    events.close()
+    with pytest.raises(OutputExistsError, match=r"other settings \(precision\)"):
+        to_zarr(model, array, tmp_path / "half.zarr", resume=True, precision="float32")

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from napari_cellprep.engine.checkpoint import LoadedModel, ModelInfo
+from napari_cellprep.engine.errors import SettingsError
 from napari_cellprep.engine.events import Progress
 from napari_cellprep.engine.images.normalize import Normalization, normalize_channels
 from napari_cellprep.engine.prediction.inference import OUTPUTS, predict, predict_block, predict_iter
@@ -274,3 +275,35 @@ def test_the_cpu_is_described_with_its_thread_count():
         assert describe_device(torch.device("cpu")) == "cpu (2 threads)"
     finally:
         torch.set_num_threads(before)
+
+
+def test_float32_runs_without_autocast_and_each_precision_is_recorded(cellprep, monkeypatch):
+    """float32 (and "auto" where it resolves to float32) is the network without autocast, bit for bit
+    what predict computed before precision choices existed; 16-bit runs under autocast to its type."""
+    from napari_cellprep.engine import devices
+
+    seen = []
+    hook = cellprep.model.net1.register_forward_pre_hook(  # prepare_model's copy keeps the hook
+        lambda *_: seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+    )
+    try:
+        image = textured((150, 170))
+        monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset())
+        reference = predict(cellprep, image, tile=128, overlap=32, outputs=OUTPUTS, precision="float32")
+        auto = predict(cellprep, image, tile=128, overlap=32, outputs=OUTPUTS, precision="auto")
+        assert set(seen) == {None} and reference.precision == auto.precision == "float32"
+        for key in ("labels", "probabilities", "filters", "translated", "branch_probabilities"):
+            np.testing.assert_array_equal(getattr(auto, key), getattr(reference, key))
+        seen.clear()
+        half = predict(cellprep, image, tile=128, overlap=32, precision="bfloat16")
+        assert half.precision == "bfloat16" and set(seen) == {torch.bfloat16}
+        assert (half.labels == reference.labels).mean() > 0.9  # the same segmentation, rounded
+        seen.clear()
+        monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda: True)
+        monkeypatch.setattr(devices, "MEETS_THE_BAR", frozenset({("cpu", "bfloat16")}))
+        assert predict(cellprep, image, tile=128, overlap=32, precision="auto").precision == "bfloat16"
+        assert set(seen) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    with pytest.raises(SettingsError, match="precision"):
+        predict(cellprep, image, precision="half")

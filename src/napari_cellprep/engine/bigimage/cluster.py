@@ -15,9 +15,11 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 
 from ..checkpoint import LoadedModel
+from ..devices import default_precision, resolve_precision
 from ..errors import SettingsError
 from ..images.normalize import Normalization
 from ..prediction.model_cache import install_payload
@@ -49,11 +51,26 @@ def torch_threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
+def worker_default_precision(device: str) -> str:
+    """What "auto" means on the worker process this runs in (``devices.default_precision``)."""
+    return default_precision(torch.device(device))
+
+
 class DaskExecutor:
     """Runs stats and block tasks on a ``distributed.Client``; failed workers' tasks are retried."""
 
     def __init__(self, client: Client, device: str = "cpu", threads: int | None = None) -> None:
         self.client, self.device, self.threads = client, device, threads
+
+    def precision(self, precision: str, loaded: LoadedModel) -> str:
+        """One precision for every block: a named one, or for "auto" what the workers' hardware
+        picks (each worker is asked; float32 when they differ, the one every worker runs exactly)."""
+        if precision not in (None, "auto"):
+            return resolve_precision(precision, torch.device(self.device))
+        picked = set(self.client.run(worker_default_precision, self.device).values())
+        if not picked:  # no worker yet: this machine's answer
+            return resolve_precision(precision, torch.device(self.device))
+        return picked.pop() if len(picked) == 1 else "float32"
 
     def install(self, key: str, payload: bytes, loaded: LoadedModel) -> None:
         self.client.register_plugin(ModelPlugin(key, payload, self.device, self.threads))

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import LoadedModel
-from ..devices import resolve_device
+from ..devices import resolve_device, resolve_precision
 from ..errors import SettingsError
 from ..events import Progress
 from ..images.io import keep_apart
 from ..images.normalize import Normalization, count_nonfinite, report_nonfinite, streamed_channel_stats
 from ..images.planes import LazyPlanes
 from ..images.sources import ImageSource, open_image
-from ..prediction.inference import _autocast_dtype, check_outputs, output_dtype, output_shapes
+from ..prediction.inference import check_outputs, output_dtype, output_shapes
 from ..prediction.model_cache import cached_model, install, model_payload
 from .blocks import BlockGrid, plan_grid, predict_region
 from .zarr_store import (
@@ -155,12 +155,15 @@ def predict_to_zarr_iter(
 
     ``executor`` runs the work: ``None`` this process, else a ``cluster.DaskExecutor``. A source
     without a path is read through its array (this process only). ``out`` may not be, contain or
-    lie inside an image's path or any of ``inputs`` (files the arrays were read from).
+    lie inside an image's path or any of ``inputs`` (files the arrays were read from). ``precision``
+    "auto" is what the executor's device picks (``devices.default_precision``); the store's settings
+    record the precision the blocks ran in.
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
         raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
-    _autocast_dtype(precision)
+    executor = executor or LocalExecutor()
+    precision = executor.precision(precision, loaded)
     info, out = loaded.info, Path(out)
     config = info.config
     blended, kept = output_shapes(config, wanted)
@@ -191,7 +194,6 @@ def predict_to_zarr_iter(
             )
             done = verified_blocks(node, list(kept), job.planes.lead, job.grid.region)
             job.pending = [tuple(int(k) for k in index) for index in np.argwhere(~done)]
-    executor = executor or LocalExecutor()
     executor.install(key, payload, loaded)
     todo = [job for job in jobs if job.pending]
     total, finished = sum(len(job.pending) for job in jobs), 0
@@ -232,8 +234,15 @@ class LocalExecutor:
     def __init__(self, device: str | None = None) -> None:
         self.device = device
 
+    def _device(self, loaded: LoadedModel) -> Any:
+        return resolve_device(self.device) if self.device else loaded.device
+
+    def precision(self, precision: str, loaded: LoadedModel) -> str:
+        """The precision ``precision`` ("auto" or a name) means on this process's device."""
+        return resolve_precision(precision, self._device(loaded))
+
     def install(self, key: str, payload: bytes, loaded: LoadedModel) -> None:
-        install(key, loaded, resolve_device(self.device) if self.device else loaded.device)
+        install(key, loaded, self._device(loaded))
 
     def stats(self, refs: list[ImageRef], normalization: Normalization) -> list:
         return [image_stats(ref, normalization) for ref in refs]

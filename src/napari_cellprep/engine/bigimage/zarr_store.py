@@ -46,10 +46,12 @@ def prepare_store(path: Path, settings: dict[str, Any], *, resume: bool, overwri
     if path.exists() and resume and is_zarr_store(path):
         root = zarr.open_group(path, mode="r+")
         previous = dict(root.attrs).get(COMPLETE_KEY, {})
-        if previous.get("settings") != settings:
+        before = previous.get("settings") or {}
+        if before != settings:
+            changed = ", ".join(sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k)))
             raise OutputExistsError(
-                f"{path} was written with other settings (model, inputs, tiling or outputs); resume with the "
-                f"same command, or use --overwrite or another --out"
+                f"{path} was written with other settings ({changed}); resume with the same command "
+                f"(and options), or use --overwrite or another --out"
             )
         _unfinish(root, {"complete": False, "settings": settings})
         return root

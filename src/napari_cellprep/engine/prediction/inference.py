@@ -43,7 +43,7 @@ from ...model import CellPrepNet, ModelConfig, SegmentationNet, output_names
 from ...model.networks import pad_mode
 from ..checkpoint import LoadedModel
 from ..classifier.fast import blend
-from ..devices import describe_device, resolve_device
+from ..devices import autocast_dtype, describe_device, resolve_device, resolve_precision
 from ..errors import SettingsError
 from ..events import Progress, drive
 from ..images.labels import labels_dtype
@@ -60,11 +60,6 @@ ASKED_ONLY = ("denoised", "classifier")
 "everything"): ``denoised``, the denoise head's image, for models with one
 (``ModelConfig.denoise_head``); ``classifier``, the labels of the model's pixel classifier alone,
 for models with one (``LoadedModel.classifier``)."""
-
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""``precision`` choices: float32, or autocast to a 16-bit type: for CUDA, and bfloat16 also for
-CPUs with AMX (about 2.3× faster than float32 on this project's Xeon, logits within ~1e-3)."""
-
 
 @dataclass
 class Prediction:
@@ -91,6 +86,7 @@ class Prediction:
     output_names: list[str]
     class_names: list[str]
     device: str  # describe_device text
+    precision: str  # what the network ran in: float32, bfloat16 or float16 (autocast)
     denoised: np.ndarray | None = None  # (*lead, Cin, H, W) float32
     classifier_labels: np.ndarray | None = None  # (*lead, H, W) the pixel classifier's own labels
     classifier_weight: float | None = None  # its weight in the ensemble (None: the model has none)
@@ -103,13 +99,6 @@ def check_outputs(outputs: Iterable[str]) -> frozenset[str]:
     if unknown:
         raise SettingsError(f"unknown outputs {sorted(unknown)}; choose from {list(OUTPUTS + ASKED_ONLY)}")
     return wanted
-
-
-def _autocast_dtype(precision: str) -> torch.dtype | None:
-    """The 16-bit type a ``precision`` choice autocasts to (``None``: float32), checked."""
-    if precision not in PRECISIONS:
-        raise SettingsError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
 
 
 def prepare_model(model: SegmentationNet, device: torch.device) -> SegmentationNet:
@@ -147,7 +136,7 @@ def predict_block(
     """
     if model.training:
         raise ValueError("the model is in training mode; call model.eval() before predicting")
-    dtype = _autocast_dtype(precision)
+    dtype = autocast_dtype(precision)
     wanted = check_outputs(outputs)
     single = block.ndim == 3
     device = next(model.parameters()).device
@@ -343,12 +332,14 @@ def predict_iter(
     ``None`` to guess), or a stack of such planes (Z, T, ...), processed plane by plane; uint8,
     uint16 or float (the rules: ``engine.layout``). ``device`` None
     means the model's own device. The model itself is not changed: a ``prepare_model`` copy
-    runs. ``precision`` "bfloat16" or "float16" runs under autocast (for CUDA).
+    runs. ``precision`` "bfloat16" or "float16" runs the network under autocast, "auto" in what
+    ``devices.default_precision`` picks for the device; the prediction records which.
     """
     wanted = check_outputs(outputs)
     if batch_size < 1:
         raise SettingsError(f"batch_size must be at least 1, got {batch_size}")
-    _autocast_dtype(precision)  # a bad choice fails before any work
+    target = resolve_device(device) if device is not None else loaded.device
+    precision = resolve_precision(precision, target)  # a bad choice fails before any work
     info = loaded.info
     config, normalization = info.config, info.normalization
     planes, lead = to_planes(image, config.in_channels, rgb=rgb, channel_axis=channel_axis)
@@ -368,7 +359,6 @@ def predict_iter(
         key: np.empty((n, *shape, height, width), output_dtype(key, config.num_classes)) for key, shape in kept.items()
     }
 
-    target = resolve_device(device) if device is not None else loaded.device
     model = prepare_model(loaded.model, target)
     tiles = [(i, j) for i in range(len(y.origins)) for j in range(len(x.origins))]
     batches = [tiles[k : k + batch_size] for k in range(0, len(tiles), batch_size)]
@@ -407,6 +397,7 @@ def predict_iter(
         output_names=output_names(config),
         class_names=list(info.class_names),
         device=describe_device(target),
+        precision=precision,
         denoised=full.get("denoised"),
         classifier_labels=full.get("classifier_labels"),
         classifier_weight=None if fast is None else fast.weight,
