@@ -1,5 +1,5 @@
-"""Documentation screenshots of the napari plugin: docs/segment.png, docs/train.png, docs/loop.png,
-docs/loop-steps.png.
+"""Documentation screenshots of the napari plugin: docs/images/segment.png, docs/images/train.png, docs/images/loop.png,
+docs/images/loop-steps.png.
 
 Run under a virtual display with a true-colour screen (never QT_QPA_PLATFORM=offscreen):
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a .cellprep checkpoint (e.g. the bundled default model)")
     parser.add_argument("--image", default=None, help="nist-phase image id (default: the first one)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for the PNG files")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images", help="folder for the PNG files")
     parser.add_argument(
         "--epochs-shown", type=int, default=4, help="epochs plotted before train.png is taken"
     )

@@ -7,7 +7,8 @@ the whole image: as is (momentum-averaged running statistics), after AdaBN on 2 
 training patches (what ``refresh_norm`` now does), and after AdaBN on the whole image. Step-based,
 one torch thread, so the machine's load does not change the figures (only the seconds).
 
-    python -m benchmarks.loop.refresh_norm_check   # prints rows, writes docs/scribbles-variants/refresh-norm.json
+    python -m benchmarks.loop.refresh_norm_check
+    # prints rows, writes docs/results/variants/scribbles/refresh-norm.json
     python -m benchmarks.loop.refresh_norm_check nist-phase/clean/20 nist-phase/clean/95   # other cases, added
 """
 import copy
@@ -35,7 +36,7 @@ base = load_default()
 cases = [("nist-phase","low-light",95), ("vnc-em","clean",4), ("isbi2012-membrane","clean",2), ("nist-phase","very-low-light",20)]
 if len(sys.argv) > 1:  # more cases: SET/CONDITION/INDEX ..., added to the JSON
     cases = [(a.split("/")[0], a.split("/")[1], int(a.split("/")[2])) for a in sys.argv[1:]]
-OUT = Path(__file__).resolve().parents[2] / "docs/scribbles-variants/refresh-norm.json"
+OUT = Path(__file__).resolve().parents[2] / "docs/results/variants/scribbles/refresh-norm.json"
 out = json.loads(OUT.read_text()) if OUT.exists() else {}
 for dataset, condition, index in cases:
     image, mask, name, names, strokes, labels = S.painted_case(dataset, condition, index, A)
