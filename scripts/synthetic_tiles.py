@@ -2,7 +2,7 @@
 
 The bundled model may only be trained on data we can redistribute (nist-phase), whose structures
 are large phase-contrast colonies; fine-tuning it on other images (thin membranes in EM, small
-blobs) starts from features that do not separate them (docs/scribbles-variants/README.md: a linear
+blobs) starts from features that do not separate them (docs/results/variants/scribbles/README.md: a linear
 probe on its features reaches 0.41–0.48 on ISBI 2012 where the random forest reaches 0.67–0.70).
 These tiles are drawn, not collected: a **tessellation** (Voronoi cells with boundaries 1–4 px
 wide, class 1, as membranes between cells) or **blobs** (ellipses 3–30 px in radius, class 1, as

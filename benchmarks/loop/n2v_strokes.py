@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight", type=float, default=None, help="W of the W > 0 runs (needed unless --smoke)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--smoke", action="store_true", help="loss sizes at the start, and 3 steps per case")
-    parser.add_argument("--out", default=str(scribbles.REPO / "docs" / "n2v-strokes"))
+    parser.add_argument("--out", default=str(scribbles.REPO / "docs" / "results" / "n2v-strokes"))
     parser.add_argument("--partial", default="/tmp/n2v-strokes.partial.json", help="finished runs, until all are")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """How much does the Train dock's live preview swing from one epoch to the next, and what calms it?
 
-In the scribbles benchmark (``docs/scribbles.md``) the preview of one image can move by 0.2 mIoU
+In the scribbles benchmark (``docs/results/scribbles.md``) the preview of one image can move by 0.2 mIoU
 between consecutive epochs (nist-phase image 95: 0.50-0.91), so what the user sees at 30 s is
 partly luck. For a few scribbles cases (same images, light levels and 60 strokes), this
 fine-tunes the bundled model with the dock's settings for ``--epochs`` epochs and scores every

@@ -7,7 +7,8 @@ the whole image: as is (momentum-averaged running statistics), after AdaBN on 2 
 training patches (what ``refresh_norm`` now does), and after AdaBN on the whole image. Step-based,
 one torch thread, so the machine's load does not change the figures (only the seconds).
 
-    python -m benchmarks.loop.refresh_norm_check   # prints rows, writes docs/scribbles-variants/refresh-norm.json
+    python -m benchmarks.loop.refresh_norm_check
+    # prints rows, writes docs/results/variants/scribbles/refresh-norm.json
     python -m benchmarks.loop.refresh_norm_check nist-phase/clean/20 nist-phase/clean/95   # other cases, added
 """
 import copy
@@ -30,7 +31,7 @@ from napari_cellprep.engine.training.plan import TrainConfig
 
 
 class A: seed=0; strokes=60; brush=3; length=30
-OUT = Path(__file__).resolve().parents[2] / "docs/scribbles-variants/refresh-norm.json"
+OUT = Path(__file__).resolve().parents[2] / "docs/results/variants/scribbles/refresh-norm.json"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,9 @@ difference to (a) over images × rounds 1–last with its 95% t interval (points
 paired difference of each variant's (a) rounds to the first variant's (the random strokes are the
 same in every variant: same seeds)::
 
-    python -m benchmarks.loop.rounds_report defaults=docs/scribbles.json \\
-        later-ema=/tmp/sv/v6/nist-phase.json@rounds+later-ema0.9 --out docs/scribbles-variants/later-rounds.md
+    python -m benchmarks.loop.rounds_report defaults=docs/results/scribbles.json \\
+        later-ema=/tmp/sv/v6/nist-phase.json@rounds+later-ema0.9 \\
+        --out docs/results/variants/scribbles/later-rounds.md
 """
 
 from __future__ import annotations

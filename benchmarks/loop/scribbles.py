@@ -114,7 +114,7 @@ def _dock(fine_tune: bool, continuing: bool = False) -> dict:
 DOCK = _dock(True)
 """The dock's fine-tuning settings (``scratch`` runs start from ``_dock(False)``). Before commit
 1036fba the dock fine-tuned with the from-scratch settings (lr 1e-3, 256² patches, about one pass,
-20% held out): docs/archive/scribbles-v1.md. ``threads`` None: as the dock sets them
+20% held out): docs/results/archive/scribbles-v1.md. ``threads`` None: as the dock sets them
 (``gui_torch_threads``)."""
 CONTINUING = {key: value for key, value in _dock(True, continuing=True).items() if DOCK[key] != value}
 """What the dock changes when it fine-tunes a model it fine-tuned before (Train again after
@@ -506,7 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-strokes", type=int, default=10, help="strokes added per round")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="training clock per round")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(REPO / "docs" / "scribbles"), help="writes OUT.json/.md/.png")
+    parser.add_argument(
+        "--out", default=str(REPO / "docs" / "results" / "scribbles"), help="writes OUT.json/.md/.png"
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the .json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help=f"a variant: change a training setting of the dock ({', '.join(SETTINGS)}); needs --tag")

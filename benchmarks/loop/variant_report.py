@@ -5,8 +5,8 @@ then the paired difference variant − baseline over the cases at each budget wi
 interval (points of %). ``--base-tag``: the baseline is itself a tagged variant (the former
 defaults, say); ``--tag ''``: the variant is the untagged runs::
 
-    python -m benchmarks.loop.variant_report docs/scribbles-variants/b4x10.json --tag b4x10 \\
-        --out docs/scribbles-variants/b4x10.md
+    python -m benchmarks.loop.variant_report docs/results/variants/scribbles/b4x10.json --tag b4x10 \\
+        --out docs/results/variants/scribbles/b4x10.md
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ CellPrep) and Fig. 6 (filters and translated images of both CellPreps), from the
 models that ``reproduce.py`` saved, on their test images; and the validation curves of those
 methods for every fold (seed 0), from ``results.json``, with the ensemble weights before and after.
 
-    python -m benchmarks.paper.figures   # docs/fig5_<set>_<condition>.png, docs/fig6_..., docs/curves_...
+    python -m benchmarks.paper.figures   # docs/results/{fig5,fig6,curves}_<set>_<condition>.png
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
-    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--preset", default="cpu")
     args = parser.parse_args()
     results = json.loads((args.out / "results.json").read_text())["runs"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's budget on one GPU (issue #10 §3): nist-phase at low light, 3 folds, seed 0; U-Net and
 # the paper's CellPrep for 300 epochs of whole 256² tiles at batch 16, and U-Net at that
-# CellPrep's training FLOPs; three runs at a time on the one GPU. Results: docs/gpu-300/results.md.
+# CellPrep's training FLOPs; three runs at a time on the one GPU. Results: docs/results/gpu-300/results.md.
 # Resumable: a second call skips finished runs. Meant to end within 6 minutes on one large GPU
 # (an estimate, not yet measured: no GPU has run it).
 #
@@ -25,10 +25,10 @@ print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}", flush=Tru
 '
 status=0
 timeout "${CELLPREP_GPU_SECONDS:-350}" "$python" -m benchmarks.paper.reproduce --preset gpu-300 --plan gpu \
-    --jobs 3 --out docs/gpu-300 --models runs/gpu-300 || status=$?
+    --jobs 3 --out docs/results/gpu-300 --models runs/gpu-300 || status=$?
 if [ "$status" -eq 124 ]; then
     echo "stopped by the time limit; run again to resume"
 elif [ "$status" -ne 0 ]; then
     exit "$status"
 fi
-"$python" -m benchmarks.paper.reproduce --preset gpu-300 --plan gpu --out docs/gpu-300 --report-only
+"$python" -m benchmarks.paper.reproduce --preset gpu-300 --plan gpu --out docs/results/gpu-300 --report-only

@@ -11,10 +11,10 @@ with a 95% t interval; "not distinguishable" when it holds 0. Runs resume from t
     python -m benchmarks.paper.reproduce --plan headline    # 3 cells × 3 folds × 3 seeds × 4 arms
     python -m benchmarks.paper.reproduce --plan full        # + nist clean, vnc-em (4 folds), Attention U-Net
     python -m benchmarks.paper.reproduce --preset gpu-300 --plan gpu   # the paper's 300 epochs, on a GPU
-    python -m benchmarks.paper.reproduce --report-only      # rebuild docs/results.md from the JSON
+    python -m benchmarks.paper.reproduce --report-only      # rebuild docs/results/results.md from the JSON
 
 The archive of the first protocol (one seed = the fold, wall-clock equal time) is
-``docs/archive/results-v1.md``.
+``docs/results/archive/results-v1.md``.
 """
 
 from __future__ import annotations
@@ -478,7 +478,7 @@ def _late_best(rs: list[dict]) -> str:
 
 
 def write_report(results: dict, preset_name: str, preset: Preset, out: Path, command: str) -> None:
-    """docs/results.md: per cell, per-class IoU/Dice and mIoU (mean ± sample std over folds × seeds),
+    """results.md: per cell, per-class IoU/Dice and mIoU (mean ± sample std over folds × seeds),
     compute, branches and weights; then each method's paired difference to U-Net."""
     rows: dict[tuple[str, str, str], list[dict]] = {}
     for r in results.values():
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plan", default="screen", help="which list of runs: screen, headline, full (gpu for gpu-300)"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--models", type=Path, default=REPO / "runs" / "models")
     parser.add_argument("--only", nargs="*", help="run only keys containing one of these strings")
     parser.add_argument("--report-only", action="store_true")

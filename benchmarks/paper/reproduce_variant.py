@@ -1,7 +1,7 @@
 """Re-run stored runs of ``reproduce.py`` with a model or training setting changed, and compare.
 
     python -m benchmarks.paper.reproduce_variant nist-phase/very-low-light/fold0/seed1/unet ... \
-        --set refresh_norm=true --out docs/results-variants/X.json [--jobs 2] [--against cellprep]
+        --set refresh_norm=true --out docs/results/variants/paper/X.json [--jobs 2] [--against cellprep]
 
 Each key is run again by ``reproduce.execute`` with the ``ModelConfig`` or ``TrainConfig``
 settings ``--set`` on top of the method's own, on the same split, seed, steps and torch thread
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also pair the variant with these methods' stored runs (same set, fold and seed); "
         "left out, the earlier call's pairings stay; given with no names, they are cleared",
     )
-    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results.json")
+    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results" / "results.json")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write (a .md beside it)")
     parser.add_argument(
         "--models", type=Path, help="where checkpoints go (default: runs/variants/<the --out file's name>)"

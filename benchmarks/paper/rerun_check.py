@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("keys", nargs="+", help="run keys of the stored results")
     parser.add_argument("--epochs", type=int, default=1, help="how many epochs to make again (default 1)")
-    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results.json")
+    parser.add_argument("--results", type=Path, default=datasets.REPO / "docs" / "results" / "results.json")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     missing = [k for k in args.keys if k not in results["runs"]]

@@ -1,14 +1,14 @@
 """Scaling of ``cellprep predict --workers N``: throughput with 1 and 2 worker processes and the
 peak memory of every process, for one big image and for a folder of many tiles, in one run.
 
-    python -m benchmarks.performance.bench_scale --dir /tmp/scale --json docs/scaling.json
+    python -m benchmarks.performance.bench_scale --dir /tmp/scale --json docs/results/scaling/scaling-16384.json
 
 The big image (default 16384², uint16, zarr) tiles a real NIST sample seamlessly
 (``big_image_bar.period_tile``); the folder holds ``--tiles`` 256² TIFF crops of it at
 different offsets. Each case runs ``cellprep predict INPUT --out OUT.zarr --workers N --model
 default`` under ``proctree.run_measured`` (the peak is each process's VmHWM), so the figures
 include starting the cluster. The per-block cost (worker-seconds per block) is what the SLURM
-estimate in docs/scaling.md scales from.
+estimate in docs/results/scaling.md scales from.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ def python_blocks(path) -> list[str]:
 
 def test_api_examples_run(tmp_path, monkeypatch, capsys):
     blocks = python_blocks(REPO / "docs" / "api.md")
-    assert len(blocks) >= 4
+    assert len(blocks) >= 5
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:

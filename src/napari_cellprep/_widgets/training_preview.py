@@ -66,7 +66,7 @@ class TrainingPreview:
 
         The pixels are written into the layer's own array, then redrawn: assigning ``data`` makes
         napari rebuild the layer's colormap shader as well (about 55 against 45 ms of GUI-thread
-        work per preview of 256² in a small test under xvfb; docs/performance.md).
+        work per preview of 256² in a small test under xvfb; docs/results/performance.md).
         """
         if self.layer in self._viewer.layers:
             self.layer.data[...] = to_painted(event.labels, self.num_classes).reshape(self.layer.data.shape)

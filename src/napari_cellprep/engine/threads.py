@@ -26,7 +26,7 @@ KEEP_A_CORE_ABOVE = 2
 def gui_torch_threads() -> int:
     """torch's usual thread count, minus one above ``KEEP_A_CORE_ABOVE``.
 
-    Measured on a 2-core machine (docs/scribbles-variants/README.md, "Two torch threads"):
+    Measured on a 2-core machine (docs/results/variants/scribbles/README.md, "Two torch threads"):
     fine-tuning on both cores made 1.5-1.8x the steps of one and scored +3.9 [+0.9, +6.9] mIoU
     points at 30 s. The event loop keeps its responsiveness because jobs run below it
     (``below_the_event_loop``); on more cores one kept free costs little.
@@ -64,7 +64,7 @@ def below_the_event_loop() -> Generator[None, None, None]:
     With torch on every core, the GUI thread has to win a core back whenever it has work: on a
     2-core machine under xvfb, un-niced training left event-loop gaps of up to 221 ms, 3 of 6 Train
     presses over 100 ms; niced, 60-94 ms over 6 presses, with as many training steps
-    (``benchmarks/loop/stall.py``; docs/performance.md). Torch threads that this thread started
+    (``benchmarks/loop/stall.py``; docs/results/performance.md). Torch threads that this thread started
     before keep their priority. Restoring the priority afterwards needs privileges; without them
     the pool thread stays low until Qt retires it (30 s idle).
     """

@@ -47,10 +47,11 @@ class ModelConfig:
     baseline (the backbone with a 1×1 head). ``penultimate`` is the width of network 1's
     penultimate maps; the first ``num_classes`` of them are the translation filters. The paper
     uses exactly ``num_classes`` (``None`` here); the default 16 is the authors' code's, chosen
-    on evidence: with C channels, network 1's own output stayed at chance (docs/archive/results-v1.md).
+    on evidence: with C channels, network 1's own output stayed at chance
+    (docs/results/archive/results-v1.md).
     The defaults are the product's (``named_config("paper")`` is the published method): a softmax
     ensemble (the paper's random Conv3d init killed branches), resize upsampling and softplus
-    filters (the transposed convolutions left a dot grid in the filters; docs/results.md).
+    filters (the transposed convolutions left a dot grid in the filters; docs/results/results.md).
     ``ensemble`` is the paper's ablation: ``learned`` 1×1×1 3D conv weights (the paper's),
     ``softmax`` (non-negative weights that sum to 1, a softmax over S learned scores starting
     equal: no branch can be inverted or switched off by the init), ``fixed`` (w = 1, the sum) or
@@ -171,7 +172,7 @@ Conv3d ensemble, transposed-convolution U-Net with BatchNorm, ReLU filters)."""
 
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {"default": {}, "paper": PAPER}
 """Named architectures: ``default`` is the product's (``ModelConfig``'s defaults, chosen on
-evidence in docs/results.md), ``paper`` the published method."""
+evidence in docs/results/results.md), ``paper`` the published method."""
 
 
 def named_config(name: str, **settings: Any) -> ModelConfig:

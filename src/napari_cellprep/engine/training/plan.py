@@ -71,7 +71,7 @@ class TrainConfig:
     ``filter_decorrelation`` D > 0 (not in the paper; CellPrep models only): D × the mean squared
     correlation of each pair of translation filters over each patch's pixels
     (``model.loss.filter_correlation``) is added to Eq. 1, so that the filters cannot all become
-    one map (as the product's did on vnc-em; ``docs/results.md``) (0: Eq. 1 alone).
+    one map (as the product's did on vnc-em; ``docs/results/results.md``) (0: Eq. 1 alone).
     """
 
     epochs: int = 50
@@ -143,15 +143,15 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "cpu_bfloat16": True,
 }
 """Where fine-tuning a trained model departs from ``TrainConfig``'s defaults (training afresh).
-Measured in ``benchmarks/scribbles.py`` (docs/archive/scribbles-v1.md, variant ``p128-noval-lr1e-4``, the
-same image and strokes per case, the previous bundled model, a shared CPU): fine-tuning from 60
+Measured in ``benchmarks/scribbles.py`` (docs/results/archive/scribbles-v1.md, variant ``p128-noval-lr1e-4``,
+the same image and strokes per case, the previous bundled model, a shared CPU): fine-tuning from 60
 strokes with lr 1e-4, 128² patches, 5 steps per epoch and no held-out strokes beat the former
 settings (lr 1e-3, 256², about one pass, 20% held out) at 60 s in all four cases tried (nist-phase
 clean 0.966 vs 0.953, very low light 0.903 vs 0.745, ISBI 2012 very low light 0.537 vs 0.459,
 vnc-em very low light 0.346 vs 0.187), at 30 s in three (not clean nist-phase: 0.925 vs 0.953)
 and at 120 s in three (not ISBI: 0.567 vs 0.605). lr 1e-3 wrecked the pretrained weights within
 a few steps, and the best-by-held-out-strokes pick hid better models. One image per case.
-``learning_rate`` 1e-3 (docs/scribbles-variants/learning-rate.md, the bundled model with blur
+``learning_rate`` 1e-3 (docs/results/variants/scribbles/learning-rate.md, the bundled model with blur
 pooling, AdaBN first and ``refresh_norm``; 1e-4, 3e-4, 1e-3 and 3e-3 on the first image of
 nist-phase, ISBI 2012 and vnc-em, clean and very low light): with the norm statistics adapted, 1e-3
 no longer wrecks the pretrained weights, and beat 1e-4 in all six cases at 30 s (ISBI 2012 clean
@@ -161,27 +161,27 @@ no longer wrecks the pretrained weights, and beat 1e-4 in all six cases at 30 s 
 the rate, as before: on vnc-em (2 → 3 classes) 1e-2 gave 0.39/0.35 at 60 s and 0.51/0.39 at 120 s
 (clean/very low light) against 0.19/0.27 and 0.41/0.36 at 1e-3; at 30 s 0.18/0.15 against 0.16/0.26.
 One image per case.
-``fit_heads`` replaced that (docs/scribbles-variants/fit-heads.md, vnc-em images 4 and 19): heads
+``fit_heads`` replaced that (docs/results/variants/scribbles/fit-heads.md, vnc-em images 4 and 19): heads
 fitted to the strokes before the first step lifted the 30 s preview in every paired case (image 4
 clean 0.37 vs 0.14–0.18, very low light 0.37 vs 0.15–0.28; image 19 clean 0.15–0.31 vs 0.02) and
 tied at 120 s (0.39–0.57 vs 0.39–0.51). After the fit the heads learn at the rate of the rest
 (LP-FT), no faster: 1e-3 against 1e-2 was not distinguishable (−0.17…+0.18 at 30 s, −0.05…+0.11 at
 120 s over four cases, two of them slowed by other work).
-``cpu_bfloat16`` (docs/scribbles-variants/cpu-bfloat16.md; 2 held-out images of each set, clean and
+``cpu_bfloat16`` (docs/results/variants/scribbles/cpu-bfloat16.md; 2 held-out images of each set, clean and
 very low light, fine-tuning run beside fine-tuning with float32 on the same images, one core each):
 32–70% more steps in 120 s (1.72× faster steps alone: benchmarks/bench_train_step.py); at 30 s higher or equal in 9 of 12 paired
 cases (mean +0.027 mIoU; ISBI 2012 +0.00 to +0.09, nist-phase −0.04 to +0.08, vnc-em −0.03 to
 +0.04), at 120 s mean +0.020 (vnc-em +0.04 to +0.11). Does nothing on CPUs without bfloat16
 hardware, where it would be emulated and slower.
-``adapt_norm`` (docs/scribbles-variants/adapt-norm.md, the current bundled model, the same four
+``adapt_norm`` (docs/results/variants/scribbles/adapt-norm.md, the current bundled model, the same four
 cases): the first preview came after 1.3–2.0 s instead of 4.8–5.9 s, and scored 0.848 instead of
 nothing at 5 s and 0.878 instead of 0.393 at 15 s on very-low-light nist-phase, with 30/120 s
 scores equal or better on three cases and within 0.02 on ISBI 2012 clean.
 ``fresh_learning_rate`` (the from-scratch rate for the heads that a change of class count leaves
 new): fine-tuning the 2-class bundled model into vnc-em's 3 classes stayed at mIoU 0.10–0.17 for
 120 s with every parameter at 1e-4; with it and frozen norms 0.433 at 120 s on one image
-(docs/scribbles-variants/frozen-freshlr.md), but with it alone (docs/archive/scribbles-v3.md) still
-0.06–0.25: not a measured gain; it was kept because fresh heads at the pretrained rate barely
+(docs/results/variants/scribbles/frozen-freshlr.md), but with it alone (docs/results/archive/scribbles-v3.md)
+still 0.06–0.25: not a measured gain; it was kept because fresh heads at the pretrained rate barely
 moved, and is now an option only (``fit_heads`` above replaced it).
 Two-class fine-tuning copies every parameter, so it is unchanged.
 ``refresh_norm`` (the bundled model with blur pooling; 100 steps of the dock's settings, each epoch's
@@ -189,25 +189,25 @@ model scored on the whole image with and without the refresh, one image per case
 light, image 95 (where the preview had collapsed to 0.20) 0.81/0.73/0.85/0.86/0.92/0.85/0.90 instead of
 0.59/0.55/0.47/0.56/0.79/0.83/0.82 at epochs 1/2/5/8/12/16/20; vnc-em 0.27 instead of 0.17 at
 epoch 20; ISBI 2012 within −0.05…+0.06 (0.59 vs 0.61 at epoch 20); nist-phase very low light,
-image 20, −0.04…+0.01, −0.01 on average (docs/scribbles-variants/refresh-norm.md). Frozen norms after AdaBN
-(``freeze_norm``) were mixed in that run (better on one nist-phase image, worse on the other), so
+image 20, −0.04…+0.01, −0.01 on average (docs/results/variants/scribbles/refresh-norm.md). Frozen norms after
+AdaBN (``freeze_norm``) were mixed in that run (better on one nist-phase image, worse on the other), so
 they stay an option.
-``batch_size`` 4 with 10 ``steps_per_epoch`` (docs/scribbles-variants/b4x10.md; 2 held-out images of
+``batch_size`` 4 with 10 ``steps_per_epoch`` (docs/results/variants/scribbles/b4x10.md; 2 held-out images of
 nist-phase, ISBI 2012 and vnc-em, clean and very low light, the defaults then batch 8 × 5 steps in
 the same run): each epoch sees the same pixels in twice the updates, 2.1–2.3× the steps in 120 s,
 the first preview earlier in all 12 cases (0.8–4.6 s against 1.7–6.3 s). Paired over the 12
 cases: +2.6 mIoU points [+0.1, +5.0] at 30 s; +3.2 at 15 s, +2.2 at 60 s, +1.7 at 120 s, not
 distinguishable (ISBI 2012 and vnc-em higher at 30 s in 7 of 8 cases; one nist-phase very low
 light image fell to 0.59/0.56 at 60/120 s against 0.80/0.79). At low light, in a second run after
-the change (docs/scribbles-variants/b4x10-low-light.md, the same 6 images): +1.1 [−4.9, +7.0] at
+the change (docs/results/variants/scribbles/b4x10-low-light.md, the same 6 images): +1.1 [−4.9, +7.0] at
 30 s, +3.0 [−1.6, +7.7] at 120 s, not distinguishable; vnc-em 0.415 against 0.354 at 30 s, ISBI
 2012 0.597 against 0.625.
 ``select_on_strokes`` from the first round on (it had been a rule of later rounds only): an epoch
 is kept and shown only when it fits the painted pixels at least as well as the adapted starting
 model and the epochs kept before it. Step-based, it calms the preview
-(docs/scribbles-variants/preview-stability.md; 25 epochs, 4 cases). The mean over epochs 4–25
+(docs/results/variants/scribbles/preview-stability.md; 25 epochs, 4 cases). The mean over epochs 4–25
 rose in all four cases (+0.122, +0.035, +0.022, +0.009), and the change between epochs fell 2–48×
-(nist-phase image 95 at very low light: 0.143 → 0.003). In the main table (docs/scribbles.md,
+(nist-phase image 95 at very low light: 0.143 → 0.003). In the main table (docs/results/scribbles.md,
 against the table before it, both alone on the machine, the same 18 cases), it was not
 distinguishable at any budget: +1.2 points [−2.1, +4.6] at 30 s, +2.1 [−2.0, +6.2] at 120 s,
 −3.1 [−6.4, +0.2] at 5 s, where the adapted start stays on screen longer. Scoring the strokes
@@ -229,7 +229,7 @@ is kept only when it fits the painted labels, old and new, at least as well as t
 started from and the epochs before it: a round never hands back a model that paints worse on what
 was painted. The measurement below chose both for later rounds, before the first round took
 the selection too.
-Measured in the rounds of ``benchmarks/scribbles.py`` (docs/scribbles-variants/later-rounds.md;
+Measured in the rounds of ``benchmarks/scribbles.py`` (docs/results/variants/scribbles/later-rounds.md;
 nist-phase and ISBI 2012 at very low light, 2 images each, random strokes and the cue's squares):
 no mIoU difference distinguishable from continuing with the first round's settings, but the worst
 drop from one round to the next fell from 0.158 to 0.059 on nist-phase (4 rounds of 20 more
