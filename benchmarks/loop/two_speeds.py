@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import datasets, report
 from benchmarks.loop import scribbles
-from benchmarks.paper import reproduce
 from napari_cellprep.engine.checkpoint import load_default
 from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.prediction.inference import predict
@@ -129,7 +129,7 @@ def write_report(results: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(scribbles.SETS))
-    parser.add_argument("--conditions", nargs="+", default=list(reproduce.CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", default=list(datasets.CONDITIONS))
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS))
     parser.add_argument("--strokes", type=int, default=60)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out.with_suffix(".json")
     results = json.loads(path.read_text()) if path.exists() else {"cases": {}}
     results.update(budgets=args.budgets, command="python -m benchmarks.loop.two_speeds " + " ".join(argv or []),
-                   provenance=reproduce.provenance())
+                   provenance=report.provenance())
     base = load_default()
     for dataset in args.sets:
         for condition in args.conditions:

@@ -46,9 +46,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.harness import datasets
+from benchmarks.harness import report as reports
 from benchmarks.harness.sections import write_section
 from benchmarks.harness.strokes import add_strokes, paint
-from benchmarks.paper import reproduce
 from napari_cellprep import api as cp
 from napari_cellprep.engine.checkpoint import LoadedModel, load_default
 from napari_cellprep.engine.devices import cpu_has_native_bfloat16
@@ -56,26 +57,26 @@ from napari_cellprep.engine.images.io import read_image, read_mask
 from napari_cellprep.engine.images.metrics import confusion_matrix, scores
 from napari_cellprep.engine.prediction.inference import OUTPUTS, Prediction, predict
 
-SAMPLES = sorted((reproduce.REPO / "src" / "napari_cellprep" / "samples").glob("*.tif"))
-SETS = tuple(reproduce.CLASS_NAMES)
+SAMPLES = sorted((datasets.REPO / "src" / "napari_cellprep" / "samples").glob("*.tif"))
+SETS = tuple(datasets.CLASS_NAMES)
 BAR = {"agreement": 0.999, "miou_change": 0.001}
 """A 16-bit precision may become a default only where every case meets both (issue #41)."""
 STROKE_IMAGE = {"nist-phase": 1, "isbi2012-membrane": 0, "vnc-em": 0}
 """The training image each set's fine-tuning strokes are painted on (never scored)."""
-OUT = reproduce.REPO / "docs" / "results" / "performance" / "precision"
+OUT = datasets.REPO / "docs" / "results" / "performance" / "precision"
 
 
 def held_out(dataset: str, count: int) -> list[int]:
     """The first ``count`` images held out from both models: nist-phase's test tiles (every fifth,
     as ``scripts/train_default.py`` splits), for the others every image but the stroke image."""
-    n = len(list((reproduce.DATA / dataset / "masks").glob("*.png")))
+    n = len(list((datasets.DATA / dataset / "masks").glob("*.png")))
     candidates = range(0, n, 5) if dataset == "nist-phase" else range(n)
     return [i for i in candidates if i != STROKE_IMAGE[dataset]][:count]
 
 
 def sample_tiles() -> list[tuple[np.ndarray, np.ndarray, str]]:
     """The bundled sample tiles as shipped, with their nist-phase masks."""
-    masks = reproduce.DATA / "nist-phase" / "masks"
+    masks = datasets.DATA / "nist-phase" / "masks"
     return [(read_image(path), read_mask(masks / f"{path.stem.removeprefix('nist_')}.png"), path.stem) for path in SAMPLES]
 
 
@@ -181,7 +182,7 @@ def fine_tuned(
     image, mask, _ = items[index]
     strokes = add_strokes(mask, args.strokes, np.random.default_rng([args.seed, SETS.index(dataset), index]))
     result = cp.fine_tune(
-        base, image, paint(strokes, mask.shape), labels_kind="painted", class_names=reproduce.CLASS_NAMES[dataset],
+        base, image, paint(strokes, mask.shape), labels_kind="painted", class_names=datasets.CLASS_NAMES[dataset],
         epochs=args.epochs, seed=args.seed, device="cpu",
     )
     return result.model
@@ -209,7 +210,7 @@ def log(message: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    provenance = {**reproduce.provenance(), "python": platform.python_version()}  # the code as the run starts
+    provenance = {**reports.provenance(), "python": platform.python_version()}  # the code as the run starts
     base = load_default()
     devices = [("cpu", args.precisions)]
     notes = []
@@ -231,13 +232,13 @@ def run(args: argparse.Namespace) -> dict:
     tuned: dict[tuple[str, str], LoadedModel] = {}
     for dataset, condition, indices in plan:
         classes_of = "nist-phase" if dataset == "samples" else dataset
-        items = reproduce.load_dataset(classes_of, condition)
+        items = datasets.load_dataset(classes_of, condition)
         if (classes_of, condition) not in tuned:
             tuned[classes_of, condition] = fine_tuned(base, classes_of, items, args)
             log(f"fine-tuned on {classes_of} {condition}")
         chosen = sample_tiles() if dataset == "samples" else [items[i] for i in indices]
         for model_name, loaded in (("bundled", base), ("strokes", tuned[classes_of, condition])):
-            scored = loaded.info.class_names == reproduce.CLASS_NAMES[classes_of]
+            scored = loaded.info.class_names == datasets.CLASS_NAMES[classes_of]
             images = [(image, mask if scored else None) for image, mask, _ in chosen]
             for device, precisions in devices:
                 start = time.perf_counter()
@@ -322,7 +323,7 @@ def report(record: dict) -> list[str]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
-    parser.add_argument("--conditions", nargs="+", choices=list(reproduce.CONDITIONS), default=list(reproduce.CONDITIONS))
+    parser.add_argument("--conditions", nargs="+", choices=list(datasets.CONDITIONS), default=list(datasets.CONDITIONS))
     parser.add_argument("--images", type=int, nargs=3, default=[10, 4, 2], metavar=("NIST", "ISBI", "VNC"),
                         help="held-out images per set (nist-phase 256², isbi2012-membrane 512², vnc-em 1024²)")
     parser.add_argument("--no-samples", dest="samples", action="store_false", help="skip the bundled sample tiles")

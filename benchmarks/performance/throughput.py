@@ -37,8 +37,9 @@ from statistics import median
 
 import torch
 
+from benchmarks.harness import datasets
+from benchmarks.harness import report as reports
 from benchmarks.harness.sections import write_section
-from benchmarks.paper import reproduce
 from benchmarks.performance.big_image_bar import make
 from napari_cellprep.engine.bigimage.outofcore import LocalExecutor, predict_to_zarr_iter
 from napari_cellprep.engine.checkpoint import LoadedModel, load_default
@@ -47,7 +48,7 @@ from napari_cellprep.engine.events import drive
 from napari_cellprep.engine.images.sources import open_image
 from napari_cellprep.engine.prediction.inference import predict
 
-OUT = reproduce.REPO / "docs" / "results" / "performance"
+OUT = datasets.REPO / "docs" / "results" / "performance"
 TILE, OVERLAP = 256, 64
 
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         make(image_path, args.side)
     record = {
         "command": "python -m benchmarks.performance.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": time.strftime("%Y-%m-%d"), "provenance": reproduce.provenance(),
+        "date": time.strftime("%Y-%m-%d"), "provenance": reports.provenance(),
         "native_cpu_bfloat16": cpu_has_native_bfloat16(), "side": args.side, "block": args.block,
         "repeats": args.repeats, "load_start": os.getloadavg()[0],
     }
