@@ -88,6 +88,7 @@ from napari_cellprep.engine.training.data import split_validation  # noqa: E402
 from napari_cellprep.engine.training.live import PreviewReady, painted_items, training_job  # noqa: E402
 from napari_cellprep.engine.training.loop import TrainConfig  # noqa: E402
 from napari_cellprep.engine.training.plan import default_val_fraction, training_settings  # noqa: E402
+from napari_cellprep.engine.training.recipe import RunPlan  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
@@ -300,8 +301,8 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"],
                          self_supervised_weight=settings["self_supervised_weight"],
                          self_supervised_share=settings["self_supervised_share"])
-    job = training_job(train, val, info, config, init=init, stop=stop,
-                       preview=image if preview else None, threads=threads())
+    plan = RunPlan(info, config, tuple(train), tuple(val) if val else None, init)  # as the dock's, unchecked
+    job = training_job(plan, stop=stop, preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
     previews, epochs_log, step_times, last = [], [], [], {}
     pending = sorted(b for b in budgets if b <= seconds)

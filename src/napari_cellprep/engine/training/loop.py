@@ -231,6 +231,24 @@ def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
         )
 
 
+def check_run(
+    train: list[LabeledImage], val: list[LabeledImage] | None, info: ModelInfo, config: TrainConfig, *, fine_tune: bool
+) -> None:
+    """Raise a ``CellprepError`` naming the problem unless ``train`` (and ``val``) can train the
+    model ``info`` describes with ``config`` (``fine_tune``: it starts from a trained model)."""
+    model_config = info.config
+    check_training_data(train, model_config.num_classes, config.patch_size)
+    if train[0].image.shape[0] != model_config.in_channels:
+        raise TrainingDataError(
+            f"the training images have {train[0].image.shape[0]} channels; "
+            f"the model takes {model_config.in_channels}"
+        )
+    _check_self_supervision(config, model_config, fine_tune)
+    _check_filter_decorrelation(config, model_config)
+    if val:
+        _check_validation(val, model_config)
+
+
 class _AsGiven(Normalization):
     """The identity: a ``LabeledImage`` is normalised already (with its whole plane's
     statistics), so the prediction path takes its values as they are instead of normalising
@@ -340,17 +358,8 @@ def train_iter(
     the same seed gives the same model.
     """
     model_config = info.config
-    check_training_data(train, model_config.num_classes, config.patch_size)
-    if train[0].image.shape[0] != model_config.in_channels:
-        raise TrainingDataError(
-            f"the training images have {train[0].image.shape[0]} channels; "
-            f"the model takes {model_config.in_channels}"
-        )
-    _check_self_supervision(config, model_config, init is not None)
-    _check_filter_decorrelation(config, model_config)
     val = val or None
-    if val is not None:
-        _check_validation(val, model_config)
+    check_run(train, val, info, config, fine_tune=init is not None)
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
     if checkpoint_path is not None and checkpoint_path.exists():
         raise OutputExistsError(
