@@ -48,7 +48,8 @@ from benchmarks.loop import scribbles
 from napari_cellprep.engine.prediction.inference import predict
 from napari_cellprep.engine.training.data import PatchSampler
 from napari_cellprep.engine.training.live import painted_items
-from napari_cellprep.engine.training.loop import initial_model, training_loss
+from napari_cellprep.engine.training.losses import training_loss
+from napari_cellprep.engine.training.loop import initial_model
 
 CASES = (("nist-phase", 20), ("isbi2012-membrane", 2))
 CONDITION = "very-low-light"

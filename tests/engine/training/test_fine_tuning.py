@@ -139,7 +139,7 @@ def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
     settings = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu",
                            learning_rate=0.05, select_on_strokes=True)  # a rate that makes some epochs worse
     result = train(items, None, init.info, settings, init=init)
-    from napari_cellprep.engine.training.loop import scoring_windows, validation_scores
+    from napari_cellprep.engine.training.scoring import scoring_windows, validation_scores
 
     windows = scoring_windows(items, init.info.config.size_multiple)
     start = validation_scores(init.model, init.info, windows).miou

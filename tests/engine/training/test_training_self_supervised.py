@@ -16,7 +16,8 @@ from napari_cellprep.engine.errors import SettingsError
 from napari_cellprep.engine.images.io import write_image
 from napari_cellprep.engine.prediction.inference import OUTPUTS, predict
 from napari_cellprep.engine.training.data import LabeledImage
-from napari_cellprep.engine.training.loop import TrainConfig, train, training_loss, weighted_loss
+from napari_cellprep.engine.training.losses import training_loss, weighted_loss
+from napari_cellprep.engine.training.loop import TrainConfig, train
 from napari_cellprep.model import IGNORE_INDEX, ModelConfig, build_model, method_loss
 from napari_cellprep.model.loss import n2v_mask, self_supervised_loss
 from tests.conftest import disks

@@ -24,9 +24,10 @@ from ..images.metrics import confusion_matrix, scores
 from ..prediction.inference import predict
 from .data import LabeledImage
 from .live import PreviewReady, training_job
-from .loop import TrainingResult, _AsGiven, initial_model
+from .loop import TrainingResult, initial_model
 from .plan import transfer_weights
 from .recipe import RunPlan
+from .scoring import _AsGiven
 
 PSEUDO_THRESHOLD = 0.7
 """A pixel the classifier gives at least this probability becomes a pseudo-label."""
