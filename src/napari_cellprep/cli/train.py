@@ -37,7 +37,6 @@ from ..model.config import (
     NORMS,
     UPSAMPLES,
 )
-from ..model.loss import N2V_FRACTION
 from .common import (
     INTERRUPTED,
     CommandError,
@@ -62,7 +61,6 @@ ARCHITECTURE_OPTIONS = (
     "downsample",
     "filter_activation",
     "norm",
-    "denoise_head",
 )
 SETTINGS_OPTIONS = {
     "epochs": "epochs",
@@ -80,7 +78,6 @@ SETTINGS_OPTIONS = {
     "cpu_bfloat16": "cpu_bfloat16",
     "average_weights": "average_weights",
     "select_on_strokes": "select_on_strokes",
-    "self_supervised": "self_supervised_weight",
     "filter_decorrelation": "filter_decorrelation",
 }
 """``{option dest: TrainConfig field}``."""
@@ -333,13 +330,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--norm", choices=NORMS, help=f"normalisation layers (default: {ModelConfig.norm})")
     model.add_argument(
-        "--denoise-head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a 1×1 head on network 1's penultimate maps that predicts the input image, trained by "
-        "--self-supervised (not in the paper; default: off)",
-    )
-    model.add_argument(
         "--init",
         metavar=f"FILE{SUFFIX}",
         help=f"fine-tune this checkpoint ('{DEFAULT_MODEL}': the bundled model) instead of starting afresh "
@@ -432,14 +422,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="end training after N seconds from its first step (loading not included), or at --epochs, "
         "whichever comes first; a normal end (exit 0) keeping the best model",
-    )
-    opt.add_argument(
-        "--self-supervised",
-        type=float,
-        metavar="W",
-        help=f"add W × a Noise2Void loss (blind-spot masking of {N2V_FRACTION * 100:g}%% of each patch's pixels; "
-        "the denoise head predicts them from their neighbours) on every pixel, labeled or not; needs "
-        f"--denoise-head (default: {TrainConfig.self_supervised_weight:g}, off)",
     )
     opt.add_argument(
         "--filter-decorrelation",

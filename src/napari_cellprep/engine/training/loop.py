@@ -62,19 +62,6 @@ def _check_filter_decorrelation(config: TrainConfig, model_config: ModelConfig) 
         )
 
 
-def _check_self_supervision(config: TrainConfig, model_config: ModelConfig, fine_tune: bool) -> None:
-    if config.self_supervised_weight > 0 and not model_config.denoise_head:
-        fix = (
-            "the model being fine-tuned has none (a fine-tuned model keeps its architecture): fine-tune "
-            "one trained with denoise_head=True, or train afresh with it"
-            if fine_tune
-            else "set ModelConfig(denoise_head=True) (cellprep train --denoise-head)"
-        )
-        raise SettingsError(
-            f"self_supervised_weight {config.self_supervised_weight:g} needs a model with a denoise head: {fix}"
-        )
-
-
 ADAPT_BATCHES = 4
 """Batches of training patches that set the BatchNorm statistics before a frozen-norm run."""
 
@@ -164,7 +151,6 @@ def check_run(
             f"the training images have {train[0].image.shape[0]} channels; "
             f"the model takes {model_config.in_channels}"
         )
-    _check_self_supervision(config, model_config, fine_tune)
     _check_filter_decorrelation(config, model_config)
     if val:
         _check_validation(val, model_config)
@@ -219,11 +205,6 @@ class _Run:
     out_of_time: bool = False
     best: _Best = field(default_factory=_Best)
 
-    @property
-    def anywhere(self) -> float:
-        """The share of each batch placed anywhere in the images (Noise2Void runs only)."""
-        return self.config.self_supervised_share if self.config.self_supervised_weight else 0.0
-
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
@@ -237,13 +218,12 @@ class _Run:
 @dataclass
 class _Stepper:
     """What the epoch phase steps with: the optimiser, its schedule and gradient scaler, the moving
-    average of the weights (``average_weights``), the Noise2Void masking draw and the loss names."""
+    average of the weights (``average_weights``) and the loss names."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     scaler: torch.amp.GradScaler
     averaged: SegmentationNet | None
-    masking: torch.Generator | None
     names: list[str]
 
 
@@ -268,8 +248,7 @@ def _start(
     model = initial_model(info.config, config.seed)
     copied = transfer_weights(model, init) if init is not None else []
     model.to(device)
-    share = config.self_supervised_share if config.self_supervised_weight else 0.0
-    sampler = PatchSampler(train, config.patch_size, np.random.default_rng(config.seed), config.augment, share)
+    sampler = PatchSampler(train, config.patch_size, np.random.default_rng(config.seed), config.augment)
     return _Run(
         train,
         val,
@@ -318,18 +297,12 @@ def _stepper(run: _Run) -> _Stepper:
         if config.lr_schedule == "cosine"
         else None
     )
-    names = (
-        output_names(run.info.config)
-        + ["ensemble"]
-        + (["denoising"] if config.self_supervised_weight else [])
-        + (["decorrelation"] if config.filter_decorrelation else [])
-    )
+    names = output_names(run.info.config) + ["ensemble"] + (["decorrelation"] if config.filter_decorrelation else [])
     return _Stepper(
         optimizer,
         scheduler,
         torch.amp.GradScaler("cuda", enabled=run.amp),
         averaged=copy.deepcopy(model) if config.average_weights > 0 else None,
-        masking=torch.Generator().manual_seed(config.seed) if config.self_supervised_weight else None,
         names=names,
     )
 
@@ -361,9 +334,7 @@ def _step(run: _Run, stepper: _Stepper) -> tuple[torch.Tensor, list[float], Mode
     stepper.optimizer.zero_grad(set_to_none=True)
     dtype = torch.bfloat16 if run.cpu_bf16 else torch.float16
     with torch.autocast(device.type, dtype=dtype, enabled=run.amp or run.cpu_bf16):
-        loss, parts, output = training_loss(
-            model, x, y, w, config.self_supervised_weight, stepper.masking, config.filter_decorrelation
-        )
+        loss, parts, output = training_loss(model, x, y, w, config.filter_decorrelation)
     stepper.scaler.scale(loss).backward()
     stepper.scaler.step(stepper.optimizer)
     stepper.scaler.update()
@@ -480,8 +451,6 @@ def _record(run: _Run) -> dict:
         "adapt_norm": config.adapt_norm,
         "refresh_norm": config.refresh_norm,
         "select_on_strokes": config.select_on_strokes and run.val is None,
-        "self_supervised_weight": config.self_supervised_weight,
-        "self_supervised_share": run.anywhere,
         "filter_decorrelation": config.filter_decorrelation,
         "augment": config.augment,
         "mixed_precision": run.amp,
@@ -522,8 +491,7 @@ def train_iter(
     (``_epoch``: the steps), score (``_score``: the epoch's model, ``_epoch_model``) and keep
     (``_keep``: best-model keeping).
 
-    Patches are sampled around labeled pixels (``PatchSampler``; with ``config.self_supervised_weight``
-    > 0, ``config.self_supervised_share`` of each batch anywhere in the images instead). With ``val``
+    Patches are sampled around labeled pixels (``PatchSampler``). With ``val``
     the eval-mode model is scored after each epoch as test scoring scores it (``validation_scores``: tiled prediction
     of each validation image, around its labeled pixels), and the best model by validation mIoU is
     kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
@@ -533,9 +501,7 @@ def train_iter(
     ``stopped=True`` (the current weights if no epoch was scored yet). ``config.seconds`` ends
     training by the clock instead: the epoch under way is cut short, scored and counted, and
     the result has ``out_of_time=True``. Items with per-pixel ``weight`` train with
-    ``weighted_loss``. ``config.self_supervised_weight`` > 0 adds the Noise2Void term
-    (``training_loss``; the model needs ``denoise_head``), reported as the ``denoising`` loss;
-    ``config.filter_decorrelation`` > 0 adds the filter-decorrelation term (CellPrep models only),
+    ``weighted_loss``. ``config.filter_decorrelation`` > 0 adds the filter-decorrelation term (CellPrep models only),
     reported as the ``decorrelation`` loss.
 
     Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when

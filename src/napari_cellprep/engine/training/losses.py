@@ -1,5 +1,5 @@
 """The loss of a training batch: Eq. 1 with per-pixel weights (corrections count more), and the
-optional terms added to it."""
+optional filter-decorrelation term added to it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ...model import IGNORE_INDEX, ModelOutput, SegmentationNet, method_loss
-from ...model.loss import filter_correlation, n2v_mask, self_supervised_loss
+from ...model.loss import filter_correlation
 
 
 def weighted_loss(
@@ -37,28 +37,14 @@ def training_loss(
     x: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
-    self_supervised_weight: float = 0.0,
-    generator: torch.Generator | None = None,
     decorrelation: float = 0.0,
 ) -> tuple[torch.Tensor, list[float], ModelOutput]:
-    """The loss of one training batch, the parts it reports and the forward pass it came from.
-
-    W = ``self_supervised_weight`` 0: Eq. 1 (``weighted_loss``) of ``model(x)``. W > 0: the batch
-    is Noise2Void-masked (``n2v_mask``, drawn from ``generator``), the one forward pass runs on
-    the masked batch, and W × ``self_supervised_loss`` (the denoise head against the unmasked
-    ``x`` at the masked pixels, labels or not) is added, and reported as a further part.
-    D = ``decorrelation`` > 0 adds D × ``filter_correlation`` of the translation filters, reported
-    as the last part.
+    """The loss of one training batch, the parts it reports and the forward pass it came from:
+    Eq. 1 (``weighted_loss``) of ``model(x)``; D = ``decorrelation`` > 0 adds D ×
+    ``filter_correlation`` of the translation filters, reported as a further part.
     """
-    if self_supervised_weight:
-        masked, mask = n2v_mask(x, generator=generator)
-        output = model(masked)
-    else:
-        output = model(x)
+    output = model(x)
     loss, parts = weighted_loss(output, target, weight)
-    if self_supervised_weight:
-        term = self_supervised_weight * self_supervised_loss(output, x, mask)
-        loss, parts = loss + term, [*parts, float(term.detach())]
     if decorrelation:
         if output.filters is None:
             raise ValueError("the model has no translation filters to decorrelate (a plain U-Net)")
