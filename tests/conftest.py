@@ -36,6 +36,13 @@ def disks(seed: int = 0, shape=(96, 96)) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 65535).astype(np.uint16), mask
 
 
+def rgb_disks(seed: int = 0) -> np.ndarray:
+    """A 64² RGB uint8 image of the bright ``disks``, slightly tinted."""
+    image, _ = disks(seed, (64, 64))
+    gray = (image / image.max() * 255).astype(np.uint8)
+    return np.stack([gray, gray, (gray * 0.8).astype(np.uint8)], axis=-1)
+
+
 @pytest.fixture
 def cells():
     """``cells(shape, seed)``: the image of ``disks`` alone."""

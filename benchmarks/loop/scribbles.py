@@ -88,6 +88,7 @@ from napari_cellprep.engine.training.data import split_validation  # noqa: E402
 from napari_cellprep.engine.training.live import PreviewReady, painted_items, training_job  # noqa: E402
 from napari_cellprep.engine.training.loop import TrainConfig  # noqa: E402
 from napari_cellprep.engine.training.plan import default_val_fraction, training_settings  # noqa: E402
+from napari_cellprep.engine.training.recipe import RunPlan  # noqa: E402
 from napari_cellprep.model import ModelConfig  # noqa: E402
 
 BUDGETS = (5.0, 15.0, 30.0, 60.0, 120.0)
@@ -99,16 +100,13 @@ def _dock(fine_tune: bool, continuing: bool = False) -> dict:
     """The Train dock's settings for a start mode, read from the engine (``training_settings``,
     ``default_val_fraction``): epochs, lr, batch, patch, steps per epoch, device, validation share of
     the painted pixels (0: none), BatchNorm handling, seed (weights, patches and the validation
-    split, as the dock uses it); a new model is width 16, depth 4. Not in the dock (issue #10 §1,
-    engine defaults: off): ``denoise_head`` (1: a new model gets one; a fine-tuned model keeps the
-    base's architecture) and the Noise2Void ``self_supervised_weight`` and ``self_supervised_share``."""
+    split, as the dock uses it); a new model is width 16, depth 4."""
     t = training_settings(fine_tune, continuing=continuing)
     return dict(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size, patch_size=t.patch_size,
                 steps_per_epoch=t.steps_per_epoch, device="auto", val_fraction=default_val_fraction(fine_tune),
                 width=16, depth=4, freeze_norm=int(t.freeze_norm), adapt_norm=int(t.adapt_norm),
                 refresh_norm=int(t.refresh_norm), fresh_learning_rate=t.fresh_learning_rate, fit_heads=int(t.fit_heads), fit_copied_heads=int(t.fit_copied_heads), cpu_bfloat16=int(t.cpu_bfloat16), average_weights=t.average_weights, select_on_strokes=int(t.select_on_strokes),
-                seed=t.seed, denoise_head=int(ModelConfig.denoise_head),
-                self_supervised_weight=t.self_supervised_weight, self_supervised_share=t.self_supervised_share)
+                seed=t.seed)
 
 
 DOCK = _dock(True)
@@ -128,8 +126,10 @@ variant, ``--tag``); scratch runs apply the same overrides to ``_dock(False)``."
 LATER_ROUNDS: dict = {}
 """``--later-set KEY=VALUE``: settings of the rounds after the first only (a variant, ``--tag``): the
 dock continuing from a model it already fine-tuned on this image."""
-FLOAT_SETTINGS = ("learning_rate", "val_fraction", "fresh_learning_rate", "self_supervised_weight",
-                  "self_supervised_share", "average_weights")
+RETIRED = {"denoise_head": 0, "self_supervised_weight": 0.0, "self_supervised_share": 0.5}
+"""Settings that runs made before the denoise head and its Noise2Void loss left the product record,
+at the values that meant off: not a change from the dock's settings."""
+FLOAT_SETTINGS = ("learning_rate", "val_fraction", "fresh_learning_rate", "average_weights")
 """``--set`` values read as floats (``device`` as text, the others as integers)."""
 
 
@@ -240,8 +240,7 @@ def model_info(kind: str, base: LoadedModel, class_names: list[str]) -> tuple[Mo
     engine's fine-tuning rule (fresh heads and ensemble) is used, as ``cellprep train --init`` does."""
     num_classes = len(class_names)
     if kind == "scratch":
-        config = ModelConfig(num_classes=num_classes, in_channels=1, width=SETTINGS["width"], depth=SETTINGS["depth"],
-                             denoise_head=bool(SETTINGS["denoise_head"]))
+        config = ModelConfig(num_classes=num_classes, in_channels=1, width=SETTINGS["width"], depth=SETTINGS["depth"])
         return ModelInfo(config, list(class_names), name="new model"), None
     info = base.info
     if info.config.num_classes == num_classes:
@@ -297,11 +296,9 @@ def train_run(image, labels, mask, info, init, *, seconds: float, budgets=(), pr
                          fit_copied_heads=bool(settings.get("fit_copied_heads")),
                          cpu_bfloat16=bool(settings.get("cpu_bfloat16")),
                          average_weights=settings.get("average_weights") or 0.0,
-                         select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"],
-                         self_supervised_weight=settings["self_supervised_weight"],
-                         self_supervised_share=settings["self_supervised_share"])
-    job = training_job(train, val, info, config, init=init, stop=stop,
-                       preview=image if preview else None, threads=threads())
+                         select_on_strokes=bool(settings.get("select_on_strokes")), seed=settings["seed"])
+    plan = RunPlan(info, config, tuple(train), tuple(val) if val else None, init)  # as the dock's, unchecked
+    job = training_job(plan, stop=stop, preview=image if preview else None, threads=threads())
     clock += time.perf_counter() - start
     previews, epochs_log, step_times, last = [], [], [], {}
     pending = sorted(b for b in budgets if b <= seconds)
@@ -627,7 +624,8 @@ def _anchor_at(case: dict, name: str, budget: float) -> float | None:
 def _variant_table(part: str, groups: dict, budgets: list[float]) -> list[str]:
     """A variant's results: ours with changed training settings, the forest on the same strokes."""
     first = next(iter(groups.values()))[0]
-    changed = {k: v for k, v in first.get("settings", DOCK).items() if k not in DOCK or DOCK[k] != v}
+    changed = {k: v for k, v in first.get("settings", DOCK).items()
+               if (k not in DOCK or DOCK[k] != v) and (k not in RETIRED or RETIRED[k] != v)}
     lines = [f"## Variant `{part.split('+', 1)[1]}`: not the dock's defaults ({changed})", "",
              "Same strokes and images as above; the forest is timed again in this run.", "",
              "| case | n | method | first preview (s) | s/step | " + " | ".join(f"{b:g} s" for b in budgets) + " |",

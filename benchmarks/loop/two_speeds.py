@@ -38,6 +38,7 @@ from napari_cellprep.engine.threads import gui_torch_threads
 from napari_cellprep.engine.training.data import split_validation
 from napari_cellprep.engine.training.live import PreviewReady, painted_items
 from napari_cellprep.engine.training.plan import DEFAULT_VAL_FRACTION, training_settings
+from napari_cellprep.engine.training.recipe import RunPlan
 from napari_cellprep.engine.training.two_speed import ClassifierFitted, EnsembleChosen, two_speed_job
 
 BUDGETS = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0)
@@ -52,7 +53,8 @@ def run_ours(image, labels, mask, info, init, budgets) -> dict:
                           class_names=info.class_names)
     train, val = split_validation(items, DEFAULT_VAL_FRACTION, 0)  # held-out strokes choose the weight
     config = training_settings(True, seconds=max(budgets))
-    job = two_speed_job(train, val, info, config, init=init, preview=image, threads=gui_torch_threads())
+    plan = RunPlan(info, config, tuple(train), tuple(val), init)  # the dock's job, unchecked
+    job = two_speed_job(plan, preview=image, threads=gui_torch_threads())
     clock = time.perf_counter() - start
     previews, chosen, steps, fitted = [], [], 0, None
     while True:

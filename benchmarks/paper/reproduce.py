@@ -72,8 +72,6 @@ METHODS: dict[str, dict] = {
     # the combination, and U-Net on the same backbone
     "cellprep-product": {"architecture": "cellprep", **PAPER, **PRODUCT},
     "unet-resize": {"architecture": "unet", "backbone": "unet", **PAPER_BACKBONE, "upsample": "resize"},
-    # the combination with a denoise head trained by the Noise2Void loss (TRAINING), issue #10 §1
-    "cellprep-n2v": {"architecture": "cellprep", **PAPER, **PRODUCT, "denoise_head": True},
     # the combination with network 2's BatchNorm statistics per translated image: the single change
     # keeps the paper's random ensemble init, which decides its fate on some seeds
     "cellprep-product-split-batch": {"architecture": "cellprep", **PAPER, **PRODUCT, "norm": "split-batch"},
@@ -82,11 +80,7 @@ METHODS: dict[str, dict] = {
     # so that equal compute no longer hands U-Net four times the epochs
     "cellprep-product-narrow": {"architecture": "cellprep", **PAPER, **PRODUCT, "width": 4},
 }
-N2V_WEIGHT = 100.0
-"""W of the Noise2Void term. Not tuned: these images, min-max normalised, vary by about 0.005-0.03
-(in 0..1 units), so W = 100 starts the term at about the size of one of Eq. 1's cross-entropies;
-DenoiSeg weighs its denoising and segmentation losses equally on z-scored images."""
-TRAINING: dict[str, dict] = {"cellprep-n2v": {"self_supervised_weight": N2V_WEIGHT}}
+TRAINING: dict[str, dict] = {}
 """``TrainConfig`` settings of the methods that train otherwise than the preset says."""
 SINGLE_CHANGES = [
     "cellprep-p16",
@@ -98,8 +92,13 @@ SINGLE_CHANGES = [
     "cellprep-group",
     "cellprep-split-batch",
 ]
-SCREEN_EXTRAS = ["cellprep-n2v", "cellprep-product-split-batch"]
+SCREEN_EXTRAS = ["cellprep-product-split-batch"]
 """Screened beside the single changes: compared with ``cellprep-product`` (same fold and seed)."""
+RETIRED = ["cellprep-n2v"]
+"""Methods whose stored runs the report still reads but that no longer run: ``cellprep-n2v``, the
+combination with a denoise head trained by a Noise2Void loss (W = 100, issue #10 §1), screened and
+in the grid as ``SCREEN_EXTRAS`` were; it measured worse (docs/results.md) and the option left the
+product (issue #38 §4). Compared with ``cellprep-product``."""
 HEADLINE_CELLS = [
     ("nist-phase", "low-light"),
     ("nist-phase", "very-low-light"),
@@ -107,7 +106,7 @@ HEADLINE_CELLS = [
 ]
 PRODUCT_METHOD = "cellprep-product"
 NARROW_METHOD = "cellprep-product-narrow"
-ON_PRODUCT = [*SCREEN_EXTRAS, NARROW_METHOD]
+ON_PRODUCT = [*RETIRED, *SCREEN_EXTRAS, NARROW_METHOD]
 """The methods made on top of ``cellprep-product``, and compared with it (same fold and seed)."""
 FLOPS_MATCHED = [PRODUCT_METHOD, NARROW_METHOD]
 """The methods whose runs each come with U-Net trained for their FLOPs (``unet@flops-of-X``)."""
@@ -170,7 +169,7 @@ def _arms(dataset: str, condition: str, fold: int, seed: int, methods: list[str]
 
 def _cpu_plans() -> dict[str, list[Run]]:
     """``screen``: U-Net, the paper's CellPrep, the combination, each single change and the
-    combination with the Noise2Void head or split-batch norm (``SCREEN_EXTRAS``) on fold 0 of two
+    combination with split-batch norm (``SCREEN_EXTRAS``) on fold 0 of two
     headline cells, seeds 0 and 1 (most informative runs first). ``headline``: U-Net, the
     paper's CellPrep, the combination and U-Net at its FLOPs, 3 folds × 3 seeds on the three
     headline cells. ``full``: the headline, then, one seed at a time, nist-phase clean (with
@@ -186,7 +185,7 @@ def _cpu_plans() -> dict[str, list[Run]]:
         r
         for seed in (0, 1)
         for r in [r for d, c in HEADLINE_CELLS[1:] for r in _arms(d, c, 0, seed, core)]
-        + [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in SINGLE_CHANGES + SCREEN_EXTRAS]
+        + _screened(SINGLE_CHANGES + SCREEN_EXTRAS, seed)
     ]
     headline = _headline_arms(core)
     ablations, nist_clean = ["unet++", "cellprep-none", "cellprep-fixed"], core + ["attention-unet"]
@@ -201,6 +200,11 @@ def _cpu_plans() -> dict[str, list[Run]]:
     ]
     narrow = _headline_arms([NARROW_METHOD])
     return {"screen": screen, "headline": headline, "full": list(dict.fromkeys(full + narrow))}
+
+
+def _screened(methods: list[str], seed: int) -> list[Run]:
+    """``methods`` on the screen's cells (fold 0 of the last two headline cells) for one seed."""
+    return [Run(d, c, 0, seed, m) for d, c in HEADLINE_CELLS[1:] for m in methods]
 
 
 def _headline_arms(methods: list[str]) -> list[Run]:
@@ -577,7 +581,8 @@ def _pooled_tables(results: dict) -> list[str]:
     """The screen pooled (fold 0 of the screened cells, both seeds), then every run pooled."""
     head = ["| change | sets | pairs | mean | 95% interval | verdict |", "|---|---|---|---|---|---|"]
     lines = []
-    screen = _pooled_rows(results, {r.key for r in PRESETS["cpu"].plans["screen"]})
+    screened = PRESETS["cpu"].plans["screen"] + [r for seed in (0, 1) for r in _screened(RETIRED, seed)]
+    screen = _pooled_rows(results, {r.key for r in screened})
     if screen:
         cells = ", ".join(f"{d} {c}" for d, c in HEADLINE_CELLS[1:])
         intro = (

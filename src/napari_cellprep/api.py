@@ -10,6 +10,7 @@ Errors a user can fix raise ``CellprepError``. No napari, no Qt.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,19 +28,10 @@ from .engine.images.instances import (  # noqa: F401  (write_measurements: in __
     measure_instances,
     write_measurements,
 )
-from .engine.images.labels import LabelKind, check_values, class_count
-from .engine.images.layout import input_channels
+from .engine.images.labels import LabelKind
 from .engine.prediction.inference import Prediction, predict_iter
-from .engine.training.data import LabeledImage, labeled_items, split_validation
-from .engine.training.loop import TrainingResult, train_iter
-from .engine.training.plan import (
-    continues_fine_tuning,
-    default_val_fraction,
-    model_to_train,
-    normalization_for,
-    training_settings,
-)
-from .model import NAMED_CONFIGS
+from .engine.training.loop import TrainingResult
+from .engine.training.recipe import LabeledInput, prepare_run
 
 LabelsKind = Literal["painted", "class_index"]
 ModelLike = LoadedModel | str | os.PathLike
@@ -150,14 +142,15 @@ def save(model: LoadedModel, path: str | os.PathLike, *, overwrite: bool = False
     return save_checkpoint(path, model.model, model.info, overwrite=overwrite, classifier=model.classifier)
 
 
-def _pairs(images: Images, labels: Images, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, labels) pairs from one array each or two sequences of the same length."""
+def _inputs(images: Images, labels: Images, what: str, name: str, rgb: bool | None) -> list[LabeledInput]:
+    """The labeled inputs of one array each or of two sequences of the same length."""
     if isinstance(images, np.ndarray) != isinstance(labels, np.ndarray):
         raise SettingsError(f"{what}: give one image and one label array, or two lists of the same length")
     images, labels = ([images], [labels]) if isinstance(images, np.ndarray) else (list(images), list(labels))
     if len(images) != len(labels) or not images:
         raise SettingsError(f"{what}: {len(images)} image(s) but {len(labels)} label array(s)")
-    return list(zip(images, labels))
+    pairs = enumerate(zip(images, labels))
+    return [LabeledInput(image, mask, f"{name} {i}", rgb) for i, (image, mask) in pairs]
 
 
 def _kind(labels_kind: LabelsKind | LabelKind) -> LabelKind:
@@ -169,83 +162,45 @@ def _kind(labels_kind: LabelsKind | LabelKind) -> LabelKind:
     return kinds[labels_kind]
 
 
-def _items(
-    pairs, kind, normalization, in_channels, rgb, channel_axis, class_names, what
-) -> list[LabeledImage]:
-    items: list[LabeledImage] = []
-    for i, (image, labels) in enumerate(pairs):
-        items += labeled_items(
-            image,
-            labels,
-            normalization,
-            in_channels,
-            kind=kind,
-            rgb=rgb,
-            channel_axis=channel_axis,
-            name=f"{what} {i}",
-            class_names=class_names,
-        )
-    return items
-
-
 SETTINGS = ("epochs", "batch_size", "learning_rate", "patch_size", "steps_per_epoch", "seconds", "seed")
 """The ``TrainConfig`` fields both training functions take (``None``: the engine's default)."""
+FINE_TUNE_SETTINGS = (
+    "adapt_norm",
+    "refresh_norm",
+    "freeze_norm",
+    "fit_heads",
+    "cpu_bfloat16",
+    "average_weights",
+    "select_on_strokes",
+)
+"""The further ``TrainConfig`` fields ``fine_tune`` takes."""
 
 
 def _run(init: LoadedModel | None, given: dict[str, Any]) -> TrainingResult:
-    """Both training entry points (``given``: their arguments): the engine's plan (``engine.plan``),
-    then ``train_iter``."""
-    kind = _kind(given["labels_kind"])
-    rgb, channel_axis, class_names = given["rgb"], given["channel_axis"], given["class_names"]
-    images, labels, validation = given["images"], given["labels"], given["validation"]
-    pairs = _pairs(images, labels, "training data")
-    norm = normalization_for(init, given.get("normalization"))
-    channels = (
-        init.info.config.in_channels
-        if init is not None
-        else input_channels(pairs[0][0].shape, rgb=rgb, channel_axis=channel_axis)
-    )
-    train_items = _items(pairs, kind, norm, channels, rgb, channel_axis, class_names, "image")
-    classes = class_count([item.labeled() for item in train_items], given["num_classes"])
-    architecture = given.get("architecture", {})
-    if isinstance(architecture, str):  # a named configuration (train only)
-        if architecture not in NAMED_CONFIGS:
-            raise SettingsError(
-                f"unknown architecture {architecture!r}; choose one of {sorted(NAMED_CONFIGS)}"
-            )
-        architecture = NAMED_CONFIGS[architecture]
-    info = model_to_train(
-        classes,
-        channels,
+    """Both training entry points (``given``: their arguments): the engine's run plan
+    (``engine.training.recipe.prepare_run``), its warnings as ``UserWarning``, then the run."""
+    rgb, validation = given["rgb"], given["validation"]
+    if isinstance(validation, tuple):
+        validation = _inputs(*validation, "validation data", "validation image", rgb)
+    elif validation is not None and not 0.0 <= validation < 1.0:
+        raise SettingsError(f"validation must be a fraction in [0, 1) or (images, labels), got {validation}")
+    settings = {k: given[k] for k in (*SETTINGS, *FINE_TUNE_SETTINGS) if given.get(k) is not None}
+    plan = prepare_run(
+        _inputs(given["images"], given["labels"], "training data", "image", rgb),
+        kind=_kind(given["labels_kind"]),
         init=init,
-        class_names=class_names,
-        architecture=architecture,
-        normalization=norm,
+        channel_axis=given["channel_axis"],
+        num_classes=given["num_classes"],
+        class_names=given["class_names"],
+        architecture=given.get("architecture"),
+        normalization=given.get("normalization"),
+        settings={**settings, "device": given["device"]},
+        validation=validation,
         name=given["name"],
     )
-    settings = {
-        k: given[k]
-        for k in (*SETTINGS, "adapt_norm", "refresh_norm", "freeze_norm", "fit_heads", "cpu_bfloat16",
-                  "average_weights", "select_on_strokes")
-        if given.get(k) is not None
-    }
-    config = training_settings(
-        init is not None, continuing=continues_fine_tuning(init, train_items), device=given["device"], **settings
-    )
-    if isinstance(validation, tuple):
-        val_pairs = _pairs(*validation, "validation data")
-        val = _items(val_pairs, kind, norm, channels, rgb, channel_axis, class_names, "validation image")
-        check_values([item.labeled() for item in val], classes)
-    else:
-        fraction = default_val_fraction(init is not None) if validation is None else validation
-        if not 0.0 <= fraction < 1.0:
-            raise SettingsError(
-                f"validation must be a fraction in [0, 1) or (images, labels), got {fraction}"
-            )
-        train_items, val = (
-            split_validation(train_items, fraction, config.seed) if fraction > 0 else (train_items, None)
-        )
-    return drive(train_iter(train_items, val, info, config, init=init), given["callback"])
+    for message in plan.warnings:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return drive(plan.train_iter(), given["callback"])
 
 
 def train(

@@ -320,6 +320,20 @@ def test_every_change_is_pooled_over_every_set_fold_and_seed(reproduce, tmp_path
     assert "| cellprep-p16 − cellprep | 3 | 6 | +2.00 |" in every
 
 
+def test_a_retired_method_no_longer_runs_but_its_stored_runs_stay_in_the_report(reproduce, tmp_path):
+    planned = {r.method for plan in reproduce.PRESETS["cpu"].plans.values() for r in plan}
+    assert "cellprep-n2v" in reproduce.RETIRED and "cellprep-n2v" not in planned | set(reproduce.METHODS)
+    results = {}
+    for seed in (0, 1):
+        for run in reproduce._screened([reproduce.PRODUCT_METHOD, "cellprep-n2v"], seed):
+            results[run.key] = fake_result(run, 0.8 - (0.05 if run.method == "cellprep-n2v" else 0.0))
+    reproduce.write_report(results, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
+    text = (tmp_path / "results.md").read_text()
+    row = "| cellprep-n2v − cellprep-product | 2 | 4 | -5.00 | [-5.00, -5.00] | worse |"
+    screen, every = text.split("## The screen, pooled")[1].split("## Every change over every set")
+    assert row in screen and row in every
+
+
 def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, tmp_path):
     full = reproduce.PRESETS["cpu"].plans["full"]
     keys = [r.key for r in full]
@@ -340,9 +354,9 @@ def test_the_full_plan_runs_every_change_on_every_fold_of_every_set(reproduce, t
     done |= {r.key: fake_result(r) for r in full[:3] if r.dataset == "nist-phase"}
     reproduce.write_report(done, "cpu", reproduce.PRESETS["cpu"], tmp_path, "cmd")
     coverage = (tmp_path / "results.md").read_text().split("## Still to run")[1]
-    assert "| isbi2012-membrane clean | 87/87 | none |" in coverage and "| vnc-em clean | 0/100 |" in coverage
+    assert "| isbi2012-membrane clean | 84/84 | none |" in coverage and "| vnc-em clean | 0/96 |" in coverage
     # full[:3] is fold 0, seed 0 of U-Net, the paper's CellPrep and the product at low light
-    assert "| nist-phase low-light | 3/87 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
+    assert "| nist-phase low-light | 3/84 | unet 1/9, cellprep 1/9, cellprep-product 1/9, unet@" in coverage
 
 
 def test_the_gpu_plan_trains_its_three_arms_and_reports_its_own_progress(reproduce, tmp_path, monkeypatch):

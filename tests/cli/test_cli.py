@@ -18,15 +18,15 @@ import torch
 from napari_cellprep import cli
 from napari_cellprep.cli import demo as demo_verb
 from napari_cellprep.cli import predict as predict_verb
-from napari_cellprep.cli import train as train_verb
 from napari_cellprep.engine import checkpoint
 from napari_cellprep.engine.checkpoint import ModelInfo, load_checkpoint, read_info
 from napari_cellprep.engine.events import EpochEnd, StepEnd
 from napari_cellprep.engine.export import panel as demo
 from napari_cellprep.engine.images.io import read_image, read_mask, sample_paths, write_image
 from napari_cellprep.engine.prediction.inference import OUTPUTS, predict
+from napari_cellprep.engine.training import recipe
 from napari_cellprep.model import PAPER, ModelConfig, build_model
-from tests.conftest import disks
+from tests.conftest import disks, rgb_disks
 
 TINY = "--width 4 --depth 2 --batch-size 2 --patch-size 64 --device cpu".split()
 
@@ -174,6 +174,17 @@ def test_predict_saves_every_intermediate(synthetic, tiny_checkpoint, tmp_path):
     assert 0.0 <= disagreement.min() and disagreement.max() <= 1.0
 
 
+def test_predict_segments_rgb_with_a_grayscale_model_as_its_mean(tmp_path, trained_checkpoint):
+    image = rgb_disks(3)
+    write_image(tmp_path / "rgb.png", image)
+    code, _, err = run("predict", tmp_path / "rgb.png", "--model", trained_checkpoint, "--out", tmp_path / "out")
+    assert code == 0, err
+    written = read_image(tmp_path / "out" / "rgb_labels.tif")
+    expected = predict(load_checkpoint(trained_checkpoint), image.mean(axis=-1, dtype=np.float32))
+    np.testing.assert_array_equal(written, expected.labels)
+    assert 0 < written.mean() < 1  # both classes found
+
+
 def test_evaluate_table_matches_json(synthetic, tiny_checkpoint):
     images, masks = synthetic
     code, table, _ = run("evaluate", "--model", tiny_checkpoint, "--images", images, "--masks", masks)
@@ -268,7 +279,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
     """One Ctrl-C ends training after the current step; a second one aborts at once. Either way
     the best model so far (here: epoch 1's) is in the checkpoint and there is no traceback."""
     images, masks = synthetic
-    real_train_iter = train_verb.train_iter
+    real_train_iter = recipe.train_iter
     seen = []
 
     def train_iter(*args, **kwargs):
@@ -284,7 +295,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_best_model(synthetic, tmp_path, monk
                     signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends
             yield event
 
-    monkeypatch.setattr(train_verb, "train_iter", train_iter)
+    monkeypatch.setattr(recipe, "train_iter", train_iter)  # what the plan runs
     handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as a background job
     out = tmp_path / "model.cellprep"
     code, stdout, err = run(*_train_args(images, masks, out, epochs=5, steps=2))

@@ -158,27 +158,42 @@ def test_lattice_share_finds_a_dot_grid_and_not_a_smooth_image():
         lattice_power_share(np.zeros((10, 12)))
 
 
-@pytest.mark.parametrize("architecture", ["cellprep", "unet"])
-def test_the_denoise_head_predicts_the_input_and_leaves_the_rest_as_without_it(architecture):
-    from napari_cellprep.engine.training.loop import initial_model
-    from napari_cellprep.model.export import ExportNet
+def _with_config(path, model_settings: dict, tensors: dict | None = None) -> None:
+    """Rewrite a checkpoint as an older version wrote it: ``model_settings`` in its header's model
+    config and ``tensors`` beside its weights."""
+    import json
 
-    plain = ModelConfig(in_channels=2, width=4, depth=2, architecture=architecture)
-    head = ModelConfig(**{**plain.to_dict(), "denoise_head": True})
-    without, with_head = initial_model(plain, 3).eval(), initial_model(head, 3).eval()
-    state, extra = without.state_dict(), with_head.state_dict()
-    assert set(extra) - set(state) == {"denoise.weight", "denoise.bias"}
-    assert all(torch.equal(state[k], extra[k]) for k in state)  # the same seed, the same other weights
-    x = torch.rand(1, 2, 30, 34)  # padded to the size multiple and cropped back, as every output
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    header = json.loads(metadata["napari_cellprep"])
+    header["config"].update(model_settings)
+    save_file({**load_file(path), **(tensors or {})}, path, metadata={"napari_cellprep": json.dumps(header)})
+
+
+def test_a_checkpoint_naming_the_removed_denoise_head_loads_when_it_was_off(tmp_path):
+    from napari_cellprep.engine.checkpoint import read_info
+    from napari_cellprep.engine.errors import CheckpointError
+
+    config = ModelConfig(width=4, depth=2)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    off, on = tmp_path / "off.cellprep", tmp_path / "on.cellprep"
+    for path in (off, on):
+        save_checkpoint(path, model, ModelInfo(config, ["a", "b"]))
+    _with_config(off, {"denoise_head": False})  # as every checkpoint before the removal says
+    loaded = load_checkpoint(off)
+    assert loaded.info.config == config and "denoise_head" not in loaded.info.config.to_dict()
+    x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
-        a, b = without(x), with_head(x)
-    assert a.denoised is None and b.denoised.shape == (1, 2, 30, 34)
-    assert torch.equal(a.ensemble_logits, b.ensemble_logits)
-    export = ExportNet(**head.to_dict())  # bioimage.io / TorchScript: the same outputs as without the head
-    export.net.load_state_dict(extra)
-    with torch.no_grad():
-        outputs = export.eval()(torch.rand(1, 2, 32, 32))
-    assert len(outputs) == (3 if architecture == "cellprep" else 1)
+        assert torch.equal(loaded.model(x).ensemble_logits, model(x).ensemble_logits)
+    head = {"denoise.weight": torch.zeros(1, 16, 1, 1), "denoise.bias": torch.zeros(1)}
+    _with_config(on, {"denoise_head": True}, head)
+    for read in (read_info, load_checkpoint):
+        with pytest.raises(CheckpointError, match="built with denoise_head.*measured worse.*retrain it"):
+            read(on)
 
 
 def _per_image_features(model, translated: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -171,6 +171,24 @@ def test_rerun_replaces_own_layers_but_keeps_user_and_edited_ones(
     }
 
 
+def test_an_rgb_layer_on_a_grayscale_model_is_segmented_as_its_mean(
+    make_napari_viewer, qtbot, registry, trained_checkpoint
+):
+    from napari_cellprep.engine.checkpoint import load_checkpoint
+    from napari_cellprep.engine.prediction.inference import predict
+    from tests.conftest import rgb_disks
+
+    image = rgb_disks(3)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="rgb", rgb=True)
+    widget = open_segment(viewer, registry, trained_checkpoint)
+    run_and_wait(qtbot, widget)
+    ensemble = viewer.layers["rgb | ensemble"]
+    expected = predict(load_checkpoint(trained_checkpoint), image.mean(axis=-1, dtype=np.float32))
+    np.testing.assert_array_equal(ensemble.data, expected.labels + 1)  # layers hold class + 1
+    assert 1 < ensemble.data.mean() < 2  # both classes found
+
+
 def test_cancel_adds_no_layers(make_napari_viewer, qtbot, registry, tiny_checkpoint, cells):
     viewer = make_napari_viewer()
     viewer.add_image(cells((6, 96, 96)), name="cells")

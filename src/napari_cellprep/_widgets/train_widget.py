@@ -24,24 +24,22 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
-from ..engine.checkpoint import SUFFIX, LoadedModel, ModelInfo, save_checkpoint
+from ..engine.checkpoint import SUFFIX, ModelInfo, save_checkpoint
 from ..engine.errors import CellprepError, SettingsError
 from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.images.labels import CORRECTION_WEIGHT, LabelKind, check_classes, label_mapping, to_targets
 from ..engine.images.layout import find_channel_axis, input_channels
 from ..engine.threads import gui_torch_threads, warm_up_optimizer
-from ..engine.training.data import check_training_data, split_validation
-from ..engine.training.live import PreviewReady, painted_items
+from ..engine.training.live import PreviewReady
 from ..engine.training.loop import TrainingResult
 from ..engine.training.plan import (
     DEFAULT_VAL_FRACTION,
     TrainConfig,
-    continues_fine_tuning,
     default_val_fraction,
-    model_to_train,
     normalization_for,
     training_settings,
 )
+from ..engine.training.recipe import LabeledInput, prepare_run
 from ..engine.training.two_speed import ClassifierFitted, EnsembleChosen, two_speed_job
 from ..model import ModelConfig
 from .image_input import device_choices, layer_array, layer_choices
@@ -323,83 +321,66 @@ class TrainWidget(Container):
         return ModelInfo(config, names[: self._classes.value], normalization)
 
     # -- preparing (main thread, before any thread starts) ---------------------------------------
-    def _model_info(self, image_layer: Image) -> tuple[ModelInfo, LoadedModel | None, int | None]:
-        """The model to train, the model it starts from (or None) and the image's channel axis."""
-        names = self.class_names()
-        if len(names) != self._classes.value:
+    def _input(self, image_layer: Image, labels_layer: Labels) -> LabeledInput:
+        """An Image layer and the Labels layer painted over it; a segmentation's corrections weigh more."""
+        labels = layer_array(labels_layer.data, labels_layer.multiscale)
+        return LabeledInput(
+            layer_array(image_layer.data, image_layer.multiscale),
+            labels,
+            image_layer.name,
+            image_layer.rgb,
+            kept_prediction(labels_layer.metadata, labels.shape),
+        )
+
+    def _prepare(self) -> dict:
+        """Everything ``two_speed_job`` needs (``engine.training.recipe.prepare_run`` on the form's
+        values); raises with a clear message on bad input."""
+        image_layer, labels_layer = self._image.value, self._labels.value
+        if image_layer is None or labels_layer is None:
             raise SettingsError(
-                f"{len(names)} class names given for {self._classes.value} classes; give one name per class"
+                "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
             )
+        init, channel_axis, architecture = None, None, None
         if self._start.value is Start.FINE_TUNE:
             entry = self._base.value
             if entry is None:
                 raise SettingsError("choose a model to fine-tune, or start from a new model")
             init = self._registry.load(entry)
             name = fine_tuned_name(init.label, image_layer.name)
-            info = model_to_train(
-                self._classes.value, init.info.config.in_channels, init=init, class_names=names, name=name
-            )
-            return info, init, None
-        axis = self._channel_axis.value
-        in_channels = input_channels(image_layer.data.shape, rgb=image_layer.rgb, channel_axis=axis)
-        info = model_to_train(
-            self._classes.value,
-            in_channels,
-            class_names=names,
-            architecture={"width": self._width.value, "depth": self._depth.value},
-            name=f"new model on {image_layer.name}",
-        )
-        return info, None, axis
-
-    def _items(self, image_layer: Image, labels_layer: Labels, info: ModelInfo, channel_axis: int | None):
-        labels = layer_array(labels_layer.data, labels_layer.multiscale)
-        return painted_items(
-            layer_array(image_layer.data, image_layer.multiscale),
-            labels,
-            rgb=image_layer.rgb,
-            in_channels=info.config.in_channels,
-            normalization=info.normalization,
-            class_names=info.class_names,
-            channel_axis=channel_axis,
-            name=image_layer.name,
-            predicted=kept_prediction(labels_layer.metadata, labels.shape),  # corrections weigh more
-        )
-
-    def _prepare(self) -> dict:
-        """Everything ``training_job`` needs; raises with a clear message on bad input."""
-        image_layer, labels_layer = self._image.value, self._labels.value
-        if image_layer is None or labels_layer is None:
-            raise SettingsError(
-                "choose an Image layer and a Labels layer painted over it (Layers ▸ New Labels Layer)"
-            )
-        info, init, channel_axis = self._model_info(image_layer)
-        items = self._items(image_layer, labels_layer, info, channel_axis)
-        config = training_settings(  # the engine's defaults for what the form does not show (adapt_norm)
-            self._start.value is Start.FINE_TUNE,
-            continuing=continues_fine_tuning(init, items),
-            epochs=self._epochs.value,
-            batch_size=self._batch.value,
-            learning_rate=self._lr.value,
-            patch_size=self._patch.value,
-            steps_per_epoch=self._steps.value or None,
-            device=self._device.value,
-        )
-        check_training_data(items, info.config.num_classes, config.patch_size)
-        val = None
-        if self._validation.value is Validation.FRACTION:
-            items, val = split_validation(
-                items, self._fraction.value, config.seed
-            )  # keeps every class in training
-        elif self._validation.value is Validation.PAIR:
+        else:
+            channel_axis = self._channel_axis.value
+            architecture = {"width": self._width.value, "depth": self._depth.value}
+            name = f"new model on {image_layer.name}"
+        validation = self._fraction.value if self._validation.value is Validation.FRACTION else 0.0
+        if self._validation.value is Validation.PAIR:
             val_image, val_labels = self._val_image.value, self._val_labels.value
             if val_image is None or val_labels is None:
                 raise SettingsError(
                     "choose a validation Image layer and its painted Labels layer, or another validation"
                 )
-            val = self._items(val_image, val_labels, info, channel_axis)
-        job = dict(train=items, val=val, info=info, config=config, init=init, threads=gui_torch_threads())
+            validation = [self._input(val_image, val_labels)]
+        plan = prepare_run(
+            [self._input(image_layer, labels_layer)],
+            kind=LabelKind.PAINTED,
+            init=init,
+            channel_axis=channel_axis,
+            num_classes=self._classes.value,
+            class_names=self.class_names(),
+            architecture=architecture,
+            settings={  # the engine's defaults for what the form does not show (adapt_norm)
+                "epochs": self._epochs.value,
+                "batch_size": self._batch.value,
+                "learning_rate": self._lr.value,
+                "patch_size": self._patch.value,
+                "steps_per_epoch": self._steps.value or None,
+                "device": self._device.value,
+            },
+            validation=validation,
+            name=name,
+        )
+        job = {"plan": plan, "threads": gui_torch_threads()}
         if self._preview.value:
-            job.update(self.preview.prepare(image_layer, info, channel_axis))
+            job.update(self.preview.prepare(image_layer, plan.info, channel_axis))
         return job
 
     # -- running -------------------------------------------------------------------------------
@@ -420,13 +401,13 @@ class TrainWidget(Container):
         self.kept = ""
         self.plot.clear()
         self._save_button.enabled = False
-        pixels = sum(item.labeled_pixels for item in job["train"])
-        corrected = sum(int((item.weight > 1).sum()) for item in job["train"] if item.weight is not None)
+        plan = job["plan"]
+        corrected = sum(int((item.weight > 1).sum()) for item in plan.train if item.weight is not None)
         corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
-        verb = "Continuing" if continues_fine_tuning(job["init"], job["train"]) else "Training"
+        verb = "Continuing" if plan.continuing else "Training"
         self.controls.start(
             two_speed_job,
-            busy=f"{verb} {job['info'].name!r} on {pixels} painted pixels{corrections}…",
+            busy=f"{verb} {plan.info.name!r} on {plan.labeled_pixels[0]} painted pixels{corrections}…",
             on_event=self._on_event,
             on_result=self._on_result,
             stop=self.controls.stop_event,

@@ -16,23 +16,15 @@ from ..engine.checkpoint import DEFAULT_MODEL, SUFFIX, load_model, save_checkpoi
 from ..engine.devices import describe_device, resolve_device
 from ..engine.events import EpochEnd, NormAdapted, StepEnd, drive
 from ..engine.images.io import check_writable, keep_apart, read_image, read_mask
-from ..engine.images.labels import check_values, class_count
-from ..engine.images.layout import input_channels
-from ..engine.images.normalize import Normalization
-from ..engine.training.data import LabeledImage, labeled_items, split_validation
-from ..engine.training.loop import TrainingResult, train_iter
+from ..engine.training.loop import TrainingResult
 from ..engine.training.plan import (
     CONTINUE_DEFAULTS,
     DEFAULT_VAL_FRACTION,
     FINE_TUNE_DEFAULTS,
     LR_SCHEDULES,
     TrainConfig,
-    continues_fine_tuning,
-    default_val_fraction,
-    model_to_train,
-    normalization_for,
-    training_settings,
 )
+from ..engine.training.recipe import LabeledInput, prepare_run
 from ..engine.training.two_speed import ClassifierFitted, EnsembleChosen, two_speed_job
 from ..model import NAMED_CONFIGS, ModelConfig
 from ..model.config import (
@@ -45,7 +37,6 @@ from ..model.config import (
     NORMS,
     UPSAMPLES,
 )
-from ..model.loss import N2V_FRACTION
 from .common import (
     INTERRUPTED,
     CommandError,
@@ -70,7 +61,6 @@ ARCHITECTURE_OPTIONS = (
     "downsample",
     "filter_activation",
     "norm",
-    "denoise_head",
 )
 SETTINGS_OPTIONS = {
     "epochs": "epochs",
@@ -88,7 +78,6 @@ SETTINGS_OPTIONS = {
     "cpu_bfloat16": "cpu_bfloat16",
     "average_weights": "average_weights",
     "select_on_strokes": "select_on_strokes",
-    "self_supervised": "self_supervised_weight",
     "filter_decorrelation": "filter_decorrelation",
 }
 """``{option dest: TrainConfig field}``."""
@@ -176,25 +165,22 @@ def _run_with_progress(events) -> TrainingResult:
             bar.close()
 
 
-def _read_items(
-    pairs: list[tuple[Path, Path]], normalization: Normalization, in_channels: int | None, args
-) -> list[LabeledImage]:
-    """The labeled items of every pair; ``in_channels`` None: that of the first image."""
-    items: list[LabeledImage] = []
+def _inputs(pairs: list[tuple[Path, Path]]) -> Iterator[LabeledInput]:
+    """The labeled input of each (image, labels) file pair, read as the run plan takes it."""
     for image_path, labels_path in pairs:
-        image = read_image(image_path)
-        if in_channels is None:
-            in_channels = input_channels(image.shape, channel_axis=args.channel_axis)
-        items += labeled_items(
-            image,
-            read_mask(labels_path),
-            normalization,
-            in_channels,
-            kind=label_kind(args),
-            channel_axis=args.channel_axis,
-            name=str(image_path),
-        )
-    return items
+        yield LabeledInput(read_image(image_path), read_mask(labels_path), str(image_path))
+
+
+def _architecture(args: argparse.Namespace, fine_tune: bool) -> dict:
+    """The ``ModelConfig`` fields of ``--config`` and the architecture options given."""
+    architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
+    if args.config is not None:
+        if fine_tune:
+            raise CommandError("--config cannot be set when fine-tuning: the model keeps the architecture of --init")
+        architecture = {**NAMED_CONFIGS[args.config], **architecture}
+    if architecture.get("penultimate") == 0:
+        architecture["penultimate"] = None  # the paper's width: the class count
+    return architecture
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,8 +190,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--out {out}: a checkpoint file name must end in {SUFFIX}")
     if out.exists() and not args.overwrite:
         raise CommandError(f"{out} already exists; use --overwrite to replace it, or choose another --out")
-    if args.val_fraction is not None and (args.val_images or args.val_masks):
+    validation = args.val_fraction
+    if validation is not None and (args.val_images or args.val_masks):
         raise CommandError("give either --val-fraction or --val-images/--val-masks, not both")
+    if validation is not None and not 0.0 <= validation < 1.0:
+        raise CommandError(f"--val-fraction must be in [0, 1), got {validation}")
     device = resolve_device(args.device)
     pairs = pair_paths(args.images, args.masks, args.pair, "training data")
     val_pairs = (
@@ -217,64 +206,46 @@ def run(args: argparse.Namespace) -> int:
     init = load_model(args.init) if args.init else None
     keep_apart([out], [path for pair in pairs + (val_pairs or []) for path in pair] + [init and init.path])
     check_writable(out)
-    normalization = normalization_for(init, args.normalization)
-    in_channels = init.info.config.in_channels if init is not None else None
-    train = _read_items(pairs, normalization, in_channels, args)
-    in_channels = train[0].image.shape[0]
-    num_classes = class_count([item.labeled() for item in train], args.classes)
-    architecture = options_given(args, {name: name for name in ARCHITECTURE_OPTIONS})
-    if args.config is not None:
-        if init is not None:
-            raise CommandError("--config cannot be set when fine-tuning: the model keeps the architecture of --init")
-        architecture = {**NAMED_CONFIGS[args.config], **architecture}
-    if architecture.get("penultimate") == 0:
-        architecture["penultimate"] = None  # the paper's width: the class count
-    info = model_to_train(
-        num_classes,
-        in_channels,
+    architecture = _architecture(args, init is not None)
+    if val_pairs is not None:
+        validation = _inputs(val_pairs)
+    elif validation is None and two_speed:  # the two speeds choose the classifier's weight on held-out strokes
+        validation = DEFAULT_VAL_FRACTION
+    plan = prepare_run(
+        _inputs(pairs),
+        kind=label_kind(args),
         init=init,
+        channel_axis=args.channel_axis,
+        num_classes=args.classes,
         class_names=args.class_names,
         architecture=architecture,
-        normalization=normalization,
+        normalization=args.normalization,
+        settings={**options_given(args, SETTINGS_OPTIONS), "device": str(device)},
+        validation=validation,
         name=args.name or "",
     )
-    settings = training_settings(
-        init is not None,
-        continuing=continues_fine_tuning(init, train),
-        device=str(device),
-        **options_given(args, SETTINGS_OPTIONS),
-    )
-    if val_pairs is not None:
-        val = _read_items(val_pairs, normalization, in_channels, args)
-        check_values([item.labeled() for item in val], num_classes)
-    else:
-        fraction = args.val_fraction
-        if fraction is None:  # the two speeds choose the classifier's weight on held-out strokes
-            fraction = DEFAULT_VAL_FRACTION if two_speed else default_val_fraction(init is not None)
-        if not 0.0 <= fraction < 1.0:
-            raise CommandError(f"--val-fraction must be in [0, 1), got {fraction}")
-        train, val = split_validation(train, fraction, settings.seed) if fraction > 0 else (train, None)
+    for message in plan.warnings:
+        print(f"cellprep: warning: {message}", file=sys.stderr)
 
     # A new file is written by the engine at each improvement (survives a crash); an existing
     # one (--overwrite) is replaced only once training has ended.
     checkpoint_path = None if out.exists() else out
+    info, settings = plan.info, plan.config
     config = info.config
+    pixels, val_pixels = plan.labeled_pixels
     print(
         f"training a {config.architecture} model ({config.backbone}, width {config.width}, "
-        f"{num_classes} classes: {', '.join(info.class_names)}) on "
-        f"{sum(item.labeled_pixels for item in train)} labeled pixels, validating on "
-        f"{sum(item.labeled_pixels for item in val or [])}, on {describe_device(device)}"
+        f"{config.num_classes} classes: {', '.join(info.class_names)}) on "
+        f"{pixels} labeled pixels, validating on {val_pixels}, on {describe_device(device)}"
     )
     stop = threading.Event()
     try:
         with stop_on_ctrl_c(stop):
             if two_speed:  # the checkpoint is written at the end, with its classifier
                 checkpoint_path = None
-                events = two_speed_job(train, val, info, settings, init=init, stop=stop)
+                events = two_speed_job(plan, stop=stop)
             else:
-                events = train_iter(
-                    train, val, info, settings, init=init, stop=stop, checkpoint_path=checkpoint_path
-                )
+                events = plan.train_iter(stop=stop, checkpoint_path=checkpoint_path)
             result = _run_with_progress(events)
     except KeyboardInterrupt:  # the second Ctrl-C
         if checkpoint_path is not None and out.exists():
@@ -358,13 +329,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"keeps the translation filters non-negative (default: {ModelConfig.filter_activation})",
     )
     model.add_argument("--norm", choices=NORMS, help=f"normalisation layers (default: {ModelConfig.norm})")
-    model.add_argument(
-        "--denoise-head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a 1×1 head on network 1's penultimate maps that predicts the input image, trained by "
-        "--self-supervised (not in the paper; default: off)",
-    )
     model.add_argument(
         "--init",
         metavar=f"FILE{SUFFIX}",
@@ -458,14 +422,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="end training after N seconds from its first step (loading not included), or at --epochs, "
         "whichever comes first; a normal end (exit 0) keeping the best model",
-    )
-    opt.add_argument(
-        "--self-supervised",
-        type=float,
-        metavar="W",
-        help=f"add W × a Noise2Void loss (blind-spot masking of {N2V_FRACTION * 100:g}%% of each patch's pixels; "
-        "the denoise head predicts them from their neighbours) on every pixel, labeled or not; needs "
-        f"--denoise-head (default: {TrainConfig.self_supervised_weight:g}, off)",
     )
     opt.add_argument(
         "--filter-decorrelation",

@@ -1,6 +1,5 @@
-"""Eq. 1 of Kato & Hotta: cross-entropy of every output plus that of the ensemble; the optional
-self-supervised Noise2Void term (blind-spot masking and its loss) for a model's denoise head; and
-the optional filter-decorrelation term that keeps the translation filters apart."""
+"""Eq. 1 of Kato & Hotta: cross-entropy of every output plus that of the ensemble; and the optional
+filter-decorrelation term that keeps the translation filters apart."""
 
 from __future__ import annotations
 
@@ -33,58 +32,6 @@ def method_loss(output: ModelOutput, target: torch.Tensor) -> tuple[torch.Tensor
     ]
     total = torch.stack(branch_losses).sum() + ensemble
     return total, [float(v.detach()) for v in branch_losses] + [float(ensemble.detach())]
-
-
-N2V_FRACTION = 0.015
-"""Share of each image's pixels that Noise2Void masking replaces (DenoiSeg: 1.5 %)."""
-N2V_RADIUS = 2
-"""Replacements come from the (2·radius + 1)² window around a pixel, the pixel itself excluded (5×5)."""
-
-
-def n2v_mask(
-    x: torch.Tensor,
-    fraction: float = N2V_FRACTION,
-    radius: int = N2V_RADIUS,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blind-spot masking (Krull et al. 2019, Noise2Void; as DenoiSeg trains): in each image of
-    the batch ``x`` (B, Cin, H, W), ``round(fraction · H · W)`` distinct pixels (at least one) get
-    the values, every channel, of a random other pixel of the window around them (an offset
-    pointing outside the image is mirrored). Returns the masked copy and the (B, H, W) mask of the
-    replaced pixels. ``generator`` (a CPU one) makes the draw repeatable.
-    """
-    batch, _, height, width = x.shape
-    count = max(1, round(fraction * height * width))
-    chosen = torch.rand(batch, height * width, generator=generator).argsort(dim=1)[:, :count]
-    rows, cols = chosen // width, chosen % width
-    span = range(-radius, radius + 1)
-    offsets = torch.tensor([(dy, dx) for dy in span for dx in span if dy or dx])
-    shift = offsets[torch.randint(len(offsets), (batch, count), generator=generator)]
-
-    def neighbour(index: torch.Tensor, step: torch.Tensor, size: int) -> torch.Tensor:
-        moved = index + step
-        return torch.where((moved < 0) | (moved >= size), index - step, moved).clamp(0, size - 1)
-
-    source_rows, source_cols = neighbour(rows, shift[..., 0], height), neighbour(cols, shift[..., 1], width)
-    image = torch.arange(batch)[:, None].expand(batch, count)
-    image, rows, cols, source_rows, source_cols = (
-        t.to(x.device) for t in (image, rows, cols, source_rows, source_cols)
-    )
-    masked = x.clone()
-    masked[image, :, rows, cols] = x[image, :, source_rows, source_cols]
-    mask = torch.zeros(batch, height, width, dtype=torch.bool, device=x.device)
-    mask[image, rows, cols] = True
-    return masked, mask
-
-
-def self_supervised_loss(output: ModelOutput, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Noise2Void's loss: the mean squared error between the denoise head's output (of the masked
-    input) and the ``original`` input (B, Cin, H, W), at the masked pixels (``mask`` (B, H, W))
-    only, every channel; labels play no part."""
-    if output.denoised is None:
-        raise ValueError("the model has no denoise head: build it with ModelConfig(denoise_head=True)")
-    error = (output.denoised.float() - original.float()).square()
-    return error.permute(0, 2, 3, 1)[mask].mean()
 
 
 def pairwise_correlations(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

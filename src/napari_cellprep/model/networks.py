@@ -19,8 +19,7 @@ class ModelOutput:
 
     ``branch_logits`` stacks the S outputs (network 1 first, then network 2 on t_1..t_C).
     ``filters`` (B, C, H, W) and ``translated`` (B, C, in_channels, H, W) are ``None`` for the
-    plain baseline; ``denoised`` (B, in_channels, H, W), the denoise head's prediction of the
-    (normalised) input, is ``None`` without ``ModelConfig.denoise_head``.
+    plain baseline.
     """
 
     branch_logits: torch.Tensor
@@ -29,7 +28,6 @@ class ModelOutput:
     ensemble_bias: torch.Tensor
     filters: torch.Tensor | None = None
     translated: torch.Tensor | None = None
-    denoised: torch.Tensor | None = None
 
 
 def pad_mode(height: int, width: int, multiple: int) -> str:
@@ -65,7 +63,6 @@ class SegmentationNet(nn.Module):
             ensemble_bias=out.ensemble_bias,
             filters=_crop(out.filters, size),
             translated=_crop(out.translated, size),
-            denoised=_crop(out.denoised, size),
         )
 
     def _forward(self, x: torch.Tensor) -> ModelOutput:
@@ -88,7 +85,6 @@ class PlainNet(SegmentationNet):
         self.config = config
         self.backbone = _backbone(config)
         self.head = nn.Conv2d(self.backbone.out_channels, config.num_classes, 1)
-        self.denoise = _denoise_head(config, self.backbone.out_channels)
 
     def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the class-dependent layers read (``heads``): the backbone's features."""
@@ -99,9 +95,8 @@ class PlainNet(SegmentationNet):
         features = trunk["features"]
         logits = self.head(features)
         one = torch.ones(1, device=features.device)
-        denoised = self.denoise(features) if self.denoise is not None else None
         zero = torch.zeros((), device=features.device)
-        return ModelOutput(logits.unsqueeze(1), logits, one, zero, denoised=denoised)
+        return ModelOutput(logits.unsqueeze(1), logits, one, zero)
 
 
 class CellPrepNet(SegmentationNet):
@@ -132,8 +127,6 @@ class CellPrepNet(SegmentationNet):
         self.ensemble_scores = (
             nn.Parameter(torch.zeros(config.num_outputs)) if config.ensemble == "softmax" else None
         )
-        # made last: the other weights start as without it (the same seed, the same init)
-        self.denoise = _denoise_head(config, config.penultimate_width)
 
     def trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything before the heads: network 1's penultimate maps ``hp`` (the first C are the
@@ -156,8 +149,7 @@ class CellPrepNet(SegmentationNet):
             ensemble = self.ensemble(branches).squeeze(1)
         else:
             ensemble = torch.einsum("s,bschw->bchw", weights.to(branches.dtype), branches)
-        denoised = self.denoise(hp) if self.denoise is not None else None
-        return ModelOutput(branches, ensemble, weights, bias, hp[:, :c], translated, denoised)
+        return ModelOutput(branches, ensemble, weights, bias, hp[:, :c], translated)
 
     def ensemble_parameters(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The weights w_1..w_S and bias of the ensemble (fixed modes give their constants)."""
@@ -172,11 +164,6 @@ class CellPrepNet(SegmentationNet):
             weights = torch.full((s,), 1.0 / (s - 1), device=device)
             weights[0] = 0.0
         return weights, torch.zeros((), device=device)
-
-
-def _denoise_head(config: ModelConfig, features: int) -> nn.Module | None:
-    """The 1×1 convolution that predicts the input from ``features`` maps, if the config has one."""
-    return nn.Conv2d(features, config.in_channels, 1) if config.denoise_head else None
 
 
 def _backbone(config: ModelConfig) -> nn.Module:

@@ -88,12 +88,13 @@ def test_fine_tuning_has_its_own_defaults_and_what_is_given_wins():
 def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
     from napari_cellprep.engine.events import EpochEnd, NormAdapted, StepEnd
     from napari_cellprep.engine.training.live import PreviewReady, training_job
+    from napari_cellprep.engine.training.recipe import RunPlan
 
     image, mask, init = _two_class_case(1)
     before = _norm_state(init.model)
     items = [from_mask(image, mask, init.info.normalization)]
     settings = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", adapt_norm=True)
-    events = list(training_job(items, None, init.info, settings, init=init, preview=image))
+    events = list(training_job(RunPlan(init.info, settings, tuple(items), init=init), preview=image))
     kinds = [type(e) for e in events]
     assert kinds[:2] == [NormAdapted, PreviewReady] and events[1].epoch == 0
     assert kinds[2:] == [StepEnd, StepEnd, EpochEnd, PreviewReady] and events[-1].epoch == 1
@@ -104,7 +105,8 @@ def test_adapted_norm_is_announced_first_shown_at_epoch_zero_then_trained_on():
     trained = _norm_state(events[4].best_model.model)
     assert not torch.equal(trained[first], adapted[first])  # not frozen: training moves them on
     plain = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, patch_size=32, device="cpu")
-    assert not any(isinstance(e, NormAdapted) for e in training_job(items, None, init.info, plain, init=init))
+    unadapted = training_job(RunPlan(init.info, plain, tuple(items), init=init))
+    assert not any(isinstance(e, NormAdapted) for e in unadapted)
 
 
 def test_fresh_heads_learn_at_their_own_rate_when_the_class_count_changes():
@@ -137,7 +139,7 @@ def test_selecting_on_strokes_never_keeps_an_epoch_that_fits_them_worse():
     settings = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu",
                            learning_rate=0.05, select_on_strokes=True)  # a rate that makes some epochs worse
     result = train(items, None, init.info, settings, init=init)
-    from napari_cellprep.engine.training.loop import scoring_windows, validation_scores
+    from napari_cellprep.engine.training.scoring import scoring_windows, validation_scores
 
     windows = scoring_windows(items, init.info.config.size_multiple)
     start = validation_scores(init.model, init.info, windows).miou
@@ -280,6 +282,7 @@ def test_cpu_bfloat16_trains_under_autocast_only_where_the_cpu_has_it(monkeypatc
 def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
     from napari_cellprep.engine import devices
     from napari_cellprep.engine.training import live as train_job
+    from napari_cellprep.engine.training.recipe import RunPlan
 
     image, items, init, settings = _bfloat16_case(steps=1)
     asked = []
@@ -288,7 +291,8 @@ def test_the_live_preview_runs_in_the_precision_of_the_steps(monkeypatch):
     for native, precision in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(devices, "cpu_has_native_bfloat16", lambda native=native: native)
         asked.clear()
-        events = list(train_job.training_job(items, None, init.info, settings, init=init, preview=image))
+        plan = RunPlan(init.info, settings, tuple(items), init=init)
+        events = list(train_job.training_job(plan, preview=image))
         shown = [e for e in events if isinstance(e, train_job.PreviewReady)]
         assert shown and asked == [precision] * len(shown) and set(np.unique(shown[-1].labels)) <= {0, 1}
 

@@ -12,13 +12,8 @@ from napari_cellprep.engine.events import StepEnd
 from napari_cellprep.engine.images.normalize import Normalization
 from napari_cellprep.engine.prediction.evaluation import evaluate
 from napari_cellprep.engine.training.data import LabeledImage, from_mask
-from napari_cellprep.engine.training.loop import (
-    VALIDATION_MARGIN,
-    TrainConfig,
-    scoring_windows,
-    train,
-    validation_scores,
-)
+from napari_cellprep.engine.training.loop import TrainConfig, train
+from napari_cellprep.engine.training.scoring import VALIDATION_MARGIN, scoring_windows, validation_scores
 from napari_cellprep.model import IGNORE_INDEX, ModelConfig
 from tests.conftest import disks
 

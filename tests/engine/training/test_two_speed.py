@@ -16,6 +16,7 @@ from napari_cellprep.engine.training import two_speed  # noqa: E402
 from napari_cellprep.engine.training.data import LabeledImage, split_validation  # noqa: E402
 from napari_cellprep.engine.training.live import PreviewReady, painted_items  # noqa: E402
 from napari_cellprep.engine.training.plan import TrainConfig  # noqa: E402
+from napari_cellprep.engine.training.recipe import RunPlan  # noqa: E402
 from napari_cellprep.model import IGNORE_INDEX, ModelConfig  # noqa: E402
 from tests.conftest import disks  # noqa: E402
 
@@ -56,7 +57,7 @@ def test_the_job_answers_first_with_the_classifier_then_trains_and_keeps_it(tmp_
                           class_names=INFO.class_names)
     train, val = split_validation(items, 0.2, 0)
     config = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu")
-    events, job = [], two_speed.two_speed_job(train, val, INFO, config, preview=image)
+    events, job = [], two_speed.two_speed_job(RunPlan(INFO, config, tuple(train), tuple(val)), preview=image)
     while True:
         try:
             events.append(next(job))
@@ -92,7 +93,7 @@ def test_no_time_for_the_network_keeps_the_classifier_alone():
     items = painted_items(image, painted, rgb=False, in_channels=1, normalization=INFO.normalization,
                           class_names=INFO.class_names)
     config = TrainConfig(epochs=5, steps_per_epoch=2, batch_size=2, patch_size=32, device="cpu", seconds=1e-6)
-    events, job = [], two_speed.two_speed_job(items, None, INFO, config)
+    events, job = [], two_speed.two_speed_job(RunPlan(INFO, config, tuple(items)))
     while True:
         try:
             events.append(next(job))

@@ -20,7 +20,7 @@ How a plane is tiled, and why the result equals one whole-image pass:
   default 64, approximate it: a tile edge's zero padding then reaches pixels near the seams,
   which trained networks, whose effective receptive field is much smaller, mostly ignore.
 
-Softmax probabilities (not logits), filters, translated and denoised images are what is blended.
+Softmax probabilities (not logits), filters and translated images are what is blended.
 Memory: the outputs themselves plus accumulators for one band of tile rows (height ``tile``,
 full width) and one batch of tiles in torch. Labels, branch labels and the disagreement map are
 computed band by band as the band's rows are finished. Normalisation statistics are taken per
@@ -55,11 +55,10 @@ OUTPUTS = ("filters", "translated", "branches", "probabilities", "disagreement")
 probabilities, branch labels and the disagreement map; ``disagreement`` the map alone (the branch
 probabilities are then blended band by band and never kept at full size)."""
 
-ASKED_ONLY = ("denoised", "classifier")
+ASKED_ONLY = ("classifier",)
 """Optional outputs given only when named (not among ``OUTPUTS``, which the faces ask for as
-"everything"): ``denoised``, the denoise head's image, for models with one
-(``ModelConfig.denoise_head``); ``classifier``, the labels of the model's pixel classifier alone,
-for models with one (``LoadedModel.classifier``)."""
+"everything"): ``classifier``, the labels of the model's pixel classifier alone, for models with
+one (``LoadedModel.classifier``)."""
 
 @dataclass
 class Prediction:
@@ -71,8 +70,6 @@ class Prediction:
     every branch agrees with the ensemble, 1 where each branch puts all probability on classes
     the ensemble rules out. Branch outputs are ``None`` for a plain U-Net (its one branch is
     the ensemble), as are ``filters`` and ``translated``, and any output not asked for.
-    ``denoised`` is the denoise head's prediction of the normalised input (``None`` for a model
-    without one).
     """
 
     labels: np.ndarray  # (*lead, H, W) uint8 (uint16 if C > 255) class indices of the ensemble
@@ -87,7 +84,6 @@ class Prediction:
     class_names: list[str]
     device: str  # describe_device text
     precision: str  # what the network ran in: float32, bfloat16 or float16 (autocast)
-    denoised: np.ndarray | None = None  # (*lead, Cin, H, W) float32
     classifier_labels: np.ndarray | None = None  # (*lead, H, W) the pixel classifier's own labels
     classifier_weight: float | None = None  # its weight in the ensemble (None: the model has none)
 
@@ -131,8 +127,7 @@ def predict_block(
     from ``prepare_model``) runs on its own device. Returns float32 arrays with the block's
     leading shape: ``probabilities`` (C, h, w) always, ``filters`` (C, h, w) and ``translated``
     (C, Cin, h, w) for CellPrep models when asked for, ``branch_probabilities`` (S, C, h, w)
-    when ``branches`` or ``disagreement`` is asked for and S > 1, ``denoised`` (Cin, h, w) when
-    asked for and the model has a denoise head.
+    when ``branches`` or ``disagreement`` is asked for and S > 1.
     """
     if model.training:
         raise ValueError("the model is in training mode; call model.eval() before predicting")
@@ -150,8 +145,6 @@ def predict_block(
             result["filters"] = out.filters.float()
         if out.translated is not None and "translated" in wanted:
             result["translated"] = out.translated.float()
-        if out.denoised is not None and "denoised" in wanted:
-            result["denoised"] = out.denoised.float()
         if wanted & {"branches", "disagreement"} and out.branch_logits.shape[1] > 1:
             result["branch_probabilities"] = torch.softmax(out.branch_logits.float(), dim=2)
         arrays = {key: value.cpu().numpy() for key, value in result.items()}
@@ -290,8 +283,6 @@ def output_shapes(
         blended["translated"] = (c, config.in_channels)
     if wanted & {"branches", "disagreement"} and s > 1:
         blended["branch_probabilities"] = (s, c)
-    if config.denoise_head and "denoised" in wanted:
-        blended["denoised"] = (config.in_channels,)
     asked = {"probabilities": "probabilities", "branch_probabilities": "branches"}
     kept = {"labels": ()} | {key: shape for key, shape in blended.items() if asked.get(key, key) in wanted}
     if "branch_probabilities" in blended:
@@ -398,7 +389,6 @@ def predict_iter(
         class_names=list(info.class_names),
         device=describe_device(target),
         precision=precision,
-        denoised=full.get("denoised"),
         classifier_labels=full.get("classifier_labels"),
         classifier_weight=None if fast is None else fast.weight,
     )

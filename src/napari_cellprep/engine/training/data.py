@@ -235,35 +235,15 @@ class PatchSampler:
     position inside the patch, clamped to the image), so a small painted region on a huge image
     trains as well as a full mask. ``augment`` adds random 90° rotations and flips. Memory per
     image is one count per row, whatever the image size.
-
-    ``anywhere`` (0 to 1; ``TrainConfig.self_supervised_share``): the last
-    ``int(anywhere · batch_size)`` patches of each batch are placed uniformly over the whole area
-    of every item instead, labeled or not (an item drawn in proportion to its pixel count, the
-    corner uniformly), as DenoiSeg trains its self-supervised term: their unlabeled pixels count
-    for that term only (``IGNORE_INDEX`` keeps them out of Eq. 1). Items without labels then take
-    part too, and must be at least a patch wide. 0 draws exactly as before it existed.
     """
 
-    def __init__(
-        self,
-        items: list[LabeledImage],
-        patch_size: int,
-        rng: np.random.Generator,
-        augment: bool = True,
-        anywhere: float = 0.0,
-    ):
+    def __init__(self, items: list[LabeledImage], patch_size: int, rng: np.random.Generator, augment: bool = True):
         self.items = [item for item in items if item.labeled_pixels]
         if not self.items:
             raise TrainingDataError("there are no labeled pixels to sample training patches from")
-        if not 0.0 <= anywhere <= 1.0:
-            raise ValueError(f"the share of patches placed anywhere must be in [0, 1], got {anywhere}")
-        self.patch_size, self.rng, self.augment, self.anywhere = patch_size, rng, augment, anywhere
+        self.patch_size, self.rng, self.augment = patch_size, rng, augment
         self.row_ends = [np.cumsum((item.target != IGNORE_INDEX).sum(axis=1)) for item in self.items]
         self.item_ends = np.cumsum([ends[-1] for ends in self.row_ends])
-        self.everywhere = list(items) if anywhere else []
-        for item in self.everywhere:
-            check_fits(item, patch_size)
-        self.area_ends = np.cumsum([item.target.size for item in self.everywhere])
 
     def _nth_labeled_pixel(self, n: int) -> tuple[LabeledImage, int, int]:
         index = int(np.searchsorted(self.item_ends, n, side="right"))
@@ -282,24 +262,16 @@ class PatchSampler:
         left = min(max(col - int(rng.integers(size)), 0), width - size)
         return item, top, left
 
-    def _anywhere(self) -> tuple[LabeledImage, int, int]:
-        size, rng = self.patch_size, self.rng
-        index = int(np.searchsorted(self.area_ends, rng.integers(self.area_ends[-1]), side="right"))
-        item = self.everywhere[index]
-        height, width = item.target.shape
-        return item, int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
-
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A batch: images (B, Cin, P, P) float32, targets (B, P, P) int64 and the per-pixel loss
         weights (B, P, P) float32, ``None`` when no item has weights."""
         size, rng = self.patch_size, self.rng
         images = np.empty((batch_size, self.items[0].image.shape[0], size, size), dtype=np.float32)
         targets = np.empty((batch_size, size, size), dtype=np.int64)
-        weighted = any(item.weight is not None for item in self.items + self.everywhere)
+        weighted = any(item.weight is not None for item in self.items)
         weights = np.ones((batch_size, size, size), dtype=np.float32) if weighted else None
-        around_labels = batch_size - int(self.anywhere * batch_size)
         for b in range(batch_size):
-            item, top, left = self._around_a_labeled_pixel() if b < around_labels else self._anywhere()
+            item, top, left = self._around_a_labeled_pixel()
             image = item.image[:, top : top + size, left : left + size]
             target = item.target[top : top + size, left : left + size]
             weight = None if item.weight is None else item.weight[top : top + size, left : left + size]

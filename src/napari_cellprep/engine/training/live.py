@@ -1,5 +1,5 @@
-"""The Train dock's compute path (no Qt): painted layers to training data, and the training
-generator with an optional live preview, run by the dock in a ``thread_worker``."""
+"""The Train dock's compute path (no Qt): painted layers to training data, and the run of a
+``RunPlan`` with an optional live preview, run by the dock in a ``thread_worker``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checkpoint import ModelInfo
 from ..devices import cpu_bfloat16_applies
 from ..events import EpochEnd, NormAdapted, StepEnd
-from ..images.labels import LabelKind, correction_weights
+from ..images.labels import LabelKind
 from ..images.normalize import Normalization
 from ..prediction.inference import predict
 from ..threads import gui_job
-from .data import LabeledImage, labeled_items
-from .loop import TrainConfig, TrainingResult, train_iter
+from .data import LabeledImage
+from .loop import TrainingResult
+from .recipe import LabeledInput, RunPlan, input_items
 
 PREVIEW_SIZE = 512
 """The live preview segments at most this many pixels square of one plane, after every epoch."""
@@ -36,22 +36,11 @@ def painted_items(
     predicted: np.ndarray | None = None,
 ) -> list[LabeledImage]:
     """Training items from an Image layer's data and a Labels layer over it (painted values),
-    one per plane that holds labels, by the engine's layout and label rules. ``predicted``: the
-    values a segmentation layer had as predicted; the pixels painted differently since are
-    corrections, weighted by ``engine.labels.correction_weights``."""
-    weights = None if predicted is None else correction_weights(labels, predicted)
-    return labeled_items(
-        image,
-        labels,
-        normalization,
-        in_channels,
-        kind=LabelKind.PAINTED,
-        rgb=rgb,
-        channel_axis=channel_axis,
-        name=name,
-        class_names=class_names,
-        weights=weights,
-    )
+    one per plane that holds labels (``recipe.input_items``). ``predicted``: the values a
+    segmentation layer had as predicted; the pixels painted differently since are corrections,
+    weighted by ``engine.labels.correction_weights``."""
+    given = LabeledInput(image, labels, name, rgb, predicted)
+    return input_items(given, LabelKind.PAINTED, normalization, in_channels, channel_axis, class_names)
 
 
 def preview_window(
@@ -77,29 +66,25 @@ class PreviewReady:
 
 
 def training_job(
-    train: list[LabeledImage],
-    val: list[LabeledImage] | None,
-    info: ModelInfo,
-    config: TrainConfig,
+    plan: RunPlan,
     *,
-    init=None,
     stop: threading.Event | None = None,
     preview: np.ndarray | None = None,
     preview_channel_axis: int | None = None,
     threads: int | None = None,
 ) -> Generator[NormAdapted | StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
-    """``train_iter``, plus a ``PreviewReady`` after each epoch that improved (and after
-    ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model takes it) is given, on
-    ``threads`` torch threads (``None``: unchanged).
+    """The run of ``plan`` (``RunPlan.train_iter``), plus a ``PreviewReady`` after each epoch that
+    improved (and after ``NormAdapted``, as epoch 0) when ``preview`` (one plane, as the model
+    takes it) is given, on ``threads`` torch threads (``None``: unchanged).
     The preview runs the improved epoch's model that ``train_iter`` hands out (in bfloat16 where
     ``config.cpu_bfloat16`` applies, as the steps do); the returned
     model lives in memory only (``path`` None)."""
     with gui_job(threads):
-        return (yield from _training_job(train, val, info, config, init, stop, preview, preview_channel_axis))
+        return (yield from _training_job(plan, stop, preview, preview_channel_axis))
 
 
-def _training_job(train, val, info, config, init, stop, preview, preview_channel_axis):
-    events = train_iter(train, val, info, config, init=init, stop=stop)
+def _training_job(plan, stop, preview, preview_channel_axis):
+    events = plan.train_iter(stop=stop)
     while True:
         try:
             event = next(events)
@@ -112,7 +97,7 @@ def _training_job(train, val, info, config, init, stop, preview, preview_channel
             shown, epoch = (event.best_model, event.epoch) if isinstance(event, EpochEnd) else (None, None)
         if preview is not None and shown is not None and not (stop is not None and stop.is_set()):
             device = next(shown.model.parameters()).device
-            precision = "bfloat16" if cpu_bfloat16_applies(config.cpu_bfloat16, device) else "float32"
+            precision = "bfloat16" if cpu_bfloat16_applies(plan.config.cpu_bfloat16, device) else "float32"
             labels = predict(
                 shown, preview, channel_axis=preview_channel_axis, outputs=(), precision=precision
             ).labels

@@ -1,4 +1,6 @@
-"""Training as a generator of progress events, with cancellation, validation and best-model keeping."""
+"""Training as a generator of progress events, with cancellation, validation and best-model
+keeping: ``train_iter`` drives a run through its named phases (adapt, fit heads, then per epoch:
+epoch, score, keep)."""
 
 from __future__ import annotations
 
@@ -8,31 +10,21 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...model import (
-    IGNORE_INDEX,
-    ModelConfig,
-    ModelOutput,
-    SegmentationNet,
-    build_model,
-    method_loss,
-    output_names,
-)
-from ...model.loss import filter_correlation, n2v_mask, self_supervised_loss
+from ...model import ModelConfig, ModelOutput, SegmentationNet, build_model, output_names
 from ..checkpoint import LoadedModel, ModelInfo, save_checkpoint
 from ..devices import cpu_bfloat16_applies, describe_device, resolve_device
 from ..errors import OutputExistsError, SettingsError
 from ..events import EpochEnd, NormAdapted, StepEnd, drive
 from ..images.labels import check_values
-from ..images.metrics import Scores, confusion_matrix, finite_or_none, scores
-from ..images.normalize import Normalization
-from ..prediction.inference import predict_iter
+from ..images.metrics import Scores, finite_or_none
 from .data import (
     LabeledImage,
     PatchSampler,
@@ -41,7 +33,9 @@ from .data import (
     labeled_box_area,
 )
 from .head_fit import FIT_BATCHES, fit_heads, fresh_head_parameters
+from .losses import training_loss
 from .plan import TrainConfig, transfer_weights
+from .scoring import scoring_windows, validation_scores
 
 
 @dataclass
@@ -60,81 +54,11 @@ class TrainingResult:
     out_of_time: bool = False
 
 
-def weighted_loss(
-    output: ModelOutput, target: torch.Tensor, weight: torch.Tensor | None
-) -> tuple[torch.Tensor, list[float]]:
-    """Eq. 1 (``method_loss``) with per-pixel weights: each output's cross-entropy becomes the
-    weighted mean over the labeled pixels.
-
-    The pixels of each weight level form a group; ``method_loss`` on a group gives that group's
-    mean cross-entropies, and Σ_g w_g·n_g·mean_g / Σ_g w_g·n_g is the weighted mean.
-    """
-    labeled = target != IGNORE_INDEX
-    levels = torch.unique(weight[labeled]) if weight is not None else None
-    if levels is None or len(levels) < 2:
-        return method_loss(output, target)
-    total, parts, mass = 0.0, np.zeros(output.branch_logits.shape[1] + 1), 0.0
-    for level in levels:
-        group = torch.where(labeled & (weight == level), target, IGNORE_INDEX)
-        share = float(level) * int((group != IGNORE_INDEX).sum())
-        loss, group_parts = method_loss(output, group)
-        total, parts, mass = total + share * loss, parts + share * np.asarray(group_parts), mass + share
-    return total / mass, (parts / mass).tolist()
-
-
-def training_loss(
-    model: SegmentationNet,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    self_supervised_weight: float = 0.0,
-    generator: torch.Generator | None = None,
-    decorrelation: float = 0.0,
-) -> tuple[torch.Tensor, list[float], ModelOutput]:
-    """The loss of one training batch, the parts it reports and the forward pass it came from.
-
-    W = ``self_supervised_weight`` 0: Eq. 1 (``weighted_loss``) of ``model(x)``. W > 0: the batch
-    is Noise2Void-masked (``n2v_mask``, drawn from ``generator``), the one forward pass runs on
-    the masked batch, and W × ``self_supervised_loss`` (the denoise head against the unmasked
-    ``x`` at the masked pixels, labels or not) is added, and reported as a further part.
-    D = ``decorrelation`` > 0 adds D × ``filter_correlation`` of the translation filters, reported
-    as the last part.
-    """
-    if self_supervised_weight:
-        masked, mask = n2v_mask(x, generator=generator)
-        output = model(masked)
-    else:
-        output = model(x)
-    loss, parts = weighted_loss(output, target, weight)
-    if self_supervised_weight:
-        term = self_supervised_weight * self_supervised_loss(output, x, mask)
-        loss, parts = loss + term, [*parts, float(term.detach())]
-    if decorrelation:
-        if output.filters is None:
-            raise ValueError("the model has no translation filters to decorrelate (a plain U-Net)")
-        term = decorrelation * filter_correlation(output.filters)
-        loss, parts = loss + term, [*parts, float(term.detach())]
-    return loss, parts, output
-
-
 def _check_filter_decorrelation(config: TrainConfig, model_config: ModelConfig) -> None:
     if config.filter_decorrelation > 0 and model_config.architecture != "cellprep":
         raise SettingsError(
             f"filter_decorrelation {config.filter_decorrelation:g} needs a CellPrep model (it keeps the "
             f"translation filters apart); a plain {model_config.backbone} has none: set it to 0"
-        )
-
-
-def _check_self_supervision(config: TrainConfig, model_config: ModelConfig, fine_tune: bool) -> None:
-    if config.self_supervised_weight > 0 and not model_config.denoise_head:
-        fix = (
-            "the model being fine-tuned has none (a fine-tuned model keeps its architecture): fine-tune "
-            "one trained with denoise_head=True, or train afresh with it"
-            if fine_tune
-            else "set ModelConfig(denoise_head=True) (cellprep train --denoise-head)"
-        )
-        raise SettingsError(
-            f"self_supervised_weight {config.self_supervised_weight:g} needs a model with a denoise head: {fix}"
         )
 
 
@@ -149,7 +73,7 @@ def adapt_batch_norm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) ->
     """Re-estimate every BatchNorm layer's running statistics on ``batches`` (their plain
     average; AdaBN, Li et al. 2016), so that a model moved to a new kind of image normalises it
     as its own; weights are untouched and the model is left in eval mode."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -167,7 +91,7 @@ def freeze_batch_norm(model: torch.nn.Module) -> None:
     """Put every BatchNorm layer of a training model in eval mode (running statistics used, not
     updated); its affine weights still learn."""
     for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, _BatchNorm):
             module.eval()
 
 
@@ -201,22 +125,6 @@ def _average_into(averaged: SegmentationNet, model: SegmentationNet, decay: floa
         torch._foreach_lerp_(list(averaged.parameters()), list(model.parameters()), 1.0 - decay)
 
 
-def _fit_fresh_heads(
-    model: SegmentationNet, copied: list[str], train: list[LabeledImage], config: TrainConfig, device: torch.device
-) -> float | None:
-    """``fit_heads`` on ``FIT_BATCHES`` batches of training patches (their own generator: the
-    training patches are the same with or without the fit); the fit's loss, or None."""
-    params = fresh_head_parameters(model, copied, include_copied=config.fit_copied_heads)
-    if not params:
-        return None
-    sampler = PatchSampler(train, config.patch_size, np.random.default_rng([config.seed, 2]), config.augment)
-    batches = []
-    for _ in range(FIT_BATCHES):
-        images, targets, _ = sampler.sample(config.batch_size)
-        batches.append((torch.from_numpy(images).to(device), torch.from_numpy(targets).to(device)))
-    return fit_heads(model, params, batches)
-
-
 def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
     for item in val:
         if item.image.shape[0] != config.in_channels:
@@ -231,76 +139,338 @@ def _check_validation(val: list[LabeledImage], config: ModelConfig) -> None:
         )
 
 
-class _AsGiven(Normalization):
-    """The identity: a ``LabeledImage`` is normalised already (with its whole plane's
-    statistics), so the prediction path takes its values as they are instead of normalising
-    them a second time."""
-
-    def stats(self, image: np.ndarray) -> tuple[float, float]:
-        return 0.0, 1.0
-
-    def apply(self, image: np.ndarray, stats: tuple[float, float] | None = None) -> np.ndarray:
-        return np.asarray(image, dtype=np.float32)
-
-
-VALIDATION_MARGIN = 64
-"""Context (pixels) kept around an item's labeled pixels when it is scored: as much as the
-default tiling overlap, four times what any tiled pixel is guaranteed at a seam."""
-
-
-def scoring_windows(
-    items: list[LabeledImage], multiple: int
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(image, target, weight) views of the part of each item that scoring predicts (``weight``:
-    the item's per-pixel loss weights, ``None`` for 1 everywhere): the bounding box of
-    its labeled pixels grown by ``VALIDATION_MARGIN`` and clipped to the image, its top-left
-    corner on a multiple of ``multiple`` (the model's size multiple, so that pooling groups the
-    pixels as in a whole-image pass). A fully labeled item is its whole image; sparse strokes on
-    a large image cost their neighbourhood only. Items without labels are left out."""
-    windows = []
-    for item in items:
-        labeled = item.target != IGNORE_INDEX
-        rows, cols = np.flatnonzero(labeled.any(axis=1)), np.flatnonzero(labeled.any(axis=0))
-        if not rows.size:
-            continue
-        top = max(0, rows[0] - VALIDATION_MARGIN) // multiple * multiple
-        left = max(0, cols[0] - VALIDATION_MARGIN) // multiple * multiple
-        bottom, right = rows[-1] + 1 + VALIDATION_MARGIN, cols[-1] + 1 + VALIDATION_MARGIN
-        weight = None if item.weight is None else item.weight[top:bottom, left:right]
-        windows.append((item.image[:, top:bottom, left:right], item.target[top:bottom, left:right], weight))
-    return windows
+def check_run(
+    train: list[LabeledImage], val: list[LabeledImage] | None, info: ModelInfo, config: TrainConfig, *, fine_tune: bool
+) -> None:
+    """Raise a ``CellprepError`` naming the problem unless ``train`` (and ``val``) can train the
+    model ``info`` describes with ``config`` (``fine_tune``: it starts from a trained model)."""
+    model_config = info.config
+    check_training_data(train, model_config.num_classes, config.patch_size)
+    if train[0].image.shape[0] != model_config.in_channels:
+        raise TrainingDataError(
+            f"the training images have {train[0].image.shape[0]} channels; "
+            f"the model takes {model_config.in_channels}"
+        )
+    _check_filter_decorrelation(config, model_config)
+    if val:
+        _check_validation(val, model_config)
 
 
-def validation_scores(
-    model: SegmentationNet,
+@dataclass
+class _Best:
+    """Best-model keeping: the model kept so far (a copy in eval mode), its epoch (0: the starting
+    model) and its scores (``None``: kept unscored, as every epoch is without scoring windows)."""
+
+    model: SegmentationNet | None = None
+    epoch: int | None = None
+    scores: Scores | None = None
+
+    @property
+    def miou(self) -> float | None:
+        return self.scores.miou if self.scores is not None else None
+
+    def beaten_by(self, result: Scores | None, ties: bool) -> bool:
+        """Whether an epoch scoring ``result`` is kept instead: always unscored, never on a NaN
+        mIoU, else on a higher mIoU (an equal one too with ``ties``)."""
+        if result is None:
+            return True
+        if math.isnan(result.miou):
+            return False
+        return self.miou is None or result.miou > self.miou or (ties and result.miou == self.miou)
+
+
+@dataclass
+class _Run:
+    """One training run as its phases share it: what it trains on and with, the model being
+    trained, its patches and its clock, and what has happened so far (``_record``)."""
+
+    train: list[LabeledImage]
+    val: list[LabeledImage] | None
+    info: ModelInfo
+    config: TrainConfig
+    init: LoadedModel | None
+    device: torch.device
+    amp: bool  # float16 autocast (CUDA)
+    cpu_bf16: bool  # bfloat16 autocast (a CPU with it in hardware)
+    model: SegmentationNet
+    copied: list[str]  # the names of the tensors copied from ``init``
+    sampler: PatchSampler
+    steps: int  # per epoch
+    digests: list[str]  # of the training images (what ``plan.continues_fine_tuning`` checks)
+    head_fit_loss: float | None = None
+    start: float = 0.0  # perf_counter when the epochs began
+    first_step: float | None = None  # when the time budget starts
+    epochs_run: int = 0
+    stopped: bool = False
+    out_of_time: bool = False
+    best: _Best = field(default_factory=_Best)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def budget_spent(self) -> bool:
+        """Whether ``config.seconds`` have passed since the first step (which starts the clock)."""
+        now = time.perf_counter()
+        self.first_step = now if self.first_step is None else self.first_step
+        return self.config.seconds is not None and now - self.first_step >= self.config.seconds
+
+
+@dataclass
+class _Stepper:
+    """What the epoch phase steps with: the optimiser, its schedule and gradient scaler, the moving
+    average of the weights (``average_weights``) and the loss names."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler
+    averaged: SegmentationNet | None
+    names: list[str]
+
+
+@dataclass
+class _EpochLoss:
+    """The mean losses of an epoch's steps and the last step's forward pass."""
+
+    total: float
+    parts: dict[str, float]
+    output: ModelOutput
+
+
+def _start(
+    train: list[LabeledImage],
+    val: list[LabeledImage] | None,
     info: ModelInfo,
-    windows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
-    *,
-    amp: bool = False,
-    stop: threading.Event | None = None,
-) -> Scores | None:
-    """Scores of ``model`` on ``windows`` (``scoring_windows``) by the path test scoring takes
-    (``engine.evaluation``): tiled prediction (``predict_iter``, its default tile and overlap)
-    with one confusion matrix over every labeled pixel, each counted by its loss weight (a
-    correction as ``engine.labels.CORRECTION_WEIGHT`` accepted pixels, as the loss counts it). The
-    model itself is left as it is (a prepared copy predicts; memory is bounded by the tile).
-    ``amp``: float16 autocast (CUDA). ``None`` when ``stop`` is set before a batch of tiles."""
-    loaded = LoadedModel(model, replace(info, normalization=_AsGiven()))
-    num_classes = info.config.num_classes
-    cm = np.zeros((num_classes, num_classes))
-    for image, target, weight in windows:
-        precision = "float16" if amp else "float32"
-        events = predict_iter(loaded, image, channel_axis=0, outputs=(), precision=precision)
-        while True:
-            if stop is not None and stop.is_set():
-                return None
-            try:
-                next(events)
-            except StopIteration as end:
-                prediction = end.value
-                break
-        cm += confusion_matrix(prediction.labels, target, num_classes, weight=weight)
-    return scores(cm)
+    config: TrainConfig,
+    init: LoadedModel | None,
+) -> _Run:
+    """The model to train (``init``'s weights by the fine-tune rule) on its device, and its patches."""
+    device = resolve_device(config.device)
+    model = initial_model(info.config, config.seed)
+    copied = transfer_weights(model, init) if init is not None else []
+    model.to(device)
+    sampler = PatchSampler(train, config.patch_size, np.random.default_rng(config.seed), config.augment)
+    return _Run(
+        train,
+        val,
+        info,
+        config,
+        init,
+        device,
+        amp=config.amp and device.type == "cuda",
+        cpu_bf16=cpu_bfloat16_applies(config.cpu_bfloat16, device),
+        model=model,
+        copied=copied,
+        sampler=sampler,
+        steps=config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size),
+        digests=sorted({item.digest() for item in train}),
+    )
+
+
+def _adapt(run: _Run) -> None:
+    """Adapt: re-estimate the BatchNorm statistics on ``ADAPT_BATCHES`` batches of training
+    patches before the first step (AdaBN; ``adapt_norm``, ``freeze_norm``)."""
+    batches = (run.sampler.sample(run.config.batch_size)[0] for _ in range(ADAPT_BATCHES))
+    adapt_batch_norm(run.model, (torch.from_numpy(images).to(run.device) for images in batches))
+
+
+def _fit_fresh_heads(run: _Run) -> float | None:
+    """Fit heads: ``fit_heads`` on ``FIT_BATCHES`` batches of training patches (their own
+    generator: the training patches are the same with or without the fit); the fit's loss, or
+    None when no head is fresh."""
+    config = run.config
+    params = fresh_head_parameters(run.model, run.copied, include_copied=config.fit_copied_heads)
+    if not params:
+        return None
+    sampler = PatchSampler(run.train, config.patch_size, np.random.default_rng([config.seed, 2]), config.augment)
+    batches = []
+    for _ in range(FIT_BATCHES):
+        images, targets, _ = sampler.sample(config.batch_size)
+        batches.append((torch.from_numpy(images).to(run.device), torch.from_numpy(targets).to(run.device)))
+    return fit_heads(run.model, params, batches)
+
+
+def _stepper(run: _Run) -> _Stepper:
+    config, model = run.config, run.model
+    optimizer = torch.optim.Adam(_parameter_groups(model, run.copied, config), betas=config.betas)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * run.steps)
+        if config.lr_schedule == "cosine"
+        else None
+    )
+    names = output_names(run.info.config) + ["ensemble"] + (["decorrelation"] if config.filter_decorrelation else [])
+    return _Stepper(
+        optimizer,
+        scheduler,
+        torch.amp.GradScaler("cuda", enabled=run.amp),
+        averaged=copy.deepcopy(model) if config.average_weights > 0 else None,
+        names=names,
+    )
+
+
+def _refresher(run: _Run) -> PatchSampler | None:
+    """The patches that re-estimate the BatchNorm statistics at each epoch's end (``refresh_norm``,
+    a model with BatchNorm), from their own generator: the training patches are the same with or
+    without the refresh."""
+    if not run.config.refresh_norm or not any(isinstance(m, _BatchNorm) for m in run.model.modules()):
+        return None
+    rng = np.random.default_rng([run.config.seed, 1])
+    return PatchSampler(run.train, run.config.patch_size, rng, run.config.augment)
+
+
+def _windows(run: _Run) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """What each epoch is scored on: the validation items, else the training labels with
+    ``select_on_strokes``, else nothing."""
+    scored = run.val if run.val is not None else (run.train if run.config.select_on_strokes else None)
+    return scoring_windows(scored, run.info.config.size_multiple) if scored is not None else []
+
+
+def _step(run: _Run, stepper: _Stepper) -> tuple[torch.Tensor, list[float], ModelOutput]:
+    """One optimiser step on a batch of sampled patches."""
+    config, device, model = run.config, run.device, run.model
+    images, targets, pixel_weights = run.sampler.sample(config.batch_size)
+    x = torch.from_numpy(images).to(device, non_blocking=True)
+    y = torch.from_numpy(targets).to(device, non_blocking=True)
+    w = None if pixel_weights is None else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
+    stepper.optimizer.zero_grad(set_to_none=True)
+    dtype = torch.bfloat16 if run.cpu_bf16 else torch.float16
+    with torch.autocast(device.type, dtype=dtype, enabled=run.amp or run.cpu_bf16):
+        loss, parts, output = training_loss(model, x, y, w, config.filter_decorrelation)
+    stepper.scaler.scale(loss).backward()
+    stepper.scaler.step(stepper.optimizer)
+    stepper.scaler.update()
+    if stepper.averaged is not None:
+        _average_into(stepper.averaged, model, config.average_weights)
+    if stepper.scheduler is not None:
+        stepper.scheduler.step()
+    return loss, parts, output
+
+
+def _epoch(
+    run: _Run, stepper: _Stepper, epoch: int, stop: threading.Event | None
+) -> Generator[StepEnd, None, _EpochLoss | None]:
+    """Epoch: ``run.steps`` steps, each announced by a ``StepEnd``, until ``stop`` is set
+    (``run.stopped``) or the time budget is spent (``run.out_of_time``); ``None`` when it ended
+    before its first step."""
+    config = run.config
+    run.model.train()
+    if config.freeze_norm:
+        freeze_batch_norm(run.model)
+    sums, total_sum, done, output = np.zeros(len(stepper.names)), 0.0, 0, None
+    for step in range(1, run.steps + 1):
+        if stop is not None and stop.is_set():
+            run.stopped = True
+            break
+        if run.budget_spent():
+            run.out_of_time = True
+            break
+        loss, parts, output = _step(run, stepper)
+        total = float(loss.detach())
+        total_sum += total
+        sums += parts
+        done += 1
+        losses = dict(zip(stepper.names, parts))
+        yield StepEnd(epoch, config.epochs, step, run.steps, total, losses, run.elapsed())
+    if run.stopped or done == 0:
+        return None
+    return _EpochLoss(total_sum / done, dict(zip(stepper.names, (sums / done).tolist())), output)
+
+
+def _epoch_model(run: _Run, averaged: SegmentationNet | None, refresher: PatchSampler | None) -> SegmentationNet:
+    """The model an epoch ends with (what is scored, shown and kept): the trained weights or their
+    moving average, its BatchNorm statistics re-estimated on ``REFRESH_BATCHES`` batches of
+    patches with ``refresher``, else (an average) copied from the trained model."""
+    epoch_model = run.model if averaged is None else averaged
+    if averaged is not None and refresher is None:
+        for mine, theirs in zip(averaged.buffers(), run.model.buffers(), strict=True):
+            mine.copy_(theirs)
+    if refresher is not None:
+        batches = (refresher.sample(run.config.batch_size)[0] for _ in range(REFRESH_BATCHES))
+        adapt_batch_norm(epoch_model, (torch.from_numpy(images).to(run.device) for images in batches))
+    return epoch_model
+
+
+def _score(run: _Run, model: SegmentationNet, windows: list, stop: threading.Event | None) -> Scores | None:
+    """Score: ``model`` on the scoring windows (``validation_scores``); ``None`` without windows,
+    or when ``stop`` came meanwhile (``run.stopped``)."""
+    if not windows:
+        return None
+    result = validation_scores(model, run.info, windows, amp=run.amp, stop=stop)
+    run.stopped = result is None
+    return result
+
+
+def _keep(
+    run: _Run, epoch: int, model: SegmentationNet, result: Scores | None, checkpoint_path: Path | None
+) -> LoadedModel | None:
+    """Keep: when the epoch beats the best so far (``_Best.beaten_by``; ties win when scored on
+    the painted labels), a copy of its model becomes the best, is written to ``checkpoint_path``
+    and is handed out with the record so far; ``None`` when it did not improve."""
+    if not run.best.beaten_by(result, ties=run.val is None):
+        return None
+    run.best = _Best(copy.deepcopy(model).eval(), epoch, result)
+    kept = LoadedModel(run.best.model, replace(run.info, training=_record(run)))
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, run.best.model, kept.info, overwrite=True)
+    return kept
+
+
+def _keep_start(run: _Run, windows: list, stop: threading.Event | None) -> None:
+    """When fine-tuning is scored on the painted labels, the starting model is the bar to beat
+    (epoch 0)."""
+    scores = validation_scores(run.model, run.info, windows, amp=run.amp, stop=stop)
+    if scores is not None and not math.isnan(scores.miou):
+        run.best = _Best(copy.deepcopy(run.model).eval(), 0, scores)
+
+
+def _record(run: _Run) -> dict:
+    """The training record a checkpoint keeps (``ModelInfo.training``)."""
+    config, best = run.config, run.best
+    names = run.info.class_names
+    return {
+        "epochs_run": run.epochs_run,
+        "epochs": config.epochs,
+        "best_epoch": best.epoch,
+        "best_val_miou": finite_or_none(best.miou),
+        "val_iou": None if best.scores is None else dict(zip(names, map(finite_or_none, best.scores.iou))),
+        "val_dice": None if best.scores is None else dict(zip(names, map(finite_or_none, best.scores.dice))),
+        "stopped": run.stopped,
+        "out_of_time": run.out_of_time,
+        "time_budget_s": config.seconds,
+        "seed": config.seed,
+        "learning_rate": config.learning_rate,
+        "fresh_learning_rate": config.fresh_learning_rate,
+        "fit_heads": config.fit_heads,
+        "fit_copied_heads": config.fit_copied_heads,
+        "head_fit_loss": run.head_fit_loss,
+        "betas": list(config.betas),
+        "batch_size": config.batch_size,
+        "patch_size": config.patch_size,
+        "steps_per_epoch": run.steps,
+        "lr_schedule": config.lr_schedule,
+        "freeze_norm": config.freeze_norm,
+        "adapt_norm": config.adapt_norm,
+        "refresh_norm": config.refresh_norm,
+        "select_on_strokes": config.select_on_strokes and run.val is None,
+        "filter_decorrelation": config.filter_decorrelation,
+        "augment": config.augment,
+        "mixed_precision": run.amp,
+        "cpu_bfloat16": run.cpu_bf16,
+        "average_weights": config.average_weights,
+        "device": describe_device(run.device),
+        "train_labeled_pixels": sum(item.labeled_pixels for item in run.train),
+        "val_labeled_pixels": sum(item.labeled_pixels for item in run.val or []),
+        "fine_tuned_from": run.init.label if run.init is not None else None,
+        "image_digests": run.digests,
+        "weights_copied": len(run.copied),
+        "seconds": round(run.elapsed(), 1),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _new_checkpoint(path: str | Path | None) -> Path | None:
+    if path is not None and Path(path).exists():
+        raise OutputExistsError(f"{path} already exists; choose another checkpoint file or remove it first")
+    return Path(path) if path is not None else None
 
 
 def train_iter(
@@ -316,8 +486,12 @@ def train_iter(
     """Train the model ``info`` describes; yield ``StepEnd`` per step and ``EpochEnd`` per epoch
     (and first ``NormAdapted`` when ``config.adapt_norm`` or ``freeze_norm`` re-estimates BatchNorm).
 
-    Patches are sampled around labeled pixels (``PatchSampler``; with ``config.self_supervised_weight``
-    > 0, ``config.self_supervised_share`` of each batch anywhere in the images instead). With ``val``
+    The run goes through named phases: adapt (``_adapt``: AdaBN before the first step), fit heads
+    (``_fit_fresh_heads``: the heads fine-tuning left fresh, fitted alone), then per epoch: epoch
+    (``_epoch``: the steps), score (``_score``: the epoch's model, ``_epoch_model``) and keep
+    (``_keep``: best-model keeping).
+
+    Patches are sampled around labeled pixels (``PatchSampler``). With ``val``
     the eval-mode model is scored after each epoch as test scoring scores it (``validation_scores``: tiled prediction
     of each validation image, around its labeled pixels), and the best model by validation mIoU is
     kept (and written atomically to ``checkpoint_path``, which must not exist beforehand); without
@@ -327,9 +501,7 @@ def train_iter(
     ``stopped=True`` (the current weights if no epoch was scored yet). ``config.seconds`` ends
     training by the clock instead: the epoch under way is cut short, scored and counted, and
     the result has ``out_of_time=True``. Items with per-pixel ``weight`` train with
-    ``weighted_loss``. ``config.self_supervised_weight`` > 0 adds the Noise2Void term
-    (``training_loss``; the model needs ``denoise_head``), reported as the ``denoising`` loss;
-    ``config.filter_decorrelation`` > 0 adds the filter-decorrelation term (CellPrep models only),
+    ``weighted_loss``. ``config.filter_decorrelation`` > 0 adds the filter-decorrelation term (CellPrep models only),
     reported as the ``decorrelation`` loss.
 
     Fine-tuning (``init``): every tensor whose name and shape match is copied from ``init``; when
@@ -339,225 +511,67 @@ def train_iter(
     ``config.seed`` seeds the weight initialisation (torch) and patch sampling (numpy); on the CPU
     the same seed gives the same model.
     """
-    model_config = info.config
-    check_training_data(train, model_config.num_classes, config.patch_size)
-    if train[0].image.shape[0] != model_config.in_channels:
-        raise TrainingDataError(
-            f"the training images have {train[0].image.shape[0]} channels; "
-            f"the model takes {model_config.in_channels}"
-        )
-    _check_self_supervision(config, model_config, init is not None)
-    _check_filter_decorrelation(config, model_config)
     val = val or None
-    if val is not None:
-        _check_validation(val, model_config)
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        raise OutputExistsError(
-            f"{checkpoint_path} already exists; choose another checkpoint file or remove it first"
-        )
-
-    device = resolve_device(config.device)
-    amp = config.amp and device.type == "cuda"
-    cpu_bf16 = cpu_bfloat16_applies(config.cpu_bfloat16, device)
-    model = initial_model(model_config, config.seed)
-    copied = transfer_weights(model, init) if init is not None else []
-    model.to(device)
-    rng = np.random.default_rng(config.seed)
-    self_supervised = config.self_supervised_weight
-    anywhere = config.self_supervised_share if self_supervised else 0.0
-    sampler = PatchSampler(train, config.patch_size, rng, config.augment, anywhere)
-    if config.freeze_norm or config.adapt_norm:
-        batches = (sampler.sample(config.batch_size)[0] for _ in range(ADAPT_BATCHES))
-        adapt_batch_norm(model, (torch.from_numpy(images).to(device) for images in batches))
-    head_fit_loss = _fit_fresh_heads(model, copied, train, config, device) if config.fit_heads else None
-    if config.freeze_norm or config.adapt_norm:
+    check_run(train, val, info, config, fine_tune=init is not None)
+    checkpoint_path = _new_checkpoint(checkpoint_path)
+    run = _start(train, val, info, config, init)
+    model = run.model  # the weights being trained (a local name benchmarks.loop.scribbles reads)
+    adapting = config.freeze_norm or config.adapt_norm
+    if adapting:
+        _adapt(run)
+    if config.fit_heads:
+        run.head_fit_loss = _fit_fresh_heads(run)
+    if adapting:
         yield NormAdapted(LoadedModel(copy.deepcopy(model).eval(), info))
-    refresher = None
-    if config.refresh_norm and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        # its own generator: the training patches are the same with or without the refresh
-        refresher = PatchSampler(train, config.patch_size, np.random.default_rng([config.seed, 1]), config.augment)
-    scored = val if val is not None else (train if config.select_on_strokes else None)
-    val_windows = scoring_windows(scored, model_config.size_multiple) if scored is not None else []
-    steps = config.steps_per_epoch or steps_for_one_pass(train, config.patch_size, config.batch_size)
-    optimizer = torch.optim.Adam(_parameter_groups(model, copied, config), betas=config.betas)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps)
-        if config.lr_schedule == "cosine"
-        else None
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    names = (
-        output_names(model_config)
-        + ["ensemble"]
-        + (["denoising"] if self_supervised else [])
-        + (["decorrelation"] if config.filter_decorrelation else [])
-    )
-    masking = torch.Generator().manual_seed(config.seed) if self_supervised else None
-
-    averaged = copy.deepcopy(model) if config.average_weights > 0 else None
+    refresher, windows, stepper = _refresher(run), _windows(run), _stepper(run)
+    if init is not None and val is None and windows:
+        _keep_start(run, windows, stop)
+    run.start = time.perf_counter()
     history: list[EpochEnd] = []
-    best, best_miou, best_epoch, best_scores = None, None, None, None
-    if init is not None and val is None and val_windows:  # the starting model is the bar to beat
-        start_scores = validation_scores(model, info, val_windows, amp=amp, stop=stop)
-        if start_scores is not None and not math.isnan(start_scores.miou):
-            best, best_epoch = copy.deepcopy(model).eval(), 0
-            best_miou, best_scores = start_scores.miou, start_scores
-    stopped, out_of_time, epochs_run = False, False, 0
-    start = time.perf_counter()
-    first_step: float | None = None  # when the time budget starts
-
-    digests = sorted({item.digest() for item in train})  # what a further round checks (plan.continues_fine_tuning)
-
-    def summary() -> dict:
-        return {
-            "epochs_run": epochs_run,
-            "epochs": config.epochs,
-            "best_epoch": best_epoch,
-            "best_val_miou": finite_or_none(best_miou),
-            "val_iou": None
-            if best_scores is None
-            else dict(zip(info.class_names, map(finite_or_none, best_scores.iou))),
-            "val_dice": None
-            if best_scores is None
-            else dict(zip(info.class_names, map(finite_or_none, best_scores.dice))),
-            "stopped": stopped,
-            "out_of_time": out_of_time,
-            "time_budget_s": config.seconds,
-            "seed": config.seed,
-            "learning_rate": config.learning_rate,
-            "fresh_learning_rate": config.fresh_learning_rate,
-            "fit_heads": config.fit_heads,
-            "fit_copied_heads": config.fit_copied_heads,
-            "head_fit_loss": head_fit_loss,
-            "betas": list(config.betas),
-            "batch_size": config.batch_size,
-            "patch_size": config.patch_size,
-            "steps_per_epoch": steps,
-            "lr_schedule": config.lr_schedule,
-            "freeze_norm": config.freeze_norm,
-            "adapt_norm": config.adapt_norm,
-            "refresh_norm": config.refresh_norm,
-            "select_on_strokes": config.select_on_strokes and val is None,
-            "self_supervised_weight": config.self_supervised_weight,
-            "self_supervised_share": anywhere,
-            "filter_decorrelation": config.filter_decorrelation,
-            "augment": config.augment,
-            "mixed_precision": amp,
-            "cpu_bfloat16": cpu_bf16,
-            "average_weights": config.average_weights,
-            "device": describe_device(device),
-            "train_labeled_pixels": sum(item.labeled_pixels for item in train),
-            "val_labeled_pixels": sum(item.labeled_pixels for item in val or []),
-            "fine_tuned_from": init.label if init is not None else None,
-            "image_digests": digests,
-            "weights_copied": len(copied),
-            "seconds": round(time.perf_counter() - start, 1),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        if config.freeze_norm:
-            freeze_batch_norm(model)
-        loss_sums, total_sum, steps_done = np.zeros(len(names)), 0.0, 0
-        for step in range(1, steps + 1):
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            now = time.perf_counter()
-            first_step = now if first_step is None else first_step
-            if config.seconds is not None and now - first_step >= config.seconds:
-                out_of_time = True
-                break
-            images, targets, pixel_weights = sampler.sample(config.batch_size)
-            x = torch.from_numpy(images).to(device, non_blocking=True)
-            y = torch.from_numpy(targets).to(device, non_blocking=True)
-            w = (
-                None
-                if pixel_weights is None
-                else torch.from_numpy(pixel_weights).to(device, non_blocking=True)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else torch.float16, enabled=amp or cpu_bf16):
-                loss, parts, output = training_loss(
-                    model, x, y, w, self_supervised, masking, config.filter_decorrelation
-                )
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if averaged is not None:
-                _average_into(averaged, model, config.average_weights)
-            if scheduler is not None:
-                scheduler.step()
-            total = float(loss.detach())
-            total_sum += total
-            loss_sums += parts
-            steps_done += 1
-            yield StepEnd(
-                epoch, config.epochs, step, steps, total, dict(zip(names, parts)), time.perf_counter() - start
-            )
-        if stopped or steps_done == 0:  # stopped, or the budget ran out at an epoch's start
+        loss = yield from _epoch(run, stepper, epoch, stop)
+        if loss is None:  # stopped, or the budget ran out at an epoch's start
             break
-        epoch_model = model if averaged is None else averaged  # what is scored, shown and kept
-        if averaged is not None and refresher is None:
-            for mine, theirs in zip(averaged.buffers(), model.buffers(), strict=True):
-                mine.copy_(theirs)
-        if refresher is not None:
-            batches = (refresher.sample(config.batch_size)[0] for _ in range(REFRESH_BATCHES))
-            adapt_batch_norm(epoch_model, (torch.from_numpy(images).to(device) for images in batches))
-        weights = output.ensemble_weights.detach().float().cpu().tolist()
-        result = validation_scores(epoch_model, info, val_windows, amp=amp, stop=stop) if val_windows else None
-        if val_windows and result is None:
-            stopped = True
+        epoch_model = _epoch_model(run, stepper.averaged, refresher)
+        weights = loss.output.ensemble_weights.detach().float().cpu().tolist()
+        result = _score(run, epoch_model, windows, stop)
+        if run.stopped:
             break
-        epochs_run = epoch
-        if result is None:
-            improved = True
-        else:
-            improved = not math.isnan(result.miou) and (
-                best_miou is None or result.miou > best_miou or (val is None and result.miou == best_miou)
-            )
-        best_model = None
-        if improved:
-            best_miou, best_epoch, best_scores = (
-                (result.miou, epoch, result) if result else (None, epoch, None)
-            )
-            best = copy.deepcopy(epoch_model).eval()
-            best_model = LoadedModel(best, replace(info, training=summary()))
-            if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, best, best_model.info, overwrite=True)
+        run.epochs_run = epoch
+        kept = _keep(run, epoch, epoch_model, result, checkpoint_path)
         event = EpochEnd(
             epoch=epoch,
             epochs=config.epochs,
-            train_loss=total_sum / steps_done,
-            losses=dict(zip(names, (loss_sums / steps_done).tolist())),
-            elapsed=time.perf_counter() - start,
+            train_loss=loss.total,
+            losses=loss.parts,
+            elapsed=run.elapsed(),
             val_iou=result.iou if result else None,
             val_dice=result.dice if result else None,
             val_miou=result.miou if result else None,
             val_mdice=result.mdice if result else None,
-            best_miou=best_miou,
-            best_epoch=best_epoch,
-            improved=improved,
+            best_miou=run.best.miou,
+            best_epoch=run.best.epoch,
+            improved=kept is not None,
             scored_on="validation" if val is not None else "painted",
             ensemble_weights=weights,
-            best_model=best_model,
+            best_model=kept,
         )
         history.append(event)
         yield event
-        if out_of_time:
+        if run.out_of_time:
             break
+    return _finish(run, history, checkpoint_path)
 
-    if best is not None:
-        model = best
+
+def _finish(run: _Run, history: list[EpochEnd], checkpoint_path: Path | None) -> TrainingResult:
+    """The best model (the trained weights if none was kept) in eval mode, with its record."""
+    model = run.best.model if run.best.model is not None else run.model
     model.eval()
-    final_info = replace(info, training=summary())
-    path = None
-    if checkpoint_path is not None:
-        path = save_checkpoint(checkpoint_path, model, final_info, overwrite=True)
+    info = replace(run.info, training=_record(run))
+    path = save_checkpoint(checkpoint_path, model, info, overwrite=True) if checkpoint_path is not None else None
+    best = run.best
     return TrainingResult(
-        LoadedModel(model, final_info, path), stopped, epochs_run, best_miou, best_epoch, history, out_of_time
+        LoadedModel(model, info, path), run.stopped, run.epochs_run, best.miou, best.epoch, history, run.out_of_time
     )
 
 

@@ -59,15 +59,6 @@ class TrainConfig:
     ``fit_copied_heads`` (with ``fit_heads``): fit the heads copied from the starting model too, so
     that a model fine-tuned into another task with the same class count starts from heads fitted to
     its strokes rather than to the old task.
-    ``self_supervised_weight`` W > 0 (not in the paper; needs ``ModelConfig.denoise_head``):
-    each batch is Noise2Void-masked (``model.loss.n2v_mask``), the one forward pass runs on the
-    masked patches, and W × the denoise head's masked-pixel MSE to the unmasked patches is added
-    to Eq. 1, on every pixel of every patch whether labeled or not (0: Eq. 1 alone).
-    ``self_supervised_share`` (0 to 1, used only when W > 0): that share of each batch
-    (``int(share × batch_size)`` patches, the last ones) is placed uniformly anywhere in the
-    training images instead of around a labeled pixel (``PatchSampler``'s ``anywhere``), as
-    DenoiSeg trains, so that unlabeled regions teach through the Noise2Void term (their pixels
-    stay out of Eq. 1). W = 0 samples exactly as without it.
     ``filter_decorrelation`` D > 0 (not in the paper; CellPrep models only): D × the mean squared
     correlation of each pair of translation filters over each patch's pixels
     (``model.loss.filter_correlation``) is added to Eq. 1, so that the filters cannot all become
@@ -95,8 +86,6 @@ class TrainConfig:
     cpu_bfloat16: bool = False
     average_weights: float = 0.0
     select_on_strokes: bool = False
-    self_supervised_weight: float = 0.0
-    self_supervised_share: float = 0.5
     filter_decorrelation: float = 0.0
 
     def __post_init__(self) -> None:
@@ -111,10 +100,6 @@ class TrainConfig:
                 raise SettingsError(f"{name} must be positive, got {value}")
         if self.seconds is not None and not self.seconds > 0:
             raise SettingsError(f"the time budget must be positive, got {self.seconds} s")
-        if not self.self_supervised_weight >= 0 or math.isinf(self.self_supervised_weight):
-            raise SettingsError(
-                f"self_supervised_weight must be 0 (off) or positive, got {self.self_supervised_weight}"
-            )
         if not self.filter_decorrelation >= 0 or math.isinf(self.filter_decorrelation):
             raise SettingsError(
                 f"filter_decorrelation must be 0 (off) or positive, got {self.filter_decorrelation}"
@@ -122,10 +107,6 @@ class TrainConfig:
         if not 0.0 <= self.average_weights < 1.0:
             raise SettingsError(
                 f"average_weights must be 0 (off) or a decay below 1 (e.g. 0.9), got {self.average_weights}"
-            )
-        if not 0.0 <= self.self_supervised_share <= 1.0:
-            raise SettingsError(
-                f"self_supervised_share must be between 0 and 1, got {self.self_supervised_share}"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise SettingsError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

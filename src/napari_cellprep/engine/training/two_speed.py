@@ -24,8 +24,10 @@ from ..images.metrics import confusion_matrix, scores
 from ..prediction.inference import predict
 from .data import LabeledImage
 from .live import PreviewReady, training_job
-from .loop import TrainingResult, _AsGiven, initial_model
-from .plan import TrainConfig, transfer_weights
+from .loop import TrainingResult, initial_model
+from .plan import transfer_weights
+from .recipe import RunPlan
+from .scoring import _AsGiven
 
 PSEUDO_THRESHOLD = 0.7
 """A pixel the classifier gives at least this probability becomes a pseudo-label."""
@@ -150,26 +152,24 @@ def starting_network(info: ModelInfo, init: LoadedModel | None, seed: int) -> Lo
 
 
 def two_speed_job(
-    train: list[LabeledImage],
-    val: list[LabeledImage] | None,
-    info: ModelInfo,
-    config: TrainConfig,
+    plan: RunPlan,
     *,
-    init: LoadedModel | None = None,
     stop: threading.Event | None = None,
     preview: np.ndarray | None = None,
     preview_channel_axis: int | None = None,
     threads: int | None = None,
     network: bool = True,
 ) -> Generator[ClassifierFitted | EnsembleChosen | NormAdapted | StepEnd | EpochEnd | PreviewReady, None, TrainingResult]:
-    """Fit the classifier to ``train``'s strokes and show it (``ClassifierFitted``; with a
-    ``preview`` plane, a ``PreviewReady`` of epoch 0), then train the network on the strokes and the
+    """Fit the classifier to the plan's training strokes and show it (``ClassifierFitted``; with a
+    ``preview`` plane, a ``PreviewReady`` of epoch 0), then run the plan on the strokes and the
     classifier's pseudo-labels (``training_job``; ``config.seconds`` counts from this job's start,
     the final refit included),
-    choosing the classifier's ensemble weight on ``val`` whenever the network improved
-    (``EnsembleChosen``, and the blend's ``PreviewReady``). The result's model carries the
+    choosing the classifier's ensemble weight on the plan's validation items whenever the network
+    improved (``EnsembleChosen``, and the blend's ``PreviewReady``). The result's model carries the
     classifier refitted to every stroke (train and held out) at the chosen weight. ``network``
     False, or no time left for it: the classifier alone (weight 1) on the starting network."""
+    info, config, init = plan.info, plan.config, plan.init
+    train, val = list(plan.train), list(plan.val) if plan.val else None
     started = time.monotonic()
     num_classes = info.config.num_classes
     features = _Features()
@@ -186,9 +186,8 @@ def two_speed_job(
         result = TrainingResult(starting_network(info, init, config.seed), stop is not None and stop.is_set(), 0, None, None)
         return _keep(result, train, val, num_classes, features, 1.0)
     pseudo = pseudo_labeled(train, features.probabilities(fast, train))
-    events = training_job(
-        pseudo, val, info, replace(config, seconds=remaining), init=init, stop=stop, threads=threads
-    )
+    pseudo_plan = replace(plan, train=tuple(pseudo), config=replace(config, seconds=remaining))
+    events = training_job(pseudo_plan, stop=stop, threads=threads)
     weight = UNCHOSEN_WEIGHT
     while True:
         try:

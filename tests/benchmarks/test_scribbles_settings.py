@@ -1,5 +1,5 @@
-"""benchmarks/loop/scribbles.py: ``--set`` reaches a new model's denoise head and the Noise2Void
-settings through the Train dock's code path (``train_run``), and the seed reaches the run."""
+"""benchmarks/loop/scribbles.py: the dock's settings read from the engine, and ``--set`` reaching a
+run through the Train dock's code path (``train_run``), the seed included."""
 
 from __future__ import annotations
 
@@ -31,19 +31,16 @@ def _painted() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, labels, mask.astype(np.int64)
 
 
-def test_the_dock_settings_carry_the_engine_defaults_and_no_head(scribbles):
+def test_the_dock_settings_carry_the_engine_defaults(scribbles):
     dock = scribbles._dock(False)
-    assert dock["seed"] == 0 and dock["denoise_head"] == 0 and dock["self_supervised_weight"] == 0.0
-    assert dock["self_supervised_share"] == 0.5
+    assert dock["seed"] == 0 and dock["val_fraction"] == 0.2 and (dock["width"], dock["depth"]) == (16, 4)
     with pytest.raises(ValueError, match="unknown setting 'nope'"):
         scribbles.override("nope", "1")
 
 
-def test_a_scratch_run_trains_the_denoise_head_when_set(scribbles):
+def test_a_scratch_run_takes_the_settings_set(scribbles):
     for key, value in {
-        "denoise_head": "1",
-        "self_supervised_weight": "50",
-        "self_supervised_share": "0.25",
+        "learning_rate": "0.003",
         "seed": "3",
         "width": "4",
         "depth": "2",
@@ -53,9 +50,9 @@ def test_a_scratch_run_trains_the_denoise_head_when_set(scribbles):
         "device": "cpu",
     }.items():
         scribbles.override(key, value)
-    assert scribbles.OVERRIDES["self_supervised_weight"] == 50.0 and scribbles.OVERRIDES["seed"] == 3
+    assert scribbles.OVERRIDES["learning_rate"] == 0.003 and scribbles.OVERRIDES["seed"] == 3
     info, init = scribbles.model_info("scratch", None, ["background", "colony"])
-    assert init is None and info.config.denoise_head and info.config.width == 4
+    assert init is None and info.config.width == 4
     image, labels, mask = _painted()
     run = scribbles.train_run(
         image, labels, mask, info, None, seconds=float("inf"), preview=False, epochs=2, last_weights=True
@@ -64,17 +61,15 @@ def test_a_scratch_run_trains_the_denoise_head_when_set(scribbles):
     assert last.model is not run["model"].model and not last.model.training and last.info is info
     training = run["model"].info.training
     assert run["steps"] == 2 * run["steps_per_epoch"]
-    assert training["self_supervised_weight"] == 50.0 and training["self_supervised_share"] == 0.25
+    assert training["learning_rate"] == 0.003 and training["batch_size"] == 4
     assert training["seed"] == 3 and training["val_labeled_pixels"] > 0  # the dock's 20 % held out
-    assert run["model"].model.denoise is not None
 
 
-def test_set_reads_the_new_settings_as_numbers_and_refuses_unknown_ones(scribbles, capsys):
-    scribbles.override("self_supervised_weight", "300")
-    scribbles.override("self_supervised_share", "1")
-    scribbles.override("denoise_head", "1")
-    assert scribbles.SETTINGS["self_supervised_weight"] == 300.0 and scribbles.SETTINGS["denoise_head"] == 1
-    assert isinstance(scribbles.SETTINGS["self_supervised_share"], float)
+def test_set_reads_the_settings_as_numbers_and_refuses_unknown_ones(scribbles, capsys):
+    scribbles.override("average_weights", "1")
+    scribbles.override("fit_heads", "0")
+    assert scribbles.SETTINGS["average_weights"] == 1.0 and isinstance(scribbles.SETTINGS["average_weights"], float)
+    assert scribbles.SETTINGS["fit_heads"] == 0
     with pytest.raises(SystemExit):
         scribbles.main(["--set", "nope=1", "--tag", "x", "--report-only"])
     assert "--set nope=1: unknown setting 'nope'" in capsys.readouterr().err
