@@ -30,7 +30,7 @@ from ..engine.events import EpochEnd, NormAdapted, StepEnd
 from ..engine.images.labels import CORRECTION_WEIGHT, LabelKind, check_classes, label_mapping, to_targets
 from ..engine.images.layout import find_channel_axis, input_channels
 from ..engine.threads import gui_torch_threads, warm_up_optimizer
-from ..engine.training.live import PreviewReady
+from ..engine.training.live import PreviewReady, training_job
 from ..engine.training.loop import TrainingResult
 from ..engine.training.plan import (
     DEFAULT_VAL_FRACTION,
@@ -130,9 +130,10 @@ class TrainWidget(Container):
         self._val_image = ComboBox(label="validation image", choices=layer_choices(viewer, Image))
         self._val_labels = ComboBox(label="validation labels", choices=layer_choices(viewer, Labels))
         self._preview = CheckBox(text="live preview (best epoch so far, on the current view)", value=True)
-        self._live = CheckBox(text="live: a pixel classifier answers after every stroke", value=True)
-        self._live.tooltip = ("Refits a pixel classifier on multiscale features to your strokes and shows it in "
-                              "the preview within about a second; Train then teaches the network past it")
+        self._live = CheckBox(text="live: a pixel classifier answers after every stroke", value=False)
+        self._live.tooltip = ("Refits a pixel classifier on multiscale features to your strokes after every stroke "
+                              "and shows it in the preview; Train then teaches the network past it from the "
+                              "classifier's confident pixels, and keeps whichever fits held-out strokes best")
         self.live = LiveClassifier(self.preview, self.native)
         self._save_button = PushButton(text="Save model…", enabled=False)
         self.controls = RunControls("Train", "Stop", abort=False, extra_buttons=(self._save_button,))
@@ -405,8 +406,8 @@ class TrainWidget(Container):
         corrected = sum(int((item.weight > 1).sum()) for item in plan.train if item.weight is not None)
         corrections = f" ({corrected} corrected, weighted ×{CORRECTION_WEIGHT:g})" if corrected else ""
         verb = "Continuing" if plan.continuing else "Training"
-        self.controls.start(
-            two_speed_job,
+        self.controls.start(  # live: the two speeds (an option until benchmarks/loop/two_speeds.py backs it)
+            two_speed_job if self._live.value else training_job,
             busy=f"{verb} {plan.info.name!r} on {plan.labeled_pixels[0]} painted pixels{corrections}…",
             on_event=self._on_event,
             on_result=self._on_result,

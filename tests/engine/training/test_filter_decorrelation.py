@@ -12,8 +12,8 @@ from napari_cellprep.engine.checkpoint import ModelInfo, read_info
 from napari_cellprep.engine.errors import SettingsError
 from napari_cellprep.engine.images.io import write_image
 from napari_cellprep.engine.training.data import LabeledImage
-from napari_cellprep.engine.training.losses import training_loss, weighted_loss
 from napari_cellprep.engine.training.loop import TrainConfig, train
+from napari_cellprep.engine.training.losses import training_loss, weighted_loss
 from napari_cellprep.model import ModelConfig, build_model
 from napari_cellprep.model.loss import filter_correlation
 from tests.conftest import disks

@@ -26,8 +26,8 @@ from napari_cellprep.engine.training.data import (
     labeled_items,
     split_validation,
 )
-from napari_cellprep.engine.training.losses import weighted_loss
 from napari_cellprep.engine.training.loop import train
+from napari_cellprep.engine.training.losses import weighted_loss
 from napari_cellprep.engine.training.plan import TrainConfig
 from napari_cellprep.model import ModelConfig, ModelOutput, method_loss
 from tests.conftest import disks
