@@ -88,7 +88,7 @@ class SklearnOnFeatures:
 def fit(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, names: list[str], reference: torch.Tensor):
     """The fitted candidate ``name`` (without its ``+net`` suffix)."""
     if name == "forest":
-        return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(jobs=THREADS))
+        return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(extra=False, jobs=THREADS))
     if name == "extra":
         return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(extra=True, jobs=THREADS))
     if name == "mlp":
