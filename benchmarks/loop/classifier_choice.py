@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import types
@@ -48,8 +47,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.loop.scribbles import SETS, held_out, miou, painted_case, run_forest
-from benchmarks.paper.reproduce import CONDITIONS, paired_difference
+from benchmarks.harness.datasets import CONDITIONS, SETS, held_out
+from benchmarks.harness.report import provenance
+from benchmarks.harness.stats import paired_difference
+from benchmarks.loop.scribbles import miou, painted_case, run_forest
 from napari_cellprep.engine.checkpoint import load_default
 from napari_cellprep.engine.classifier import (
     ForestClassifier,
@@ -64,8 +65,7 @@ from napari_cellprep.engine.classifier import (
 from napari_cellprep.engine.images.normalize import Normalization
 from napari_cellprep.engine.prediction.inference import predict
 
-REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "docs" / "results" / "loop" / "classifier-choice"
+OUT = Path(__file__).resolve().parents[2] / "docs" / "results" / "loop" / "classifier-choice"
 THREADS = 2
 CANDIDATES = ("forest", "extra", "rf100", "hgb", "mlp")
 WITH_NET = ("forest+net", "mlp+net")
@@ -88,7 +88,7 @@ class SklearnOnFeatures:
 def fit(name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, names: list[str], reference: torch.Tensor):
     """The fitted candidate ``name`` (without its ``+net`` suffix)."""
     if name == "forest":
-        return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(jobs=THREADS))
+        return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(extra=False, jobs=THREADS))
     if name == "extra":
         return ForestClassifier.fit(x, y, num_classes, names, ForestSettings(extra=True, jobs=THREADS))
     if name == "mlp":
@@ -234,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         args.sets = ["nist-phase", "isbi2012-membrane"]
         args.out = args.out.with_name(args.out.name + "-quick")
     torch.set_num_threads(THREADS)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+    made_with = provenance()
     candidates = args.candidates + ([] if args.no_net else list(WITH_NET))
     command = " ".join(["python -m benchmarks.loop.classifier_choice", *(sys.argv[1:] if argv is None else argv)])
     results = {"command": command.strip(),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
-               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "git_head": head,
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "git_head": made_with["commit"][:12],
+               "provenance": made_with,
                "candidates": candidates, "cases": {}}
     base = None if args.no_net else load_default()
     args.out.parent.mkdir(parents=True, exist_ok=True)
